@@ -1,0 +1,232 @@
+//! One PostgreSQL backup, from snapshot to manifest; the rule "complete means manifest".
+//!
+//! Order: check the bucket is protected, resolve the integrity header, open the snapshot, stream
+//! `pg_dump` into a multipart upload while counting rows in the same snapshot, complete the
+//! upload only if pg_dump exited 0, read the object back (size, checksum, retention), write the
+//! `.sha256` file, read it back, and only then write the manifest, also read back. Any failure
+//! before the manifest leaves no manifest; a failure before completion leaves no object at all.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::engine::postgres::{self, SnapshotSession, TableRows};
+use crate::error::{Error, Result};
+use crate::layout::{self, Engine, Timestamp};
+use crate::lock;
+use crate::manifest::{
+    Compression, FORMAT_VERSION, Manifest, ManifestObject, ManifestRetention, PostgresDetails,
+};
+use crate::pipeline::{self, Progress, StreamOptions};
+use crate::readback::{self, Confirmed, Sent};
+use crate::store::checksum::expected_single;
+use crate::store::probe;
+use crate::store::{Integrity, ObjectStore, PartChecksum, Retention};
+
+/// What a finished backup reports (also printed by `strongroom backup --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub engine: Engine,
+    pub release: String,
+    pub timestamp: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub manifest_key: String,
+    pub size_bytes: u64,
+    pub uncompressed_size_bytes: u64,
+    pub sha256: String,
+    pub integrity: Integrity,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retain_until: Option<OffsetDateTime>,
+    pub duration_seconds: f64,
+    pub tables: usize,
+}
+
+/// Writes a small object (manifest, checksum file) with lock and integrity header, then
+/// confirms it like any other backup object.
+pub async fn put_confirmed<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    body: Vec<u8>,
+    integrity: Integrity,
+    lock: Option<&Retention>,
+) -> Result<Confirmed> {
+    let checksum = PartChecksum::compute(integrity, &body);
+    let size = body.len() as u64;
+    let answer = store
+        .put_object(key, Bytes::from(body), checksum, lock)
+        .await?;
+    let sent = Sent {
+        key: key.to_owned(),
+        size,
+        expected: expected_single(&checksum),
+        answer,
+    };
+    readback::confirm(store, &sent, lock).await
+}
+
+/// Refuses to add a version to a key that already holds a backup.
+async fn ensure_key_free<S: ObjectStore>(store: &S, key: &str) -> Result<()> {
+    let versions = store.list_versions(key).await?;
+    if versions.iter().any(|v| v.key == key) {
+        return Err(Error::KeyTaken {
+            key: store.target(key),
+        });
+    }
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Runs one PostgreSQL backup now.
+pub async fn backup_postgres<S: ObjectStore + 'static>(
+    config: &Config,
+    store: Arc<S>,
+    progress: &Progress,
+) -> Result<BackupReport> {
+    let pg = config
+        .postgresql
+        .as_ref()
+        .ok_or(Error::EngineNotConfigured {
+            engine: "postgresql",
+        })?;
+    let password = pg.password()?;
+    let s3 = &config.s3;
+    let policy = lock::require_protection(&*store, &s3.bucket, &s3.object_lock).await?;
+    let choice = probe::resolve(&*store, s3.integrity, &s3.prefix).await?;
+    tracing::info!(integrity = choice.integrity.as_str(), reason = %choice.reason,
+        "integrity header chosen");
+
+    let started = OffsetDateTime::now_utc();
+    let timestamp = Timestamp::new(started);
+    let keys = layout::postgres_keys(&s3.prefix, &config.release, timestamp);
+    ensure_key_free(&*store, &keys.dump).await?;
+    let retention = policy.map(|p| p.retention_from(started));
+    tracing::info!(key = %keys.dump, database = %pg.database, "backup started");
+
+    let session = SnapshotSession::open(pg, password.as_deref()).await?;
+    let pg_dump_version = postgres::pg_dump_version(pg).await?;
+    let (child, stdout) = postgres::spawn_pg_dump(pg, password.as_deref(), &session.snapshot_id)?;
+    let options = StreamOptions {
+        part_size: s3.part_size_mib as usize * 1024 * 1024,
+        upload_concurrency: s3.upload_concurrency as usize,
+        compression_level: pg.compression_level,
+        compression_threads: crate::compress::threads(pg.compression_threads),
+        block_size: crate::compress::BLOCK_SIZE,
+        integrity: choice.integrity,
+    };
+    let upload = pipeline::stage(
+        Arc::clone(&store),
+        &keys.dump,
+        stdout,
+        options,
+        retention.as_ref(),
+        progress,
+    );
+    let (staged, counts) = tokio::join!(upload, session.row_counts());
+    let staged = staged?;
+    let finished = child.finish().await;
+    let tables: Vec<TableRows> = match (finished, counts) {
+        (Ok(()), Ok(tables)) => tables,
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            staged.abort().await;
+            return Err(e.into());
+        }
+    };
+    let snapshot_id = session.snapshot_id.clone();
+    let server_version = session.server_version.clone();
+    session.close().await;
+
+    let completed = staged.complete().await?;
+    let dump = readback::confirm(&*store, &completed.sent, retention.as_ref()).await?;
+    let sha256 = hex::encode(completed.sha256);
+    tracing::info!(key = %dump.key, version_id = ?dump.version_id, size = dump.size,
+        "dump uploaded, read back and locked");
+
+    let file_name = keys.dump.rsplit('/').next().unwrap_or(&keys.dump);
+    let checksum_body = format!("{sha256}  {file_name}\n").into_bytes();
+    let checksum_sha = sha256_hex(&checksum_body);
+    let checksum = put_confirmed(
+        &*store,
+        &keys.checksum,
+        checksum_body,
+        choice.integrity,
+        retention.as_ref(),
+    )
+    .await?;
+
+    let finished_at = OffsetDateTime::now_utc();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        engine: Engine::Postgresql,
+        release: config.release.clone(),
+        timestamp: timestamp.to_string(),
+        started_at: started,
+        finished_at,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        retention: retention.map(|r| ManifestRetention {
+            mode: r.mode,
+            retain_until: r.retain_until,
+        }),
+        objects: vec![
+            ManifestObject {
+                key: dump.key.clone(),
+                version_id: dump.version_id.clone(),
+                size_bytes: dump.size,
+                sha256: sha256.clone(),
+            },
+            ManifestObject {
+                key: checksum.key.clone(),
+                version_id: checksum.version_id.clone(),
+                size_bytes: checksum.size,
+                sha256: checksum_sha,
+            },
+        ],
+        postgresql: Some(PostgresDetails {
+            database: pg.database.clone(),
+            server_version,
+            pg_dump_version,
+            dump_format: "plain".into(),
+            compression: Compression {
+                format: "gzip".into(),
+                level: pg.compression_level,
+                block_size_bytes: crate::compress::BLOCK_SIZE as u64,
+            },
+            uncompressed_size_bytes: completed.uncompressed_size,
+            snapshot_id,
+            tables: tables.clone(),
+        }),
+    };
+    put_confirmed(
+        &*store,
+        &keys.manifest,
+        manifest.to_bytes(),
+        choice.integrity,
+        retention.as_ref(),
+    )
+    .await?;
+    let report = BackupReport {
+        engine: Engine::Postgresql,
+        release: config.release.clone(),
+        timestamp: timestamp.to_string(),
+        key: dump.key,
+        version_id: dump.version_id,
+        manifest_key: keys.manifest,
+        size_bytes: dump.size,
+        uncompressed_size_bytes: completed.uncompressed_size,
+        sha256,
+        integrity: choice.integrity,
+        retain_until: retention.map(|r| r.retain_until),
+        duration_seconds: (finished_at - started).as_seconds_f64(),
+        tables: tables.len(),
+    };
+    tracing::info!(manifest = %report.manifest_key, size = report.size_bytes,
+        seconds = report.duration_seconds, "backup complete");
+    Ok(report)
+}

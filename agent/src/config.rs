@@ -1,0 +1,645 @@
+//! The agent's configuration file: serde model, defaults and validation.
+//!
+//! One YAML file configures everything. Unknown keys are rejected, every default is in
+//! [`defaults`], and [`Config::load`] validates the whole file before any command touches a
+//! database or a bucket, naming the offending key, the bad value and what is allowed.
+//! Secrets are never in this file: the PostgreSQL password comes from a file or `PGPASSWORD`
+//! ([`PostgresConfig::password`]), S3 credentials from the standard AWS chain.
+//! This module does not open connections; it only describes them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Every default value, in one place, so the README and the code cannot drift apart silently.
+pub mod defaults {
+    pub const PREFIX: &str = "backups";
+    pub const REGION: &str = "us-east-1";
+    /// 8 MiB parts: small enough that two in flight plus one filling stay far below the 64 MiB
+    /// memory budget, large enough that a 1 GB dump needs only ~20-60 requests.
+    pub const PART_SIZE_MIB: u32 = 8;
+    /// Parts uploaded concurrently. Memory is bounded by part size x (this + 1).
+    pub const UPLOAD_CONCURRENCY: u32 = 2;
+    /// Seven years, the runbook's default retention.
+    pub const RETENTION_YEARS: u32 = 7;
+    pub const PG_HOST: &str = "/var/run/postgresql";
+    pub const PG_PORT: u16 = 5432;
+    pub const PG_USER: &str = "postgres";
+    pub const PG_DUMP: &str = "pg_dump";
+    /// The runbook's `gzip -6`.
+    pub const COMPRESSION_LEVEL: u32 = 6;
+    pub const CONNECT_TIMEOUT_SECONDS: u64 = 10;
+    pub const LOG_LEVEL: &str = "info";
+
+    pub(super) fn prefix() -> String {
+        PREFIX.into()
+    }
+    pub(super) fn region() -> String {
+        REGION.into()
+    }
+    pub(super) fn part_size_mib() -> u32 {
+        PART_SIZE_MIB
+    }
+    pub(super) fn upload_concurrency() -> u32 {
+        UPLOAD_CONCURRENCY
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn pg_host() -> String {
+        PG_HOST.into()
+    }
+    pub(super) fn pg_port() -> u16 {
+        PG_PORT
+    }
+    pub(super) fn pg_user() -> String {
+        PG_USER.into()
+    }
+    pub(super) fn pg_dump() -> std::path::PathBuf {
+        PG_DUMP.into()
+    }
+    pub(super) fn compression_level() -> u32 {
+        COMPRESSION_LEVEL
+    }
+    pub(super) fn connect_timeout_seconds() -> u64 {
+        CONNECT_TIMEOUT_SECONDS
+    }
+    pub(super) fn log_level() -> String {
+        LOG_LEVEL.into()
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Helm release name; part of every S3 key (`<prefix>/<engine>/<release>/...`).
+    pub release: String,
+    pub s3: S3Config,
+    /// Present when this agent backs up a PostgreSQL database.
+    #[serde(default)]
+    pub postgresql: Option<PostgresConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix under which all engines' backups live, e.g. `backups/llama-mapper`.
+    #[serde(default = "defaults::prefix")]
+    pub prefix: String,
+    #[serde(default = "defaults::region")]
+    pub region: String,
+    /// For S3-compatible stores (Ceph RGW, MinIO, ...); AWS's endpoint when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`). Defaults to true when `endpoint` is set,
+    /// since most self-hosted stores have no wildcard DNS for virtual-hosted buckets.
+    #[serde(default)]
+    pub force_path_style: Option<bool>,
+    #[serde(default)]
+    pub integrity: IntegrityMode,
+    #[serde(default = "defaults::part_size_mib")]
+    pub part_size_mib: u32,
+    #[serde(default = "defaults::upload_concurrency")]
+    pub upload_concurrency: u32,
+    #[serde(default)]
+    pub object_lock: ObjectLockConfig,
+}
+
+impl S3Config {
+    pub fn path_style(&self) -> bool {
+        self.force_path_style.unwrap_or(self.endpoint.is_some())
+    }
+}
+
+/// Which integrity header every upload request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrityMode {
+    /// Probe the endpoint once and use the strongest checksum it verifies.
+    #[default]
+    Auto,
+    Md5,
+    Sha256,
+    Crc32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockConfig {
+    /// Refuse to write into a bucket without Object Lock and versioning. Set to false only for
+    /// development; backups then carry no retention at all.
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+    #[serde(default)]
+    pub mode: LockMode,
+    #[serde(default)]
+    pub retention: RetentionPeriod,
+}
+
+impl Default for ObjectLockConfig {
+    fn default() -> Self {
+        ObjectLockConfig {
+            required: true,
+            mode: LockMode::default(),
+            retention: RetentionPeriod::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LockMode {
+    /// Deletable early only with `s3:BypassGovernanceRetention` (break-glass).
+    #[default]
+    Governance,
+    /// Nobody, not even the root account, can delete before the date.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+/// How long each object stays locked: exactly one of `days` or `years`, like S3's own
+/// default-retention rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPeriod {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub years: Option<u32>,
+}
+
+impl Default for RetentionPeriod {
+    fn default() -> Self {
+        RetentionPeriod {
+            days: None,
+            years: Some(defaults::RETENTION_YEARS),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A Unix-socket directory (starts with `/`) or a host name.
+    #[serde(default = "defaults::pg_host")]
+    pub host: String,
+    #[serde(default = "defaults::pg_port")]
+    pub port: u16,
+    #[serde(default = "defaults::pg_user")]
+    pub user: String,
+    pub database: String,
+    /// File holding the password (a mounted Secret). Without it, `PGPASSWORD` is used if set,
+    /// else no password (peer or trust authentication over the socket).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The `pg_dump` binary; its major version must be >= the server's.
+    #[serde(default = "defaults::pg_dump")]
+    pub pg_dump: PathBuf,
+    /// gzip level 0-9.
+    #[serde(default = "defaults::compression_level")]
+    pub compression_level: u32,
+    /// Threads compressing in parallel; 0 means one per available core.
+    #[serde(default)]
+    pub compression_threads: usize,
+    #[serde(default = "defaults::connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+}
+
+impl PostgresConfig {
+    /// The password from `password_file`, else from `PGPASSWORD`, else none.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = &self.password_file {
+            let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Secret {
+                key: "postgresql.password_file",
+                path: path.clone(),
+                source,
+            })?;
+            let password = raw.strip_suffix('\n').unwrap_or(&raw);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            return Ok(Some(password.to_owned()));
+        }
+        Ok(std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `strongroom=debug,warn`); `RUST_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: defaults::log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines, unless stderr is a terminal.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+/// What can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; check the --config path")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("config file {path}: key `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+    #[error(
+        "cannot read the secret named by `{key}` from {path}: {source}; check that the Secret \
+         is mounted and readable by the agent's user"
+    )]
+    Secret {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A validation failure before it is tied to a file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub problem: String,
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Parse and validate YAML text; `origin` names it in error messages.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source,
+        })?;
+        config.validate().map_err(|e| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key: e.key,
+            problem: e.problem,
+        })?;
+        Ok(config)
+    }
+
+    /// Check every value that serde's types cannot express.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        validate_release(&self.release)?;
+        validate_s3(&self.s3)?;
+        if let Some(pg) = &self.postgresql {
+            validate_postgres(pg)?;
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(invalid("log.level", "must not be empty; use e.g. `info`"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_release(release: &str) -> Result<(), Invalid> {
+    let ok = !release.is_empty()
+        && release.len() <= 53
+        && release
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !release.starts_with('-')
+        && !release.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "release",
+            format!(
+                "{release:?} is not a Helm release name: use 1-53 lowercase letters, digits \
+                 and '-', starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn validate_s3(s3: &S3Config) -> Result<(), Invalid> {
+    let b = &s3.bucket;
+    let bucket_ok = (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric();
+    if !bucket_ok {
+        return Err(invalid(
+            "s3.bucket",
+            format!(
+                "{b:?} is not a valid bucket name: use 3-63 lowercase letters, digits, '.' \
+                 and '-', starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    validate_prefix(&s3.prefix)?;
+    if s3.region.trim().is_empty() {
+        return Err(invalid(
+            "s3.region",
+            "must not be empty; use e.g. `us-east-1`",
+        ));
+    }
+    if let Some(endpoint) = &s3.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return Err(invalid(
+            "s3.endpoint",
+            format!("{endpoint:?} is not a URL: use http://host:port or https://host"),
+        ));
+    }
+    if !(5..=1024).contains(&s3.part_size_mib) {
+        return Err(invalid(
+            "s3.part_size_mib",
+            format!(
+                "{} is out of range: S3 parts are 5 MiB to 5 GiB; use 5-1024",
+                s3.part_size_mib
+            ),
+        ));
+    }
+    if !(1..=16).contains(&s3.upload_concurrency) {
+        return Err(invalid(
+            "s3.upload_concurrency",
+            format!("{} is out of range: use 1-16", s3.upload_concurrency),
+        ));
+    }
+    let r = s3.object_lock.retention;
+    match (r.days, r.years) {
+        (Some(0), None) | (None, Some(0)) => Err(invalid(
+            "s3.object_lock.retention",
+            "a retention of 0 is not a retention: use days >= 1 or years >= 1",
+        )),
+        (Some(_), None) | (None, Some(_)) => Ok(()),
+        _ => Err(invalid(
+            "s3.object_lock.retention",
+            "set exactly one of `days` or `years` (the default is `years: 7`)",
+        )),
+    }
+}
+
+/// A prefix is a sequence of non-empty, non-dot segments of S3-safe characters.
+pub fn validate_prefix(prefix: &str) -> Result<(), Invalid> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
+    let ok = !prefix.is_empty()
+        && prefix
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && seg.chars().all(safe));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "s3.prefix",
+            format!(
+                "{prefix:?} is not a usable key prefix: use '/'-separated segments of letters, \
+                 digits and !-_.*'() with no leading, trailing or doubled '/' and no '.' or '..' \
+                 segment, e.g. `backups/llama-mapper`"
+            ),
+        ))
+    }
+}
+
+fn validate_postgres(pg: &PostgresConfig) -> Result<(), Invalid> {
+    if pg.host.trim().is_empty() {
+        return Err(invalid(
+            "postgresql.host",
+            "must not be empty; use a socket directory such as /var/run/postgresql or a host name",
+        ));
+    }
+    if pg.port == 0 {
+        return Err(invalid("postgresql.port", "0 is not a port; use e.g. 5432"));
+    }
+    if pg.user.is_empty() || pg.user.len() > 63 {
+        return Err(invalid("postgresql.user", "use a role name of 1-63 bytes"));
+    }
+    if pg.database.is_empty() || pg.database.len() > 63 {
+        return Err(invalid(
+            "postgresql.database",
+            format!("{:?}: use a database name of 1-63 bytes", pg.database),
+        ));
+    }
+    if pg.compression_level > 9 {
+        return Err(invalid(
+            "postgresql.compression_level",
+            format!("{} is out of range: use 0-9", pg.compression_level),
+        ));
+    }
+    if pg.compression_threads > 64 {
+        return Err(invalid(
+            "postgresql.compression_threads",
+            format!(
+                "{} is out of range: use 0 (one per core) to 64",
+                pg.compression_threads
+            ),
+        ));
+    }
+    if pg.connect_timeout_seconds == 0 {
+        return Err(invalid(
+            "postgresql.connect_timeout_seconds",
+            "0 would never connect; use e.g. 10",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "release: app\ns3:\n  bucket: backups-1\npostgresql:\n  database: app\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.s3.prefix, "backups");
+        assert_eq!(c.s3.integrity, IntegrityMode::Auto);
+        assert!(c.s3.object_lock.required);
+        assert_eq!(c.s3.object_lock.mode, LockMode::Governance);
+        assert_eq!(c.s3.object_lock.retention.years, Some(7));
+        assert!(!c.s3.path_style());
+        let pg = c.postgresql.unwrap();
+        assert_eq!(pg.host, "/var/run/postgresql");
+        assert_eq!(pg.port, 5432);
+        assert_eq!(pg.compression_level, 6);
+    }
+
+    #[test]
+    fn endpoint_implies_path_style_unless_overridden() {
+        let c = parse(&MINIMAL.replace("bucket:", "endpoint: http://s3:9000\n  bucket:")).unwrap();
+        assert!(c.s3.path_style());
+        let text = MINIMAL.replace(
+            "bucket:",
+            "endpoint: http://s3:9000\n  force_path_style: false\n  bucket:",
+        );
+        assert!(!parse(&text).unwrap().s3.path_style());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = error_of(&MINIMAL.replace("bucket:", "buckett: x\n  bucket:"));
+        assert!(e.contains("s3"), "{e}");
+        assert!(e.contains("unknown field `buckett`"), "{e}");
+        assert!(e.contains("bucket"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_the_allowed_ones() {
+        let text = MINIMAL.replace("bucket:", "object_lock:\n    mode: governance\n  bucket:");
+        let e = error_of(&text);
+        assert!(e.contains("s3.object_lock.mode"), "{e}");
+        assert!(e.contains("governance"), "{e}");
+        assert!(e.contains("GOVERNANCE") && e.contains("COMPLIANCE"), "{e}");
+        let e = error_of(&MINIMAL.replace("bucket:", "integrity: sha1\n  bucket:"));
+        assert!(e.contains("s3.integrity") && e.contains("sha1"), "{e}");
+        assert!(
+            e.contains("md5") && e.contains("sha256") && e.contains("crc32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_key_value_and_what_is_allowed() {
+        let cases = [
+            (
+                MINIMAL.replace("release: app", "release: App_1"),
+                "`release`",
+                "App_1",
+            ),
+            (
+                MINIMAL.replace("backups-1", "Bad_Bucket"),
+                "`s3.bucket`",
+                "Bad_Bucket",
+            ),
+            (
+                MINIMAL.replace("bucket:", "prefix: /abs/x\n  bucket:"),
+                "`s3.prefix`",
+                "/abs/x",
+            ),
+            (
+                MINIMAL.replace("bucket:", "prefix: a/../b\n  bucket:"),
+                "`s3.prefix`",
+                "a/../b",
+            ),
+            (
+                MINIMAL.replace("bucket:", "part_size_mib: 2\n  bucket:"),
+                "`s3.part_size_mib`",
+                "5-1024",
+            ),
+            (
+                MINIMAL.replace("database: app", "database: app\n  compression_level: 11"),
+                "`postgresql.compression_level`",
+                "0-9",
+            ),
+            (
+                MINIMAL.replace("bucket:", "endpoint: s3.local\n  bucket:"),
+                "`s3.endpoint`",
+                "s3.local",
+            ),
+        ];
+        for (text, key, detail) in cases {
+            let e = error_of(&text);
+            assert!(e.contains(key), "{key}: {e}");
+            assert!(e.contains(detail), "{key}: {e}");
+            assert!(e.contains("test.yaml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn retention_needs_exactly_one_unit() {
+        let both = MINIMAL.replace(
+            "bucket:",
+            "object_lock:\n    retention: {days: 1, years: 1}\n  bucket:",
+        );
+        assert!(error_of(&both).contains("exactly one of `days` or `years`"));
+        let zero = MINIMAL.replace(
+            "bucket:",
+            "object_lock:\n    retention: {days: 0}\n  bucket:",
+        );
+        assert!(error_of(&zero).contains("`s3.object_lock.retention`"));
+        let days = MINIMAL.replace(
+            "bucket:",
+            "object_lock:\n    retention: {days: 30}\n  bucket:",
+        );
+        let c = parse(&days).unwrap();
+        assert_eq!(c.s3.object_lock.retention.days, Some(30));
+        assert_eq!(c.s3.object_lock.retention.years, None);
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = error_of("release: app\ns3: {}\n");
+        assert!(e.contains("missing field `bucket`"), "{e}");
+    }
+
+    #[test]
+    fn password_file_is_read_without_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cr3t\n").unwrap();
+        let mut pg = parse(MINIMAL).unwrap().postgresql.unwrap();
+        pg.password_file = Some(file);
+        assert_eq!(pg.password().unwrap().as_deref(), Some("s3cr3t"));
+        pg.password_file = Some(dir.path().join("absent"));
+        let e = pg.password().unwrap_err().to_string();
+        assert!(
+            e.contains("postgresql.password_file") && e.contains("absent"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The crate's error type and the process exit codes derived from it.
+//!
+//! Policy:
+//! - Library modules return typed errors (`thiserror`), one enum per module where callers can
+//!   branch on the cause (`ConfigError`, `StoreError`, `DumpError`, ...). This module wraps them
+//!   into [`Error`], which is what commands return. `anyhow` is used only in `main.rs` and tests.
+//! - Every message a user can see names what failed, on what (S3 key, table, file, config key),
+//!   and what to do about it. There is no `Error(String)` catch-all: a new failure gets a variant.
+//! - The exit code tells scripts and Kubernetes what kind of failure it was: 64 (EX_USAGE) for a
+//!   bad command line or config, detected before anything else happens; 1 for a failed operation.
+
+use crate::config::ConfigError;
+use crate::engine::DumpError;
+use crate::store::StoreError;
+
+/// Exit code for a bad command line or configuration (sysexits `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+/// Exit code for an operation that was attempted and failed.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// The upload was read back and does not match what was sent, or is not locked as the
+    /// policy requires. The backup is not marked complete.
+    #[error("verification of s3 object {key} failed: {problem}")]
+    Verification { key: String, problem: String },
+    /// A backup object already exists under the key this run would write; a second writer in the
+    /// same second (or a clock that went backwards) would otherwise add a version to it.
+    #[error(
+        "s3 object {key} already exists; refusing to write a second version under the same key. \
+         Another backup of this release ran in the same second: wait and run again"
+    )]
+    KeyTaken { key: String },
+    /// The bucket cannot keep backups immutable and `s3.object_lock.required` is true.
+    #[error(
+        "bucket {bucket} {detail}: backups there could be deleted or overwritten. Use a bucket \
+         created with Object Lock (infra/terraform/s3_worm_bucket; it can only be enabled when \
+         the bucket is created), or set s3.object_lock.required: false for development only"
+    )]
+    BucketNotProtected {
+        bucket: String,
+        detail: &'static str,
+    },
+    /// Reading the dump tool's output failed mid-stream.
+    #[error("reading the dump for {key} failed: {source}")]
+    SourceRead { key: String, source: std::io::Error },
+    /// The dump needs more than S3's maximum number of parts.
+    #[error(
+        "the dump for {key} needs more than {parts} parts; raise s3.part_size_mib (parts grow \
+         8x over the first 4000, so the limit is about 500 x part_size_mib MiB compressed)"
+    )]
+    TooLarge { key: String, parts: i32 },
+    /// A worker task panicked or was cancelled; a bug, reported with what it was doing.
+    #[error("internal error: {task} task failed: {detail}; please report this")]
+    TaskFailed { task: &'static str, detail: String },
+    /// The engine named on the command line has no section in the config file.
+    #[error(
+        "engine {engine} is not configured: add a `{engine}:` section to the config file \
+         (see agent/examples/)"
+    )]
+    EngineNotConfigured { engine: &'static str },
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::EngineNotConfigured { .. } => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,38 @@
+//! Strongroom: a backup agent for PostgreSQL into S3 buckets with Object Lock, whose backups
+//! are provably complete (a manifest is written only after every object was read back and
+//! locked) and pinned by S3 version.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command-line definitions and dispatch (the binary in `main.rs` is thin).
+//! - [`config`]: the YAML config, its defaults and validation.
+//! - [`error`]: the crate error type, its policy and exit codes.
+//! - [`telemetry`]: logging setup.
+//! - [`layout`]: the runbook's S3 key layout and backup timestamps.
+//! - [`engine`]: database engines ([`engine::postgres`]) and child-process streaming
+//!   ([`engine::process`]).
+//! - [`compress`]: parallel gzip as concatenated members.
+//! - [`pipeline`]: dump stream -> gzip -> SHA-256 -> multipart upload, bounded memory.
+//! - [`store`]: the object-store trait, its S3 implementation, checksums and the integrity probe.
+//! - [`lock`]: the Object Lock policy and its checks.
+//! - [`readback`]: proving an uploaded object version complete and locked.
+//! - [`manifest`]: the manifest that marks a backup complete.
+//! - [`backup`]: one backup, end to end.
+//! - [`list`]: listing backups in the bucket.
+
+#![forbid(unsafe_code)]
+
+pub mod backup;
+pub mod cli;
+pub mod compress;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod layout;
+pub mod list;
+pub mod lock;
+pub mod manifest;
+pub mod pipeline;
+pub mod readback;
+pub mod store;
+pub mod telemetry;

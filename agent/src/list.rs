@@ -1,0 +1,181 @@
+//! `strongroom list`: the backups of this release in the bucket, complete or not.
+//!
+//! A backup is complete when its manifest exists (the manifest is written last, after every
+//! object was read back and locked). Retention is read per backup with GetObjectRetention, a
+//! metadata call that both the writer and the reader roles may make. Reads no backup data.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt as _;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::{Config, LockMode};
+use crate::error::Result;
+use crate::layout::{self, BackupObject, Engine, Timestamp};
+use crate::store::ObjectStore;
+
+/// One backup as found in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupEntry {
+    pub engine: Engine,
+    pub timestamp: String,
+    pub key: String,
+    pub size_bytes: u64,
+    /// True when the manifest exists.
+    pub complete: bool,
+    pub lock_mode: Option<LockMode>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retain_until: Option<OffsetDateTime>,
+}
+
+/// All backups of `engine` for the configured release, oldest first.
+pub async fn list_backups<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    engine: Engine,
+) -> Result<Vec<BackupEntry>> {
+    let folder = layout::engine_folder(&config.s3.prefix, engine, &config.release);
+    let objects = store.list(&folder).await?;
+    let mut dumps: BTreeMap<Timestamp, (String, u64)> = BTreeMap::new();
+    let mut manifests = std::collections::BTreeSet::new();
+    for object in &objects {
+        match layout::classify(&folder, &object.key) {
+            Some(BackupObject::Dump(ts)) => {
+                dumps.insert(ts, (object.key.clone(), object.size));
+            }
+            Some(BackupObject::Manifest(ts)) => {
+                manifests.insert(ts);
+            }
+            _ => {}
+        }
+    }
+    let entries = futures::stream::iter(dumps)
+        .map(|(ts, (key, size))| {
+            let complete = manifests.contains(&ts);
+            async move {
+                let retention = match store.retention(&key, None).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "retention unknown");
+                        None
+                    }
+                };
+                BackupEntry {
+                    engine,
+                    timestamp: ts.to_string(),
+                    key,
+                    size_bytes: size,
+                    complete,
+                    lock_mode: retention.map(|r| r.mode),
+                    retain_until: retention.map(|r| r.retain_until),
+                }
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    Ok(entries)
+}
+
+/// Bytes as B/KiB/MiB/GiB with one decimal.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The table `strongroom list` prints.
+pub fn render_table(entries: &[BackupEntry]) -> String {
+    let mut out = format!(
+        "{:<18} {:<11} {:>10} {:<22} {:<10} {}\n",
+        "TIMESTAMP", "ENGINE", "SIZE", "RETAIN UNTIL", "STATUS", "KEY"
+    );
+    for e in entries {
+        let until = match (e.lock_mode, e.retain_until) {
+            (Some(mode), Some(t)) => format!(
+                "{} {}",
+                t.date(),
+                if mode == LockMode::Compliance {
+                    "COMPL"
+                } else {
+                    "GOV"
+                }
+            ),
+            _ => "not locked/unknown".into(),
+        };
+        out.push_str(&format!(
+            "{:<18} {:<11} {:>10} {:<22} {:<10} {}\n",
+            e.timestamp,
+            e.engine.as_str(),
+            human_size(e.size_bytes),
+            until,
+            if e.complete { "complete" } else { "INCOMPLETE" },
+            e.key
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Integrity, PartChecksum, Retention};
+    use bytes::Bytes;
+    use time::macros::datetime;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[tokio::test]
+    async fn a_dump_without_manifest_is_incomplete() {
+        let config = crate::config::Config::from_yaml(
+            "release: r\ns3:\n  bucket: bkt\n  prefix: p\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let store = MemoryStore::default();
+        let lock = Retention {
+            mode: LockMode::Governance,
+            retain_until: datetime!(2033-01-01 00:00:00 UTC),
+        };
+        for (key, body) in [
+            ("p/postgresql/r/20261122T020000Z.sql.gz", &b"old"[..]),
+            ("p/postgresql/r/20261122T020000Z.manifest.json", b"{}"),
+            ("p/postgresql/r/20261123T020000Z.sql.gz", b"newer"),
+            ("p/postgresql/other/20261123T020000Z.sql.gz", b"x"),
+        ] {
+            let sum = PartChecksum::compute(Integrity::Md5, body);
+            store
+                .put_object(key, Bytes::copy_from_slice(body), sum, Some(&lock))
+                .await
+                .unwrap();
+        }
+        let entries = list_backups(&store, &config, Engine::Postgresql)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries[0].complete && !entries[1].complete);
+        assert_eq!(entries[1].size_bytes, 5);
+        assert_eq!(entries[0].retain_until, Some(lock.retain_until));
+        let table = render_table(&entries);
+        assert!(
+            table.contains("INCOMPLETE") && table.contains("2033-01-01 GOV"),
+            "{table}"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The `strongroom` binary: parse the command line, load and validate the config (exit 64 on a
+//! bad one, before anything else happens), start logging, run the command in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use strongroom::cli::Cli;
+use strongroom::config::Config;
+use strongroom::error::{EXIT_FAILURE, EXIT_USAGE};
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let Some(path) = cli.config.as_deref() else {
+        eprintln!("strongroom: --config FILE (or STRONGROOM_CONFIG) is required for this command");
+        return exit(EXIT_USAGE);
+    };
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("strongroom: {e}");
+            return exit(EXIT_USAGE);
+        }
+    };
+    let json_logs = strongroom::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("strongroom: cannot start the async runtime: {e}");
+            return exit(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(strongroom::cli::run(cli.command, config)) {
+        Ok(()) => exit(0),
+        Err(e) => {
+            if json_logs {
+                tracing::error!(error = %e, "command failed");
+            }
+            eprintln!("strongroom: error: {e}");
+            exit(e.exit_code())
+        }
+    }
+}

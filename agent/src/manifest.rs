@@ -1,0 +1,197 @@
+//! The backup manifest: the record that makes a backup complete.
+//!
+//! It is written last, only after every object of the backup was uploaded, read back and
+//! locked, and it pins each object by S3 VersionId with its size and SHA-256, so a restore can
+//! fetch exactly those bytes and check them. The format is versioned ([`FORMAT_VERSION`]);
+//! readers refuse versions they do not know. Signing is not part of this module.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::LockMode;
+use crate::engine::postgres::TableRows;
+use crate::layout::Engine;
+
+/// Bumped on any change that an older reader would misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub engine: Engine,
+    pub release: String,
+    /// The backup's name, `YYYYMMDDTHHMMSSZ`.
+    pub timestamp: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub agent_version: String,
+    /// The retention every object below carries (checked after upload); absent only when the
+    /// bucket has no Object Lock and `s3.object_lock.required` was false.
+    pub retention: Option<ManifestRetention>,
+    /// Every object of the backup, data first, each pinned by version.
+    pub objects: Vec<ManifestObject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgresql: Option<PostgresDetails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRetention {
+    pub mode: LockMode,
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestObject {
+    pub key: String,
+    /// The S3 version holding exactly these bytes; a later version under the same key is not
+    /// this backup.
+    pub version_id: Option<String>,
+    pub size_bytes: u64,
+    /// Lowercase hex SHA-256 of the object's bytes as stored.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresDetails {
+    pub database: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    /// `plain` SQL, as `pg_dump --format=plain` writes it.
+    pub dump_format: String,
+    pub compression: Compression,
+    pub uncompressed_size_bytes: u64,
+    /// The exported snapshot both the dump and `tables` were read in.
+    pub snapshot_id: String,
+    /// Exact row counts, in the dump's snapshot.
+    pub tables: Vec<TableRows>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    /// `gzip` (concatenated members, one per block).
+    pub format: String,
+    pub level: u32,
+    pub block_size_bytes: u64,
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {key} is not valid: {source}")]
+    Invalid {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error(
+        "manifest {key} has format version {found}; this agent reads version {FORMAT_VERSION}. \
+         Use a newer strongroom to read it"
+    )]
+    UnknownVersion { key: String, found: u32 },
+}
+
+impl Manifest {
+    /// The exact bytes stored (and, later, signed).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version =
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Invalid {
+                key: key.to_owned(),
+                source,
+            })?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(ManifestError::UnknownVersion {
+                key: key.to_owned(),
+                found: version.format_version,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|source| ManifestError::Invalid {
+            key: key.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sample() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            engine: Engine::Postgresql,
+            release: "prod".into(),
+            timestamp: "20261123T020000Z".into(),
+            started_at: datetime!(2026-11-23 02:00:00 UTC),
+            finished_at: datetime!(2026-11-23 02:03:10.5 UTC),
+            agent_version: "0.1.0".into(),
+            retention: Some(ManifestRetention {
+                mode: LockMode::Governance,
+                retain_until: datetime!(2033-11-23 02:00:00 UTC),
+            }),
+            objects: vec![ManifestObject {
+                key: "b/postgresql/prod/20261123T020000Z.sql.gz".into(),
+                version_id: Some("v1".into()),
+                size_bytes: 10,
+                sha256: "ab".repeat(32),
+            }],
+            postgresql: Some(PostgresDetails {
+                database: "app".into(),
+                server_version: "15.18".into(),
+                pg_dump_version: "pg_dump (PostgreSQL) 15.18".into(),
+                dump_format: "plain".into(),
+                compression: Compression {
+                    format: "gzip".into(),
+                    level: 6,
+                    block_size_bytes: 1 << 20,
+                },
+                uncompressed_size_bytes: 100,
+                snapshot_id: "00000003-00000002-1".into(),
+                tables: vec![TableRows {
+                    schema: "public".into(),
+                    table: "storage_records".into(),
+                    rows: 42,
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_its_bytes() {
+        let m = sample();
+        let bytes = m.to_bytes();
+        assert_eq!(Manifest::from_bytes("k", &bytes).unwrap(), m);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\"engine\": \"postgresql\""), "{text}");
+        assert!(
+            text.contains("\"retain_until\": \"2033-11-23T02:00:00Z\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused_by_name() {
+        let text = String::from_utf8(sample().to_bytes())
+            .unwrap()
+            .replace("\"format_version\": 1", "\"format_version\": 9");
+        let e = Manifest::from_bytes("k", text.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("format version 9"), "{e}");
+    }
+}

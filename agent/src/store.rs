@@ -1,0 +1,223 @@
+//! The object-store operations the agent needs, behind one small trait.
+//!
+//! [`ObjectStore`] is what the backup pipeline, the read-back and `list` are written against;
+//! [`s3::S3Store`] implements it with aws-sdk-s3, and unit tests use an in-memory fake. Errors
+//! carry a meaning callers can branch on (not found, denied, locked, unparsable answer) and always
+//! the `s3://bucket/key` they concern. There is deliberately no delete operation: nothing in the
+//! agent deletes from the backup bucket.
+
+pub mod checksum;
+pub mod probe;
+pub mod s3;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+pub use checksum::{Integrity, PartChecksum};
+
+use crate::config::LockMode;
+
+/// Object Lock settings sent with a write, or read back from an object version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: LockMode,
+    /// Whole seconds: some servers reject or truncate sub-second dates.
+    pub retain_until: OffsetDateTime,
+}
+
+/// Whether the bucket can keep objects immutable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketProtection {
+    pub object_lock_enabled: bool,
+    /// `None` when the server's answer could not be read (some emulators send malformed XML);
+    /// Object Lock cannot be enabled without versioning, so the lock flag decides then.
+    pub versioning_enabled: Option<bool>,
+}
+
+/// One version of an object, as listed (metadata only, no data read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub key: String,
+    pub version_id: Option<String>,
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+    pub is_latest: bool,
+    pub last_modified: Option<OffsetDateTime>,
+}
+
+/// A current object, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<OffsetDateTime>,
+}
+
+/// What the server said after a write completed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutResult {
+    pub version_id: Option<String>,
+    /// Without quotes.
+    pub etag: Option<String>,
+    /// The checksum the server computed for the integrity algorithm in use, if it reported one.
+    pub checksum: Option<String>,
+}
+
+/// A part accepted by the server, needed to complete the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: i32,
+    pub etag: String,
+    pub checksum: PartChecksum,
+    pub size: u64,
+}
+
+/// A store error always names the operation and the `s3://bucket/key` it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("s3 {op} {target}: not found")]
+    NotFound { op: &'static str, target: String },
+    #[error(
+        "s3 {op} {target} was denied ({code}: {message}); the agent's credentials lack this \
+         permission. The writer role needs the actions listed in README.md (Permissions)"
+    )]
+    PermissionDenied {
+        op: &'static str,
+        target: String,
+        code: String,
+        message: String,
+    },
+    #[error("s3 {op} {target}: the server's answer could not be read ({detail})")]
+    Unparsable {
+        op: &'static str,
+        target: String,
+        detail: String,
+    },
+    #[error("s3 {op} {target} failed: {code}: {message}")]
+    Service {
+        op: &'static str,
+        target: String,
+        code: String,
+        message: String,
+    },
+    #[error(
+        "s3 {op} {target} failed before the server answered: {detail}; check s3.endpoint, the \
+         network and the credentials"
+    )]
+    Transport {
+        op: &'static str,
+        target: String,
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// The S3 error code, when the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            StoreError::PermissionDenied { code, .. } | StoreError::Service { code, .. } => {
+                Some(code)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the server does not implement the call usably (malformed answer, not
+    /// implemented), in which case a caller may fall back to another call (HEAD).
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            StoreError::Unparsable { .. } => true,
+            StoreError::Service { code, .. } => {
+                matches!(code.as_str(), "NotImplemented" | "MethodNotAllowed")
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The operations the agent performs on the backup bucket. No delete, by design.
+pub trait ObjectStore: Send + Sync {
+    /// `s3://bucket/key`, for messages.
+    fn target(&self, key: &str) -> String;
+
+    fn protection(&self) -> impl Future<Output = StoreResult<BucketProtection>> + Send;
+
+    /// Starts a multipart upload whose parts will carry `integrity` checksums and whose object
+    /// is locked by `lock` (servers that ignore this get the retention set after completion).
+    fn create_multipart(
+        &self,
+        key: &str,
+        integrity: Integrity,
+        lock: Option<&Retention>,
+    ) -> impl Future<Output = StoreResult<String>> + Send;
+
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        checksum: PartChecksum,
+    ) -> impl Future<Output = StoreResult<UploadedPart>> + Send;
+
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> impl Future<Output = StoreResult<PutResult>> + Send;
+
+    fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// A single-request write for small objects (manifests, checksum files).
+    fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum: PartChecksum,
+        lock: Option<&Retention>,
+    ) -> impl Future<Output = StoreResult<PutResult>> + Send;
+
+    /// All versions of objects whose key starts with `prefix`. Needs only list permission.
+    fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ObjectVersion>>> + Send;
+
+    /// Current objects under `prefix`.
+    fn list(&self, prefix: &str) -> impl Future<Output = StoreResult<Vec<ObjectSummary>>> + Send;
+
+    /// Size of one object version, read with HEAD: the fallback where listing versions is not
+    /// available. HEAD needs read permission on AWS.
+    fn head_size(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// The version's retention, `None` if it has none.
+    fn retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Option<Retention>>> + Send;
+
+    fn set_retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retention: &Retention,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+#[cfg(test)]
+pub mod memory;

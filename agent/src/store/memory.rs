@@ -1,0 +1,335 @@
+//! An in-memory [`ObjectStore`] for unit tests: versioned objects, multipart uploads, retention,
+//! optional checksum verification and injected failures. Integration tests use real servers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+
+use super::checksum::{Expected, expected_multipart, expected_single};
+use super::{
+    BucketProtection, Integrity, ObjectStore, ObjectSummary, ObjectVersion, PartChecksum,
+    PutResult, Retention, StoreError, StoreResult, UploadedPart,
+};
+
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub version_id: String,
+    pub data: Bytes,
+    pub retention: Option<Retention>,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Vec<StoredVersion>>,
+    uploads: HashMap<String, (String, Option<Retention>, BTreeMap<i32, Bytes>)>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    requests: AtomicUsize,
+    verified: Vec<Integrity>,
+    /// Fail the upload of this part number (1-based), once.
+    pub fail_part: Mutex<Option<i32>>,
+    /// Drop lock headers on multipart uploads, as some servers do.
+    pub ignore_multipart_lock: bool,
+}
+
+impl MemoryStore {
+    pub fn verifying(mut self, integrities: &[Integrity]) -> Self {
+        self.verified = integrities.to_vec();
+        self
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn objects(&self) -> BTreeMap<String, Vec<StoredVersion>> {
+        self.state.lock().unwrap().objects.clone()
+    }
+
+    pub fn open_uploads(&self) -> usize {
+        self.state.lock().unwrap().uploads.len()
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn check(&self, key: &str, body: &[u8], checksum: &PartChecksum) -> StoreResult<()> {
+        let actual = PartChecksum::compute(checksum.integrity(), body);
+        if self.verified.contains(&checksum.integrity()) && actual != *checksum {
+            return Err(StoreError::Service {
+                op: "UploadPart",
+                target: self.target(key),
+                code: "BadDigest".into(),
+                message: "checksum mismatch".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn store(&self, key: &str, data: Bytes, retention: Option<Retention>) -> String {
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        let version_id = format!("v{}", state.next_id);
+        state
+            .objects
+            .entry(key.to_owned())
+            .or_default()
+            .push(StoredVersion {
+                version_id: version_id.clone(),
+                data,
+                retention,
+            });
+        version_id
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    fn target(&self, key: &str) -> String {
+        format!("mem://{key}")
+    }
+
+    async fn protection(&self) -> StoreResult<BucketProtection> {
+        self.count();
+        Ok(BucketProtection {
+            object_lock_enabled: true,
+            versioning_enabled: Some(true),
+        })
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        _integrity: Integrity,
+        lock: Option<&Retention>,
+    ) -> StoreResult<String> {
+        self.count();
+        let lock = if self.ignore_multipart_lock {
+            None
+        } else {
+            lock.copied()
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        self.state
+            .lock()
+            .unwrap()
+            .uploads
+            .insert(id.clone(), (key.to_owned(), lock, BTreeMap::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        checksum: PartChecksum,
+    ) -> StoreResult<UploadedPart> {
+        self.count();
+        let mut fail = self.fail_part.lock().unwrap();
+        if *fail == Some(number) {
+            *fail = None;
+            return Err(StoreError::Service {
+                op: "UploadPart",
+                target: self.target(key),
+                code: "InternalError".into(),
+                message: "injected failure".into(),
+            });
+        }
+        drop(fail);
+        self.check(key, &body, &checksum)?;
+        let etag = match expected_single(&PartChecksum::compute(Integrity::Md5, &body)) {
+            Expected::Etag(e) => e,
+            Expected::Checksum(c) => c,
+        };
+        let size = body.len() as u64;
+        let mut state = self.state.lock().unwrap();
+        let upload = state
+            .uploads
+            .get_mut(upload_id)
+            .ok_or(StoreError::NotFound {
+                op: "UploadPart",
+                target: format!("mem://{key}"),
+            })?;
+        upload.2.insert(number, body);
+        Ok(UploadedPart {
+            number,
+            etag,
+            checksum,
+            size,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> StoreResult<PutResult> {
+        self.count();
+        let (_, lock, stored) =
+            self.state
+                .lock()
+                .unwrap()
+                .uploads
+                .remove(upload_id)
+                .ok_or(StoreError::NotFound {
+                    op: "CompleteMultipartUpload",
+                    target: self.target(key),
+                })?;
+        let mut data = BytesMut::new();
+        for part in parts {
+            data.extend_from_slice(&stored[&part.number]);
+        }
+        let md5s: Vec<PartChecksum> = parts
+            .iter()
+            .map(|p| PartChecksum::compute(Integrity::Md5, &stored[&p.number]))
+            .collect();
+        let etag = match expected_multipart(&md5s) {
+            Some(Expected::Etag(e)) => Some(e),
+            _ => None,
+        };
+        let checksums: Vec<PartChecksum> = parts.iter().map(|p| p.checksum).collect();
+        let checksum = match expected_multipart(&checksums) {
+            Some(Expected::Checksum(c)) if self.verified.contains(&checksums[0].integrity()) => {
+                Some(c)
+            }
+            _ => None,
+        };
+        let version_id = self.store(key, data.freeze(), lock);
+        Ok(PutResult {
+            version_id: Some(version_id),
+            etag,
+            checksum,
+        })
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> StoreResult<()> {
+        self.count();
+        self.state.lock().unwrap().uploads.remove(upload_id);
+        Ok(())
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum: PartChecksum,
+        lock: Option<&Retention>,
+    ) -> StoreResult<PutResult> {
+        self.count();
+        self.check(key, &body, &checksum)?;
+        let etag = match expected_single(&PartChecksum::compute(Integrity::Md5, &body)) {
+            Expected::Etag(e) => Some(e),
+            Expected::Checksum(_) => None,
+        };
+        let checksum = match expected_single(&checksum) {
+            Expected::Checksum(c) => Some(c),
+            Expected::Etag(_) => None,
+        };
+        let version_id = self.store(key, body, lock.copied());
+        Ok(PutResult {
+            version_id: Some(version_id),
+            etag,
+            checksum,
+        })
+    }
+
+    async fn list_versions(&self, prefix: &str) -> StoreResult<Vec<ObjectVersion>> {
+        self.count();
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .flat_map(|(k, versions)| {
+                let last = versions.len() - 1;
+                versions
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, v)| ObjectVersion {
+                        key: k.clone(),
+                        version_id: Some(v.version_id.clone()),
+                        size: v.data.len() as u64,
+                        etag: None,
+                        is_latest: i == last,
+                        last_modified: None,
+                    })
+            })
+            .collect())
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
+        self.count();
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, versions)| ObjectSummary {
+                key: k.clone(),
+                size: versions.last().map_or(0, |v| v.data.len() as u64),
+                last_modified: None,
+            })
+            .collect())
+    }
+
+    async fn head_size(&self, key: &str, version_id: Option<&str>) -> StoreResult<u64> {
+        self.count();
+        self.find(key, version_id).map(|v| v.data.len() as u64)
+    }
+
+    async fn retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> StoreResult<Option<Retention>> {
+        self.count();
+        self.find(key, version_id).map(|v| v.retention)
+    }
+
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retention: &Retention,
+    ) -> StoreResult<()> {
+        self.count();
+        let mut state = self.state.lock().unwrap();
+        let versions = state.objects.get_mut(key).ok_or(StoreError::NotFound {
+            op: "PutObjectRetention",
+            target: format!("mem://{key}"),
+        })?;
+        let version = versions
+            .iter_mut()
+            .find(|v| Some(v.version_id.as_str()) == version_id)
+            .ok_or(StoreError::NotFound {
+                op: "PutObjectRetention",
+                target: format!("mem://{key}"),
+            })?;
+        version.retention = Some(*retention);
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn find(&self, key: &str, version_id: Option<&str>) -> StoreResult<StoredVersion> {
+        let state = self.state.lock().unwrap();
+        let versions = state.objects.get(key);
+        let found = match version_id {
+            Some(id) => versions.and_then(|vs| vs.iter().find(|v| v.version_id == id)),
+            None => versions.and_then(|vs| vs.last()),
+        };
+        found.cloned().ok_or(StoreError::NotFound {
+            op: "HeadObject",
+            target: self.target(key),
+        })
+    }
+}

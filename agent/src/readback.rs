@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::lock::satisfies;
 use crate::store::checksum::Expected;
-use crate::store::{ObjectStore, PutResult, Retention};
+use crate::store::{ObjectHead, ObjectStore, PutResult, Retention};
 
 /// What the agent sent, and what the server answered to the write.
 #[derive(Debug, Clone)]
@@ -44,7 +44,6 @@ pub async fn confirm<S: ObjectStore>(
     lock: Option<&Retention>,
 ) -> Result<Confirmed> {
     let key = sent.key.as_str();
-    check_answer(sent)?;
     let version_id = sent.answer.version_id.clone();
     if lock.is_some() && version_id.is_none() {
         return Err(fail(
@@ -53,16 +52,20 @@ pub async fn confirm<S: ObjectStore>(
              cannot be pinned. Check the bucket's versioning",
         ));
     }
-    let size = stored_size(store, key, version_id.as_deref()).await?;
-    if size != sent.size {
+    let stored = stored_version(store, key, version_id.as_deref()).await?;
+    if stored.size != sent.size {
         return Err(fail(
             key,
-            format!("stored size is {size} bytes but {} were sent", sent.size),
+            format!(
+                "stored size is {} bytes but {} were sent",
+                stored.size, sent.size
+            ),
         ));
     }
-    if size == 0 {
+    if stored.size == 0 {
         return Err(fail(key, "the stored object is empty"));
     }
+    check_integrity(sent, stored.etag.as_deref())?;
     let retention = match lock {
         Some(required) => {
             Some(ensure_retention(store, key, version_id.as_deref(), required).await?)
@@ -72,28 +75,36 @@ pub async fn confirm<S: ObjectStore>(
     Ok(Confirmed {
         key: key.to_owned(),
         version_id,
-        size,
-        etag: sent.answer.etag.clone(),
+        size: stored.size,
+        etag: stored.etag,
         retention,
     })
 }
 
-/// The server's answer to the write must carry the checksum or ETag computed locally.
-fn check_answer(sent: &Sent) -> Result<()> {
+/// The stored ETag (or, for flexible checksums, the server's answer to the write) must equal
+/// the value computed locally from the bytes sent.
+fn check_integrity(sent: &Sent, stored_etag: Option<&str>) -> Result<()> {
     let key = sent.key.as_str();
     match &sent.expected {
-        Expected::Etag(want) => match &sent.answer.etag {
-            Some(got) if got.eq_ignore_ascii_case(want) => Ok(()),
-            Some(got) => Err(fail(
-                key,
-                format!(
-                    "the server's ETag {got} differs from the {want} computed from the bytes \
-                     sent: the object is not what was uploaded (with SSE-KMS the ETag is not an \
-                     MD5; use s3.integrity sha256 there)"
-                ),
-            )),
-            None => Err(fail(key, "the server returned no ETag for the upload")),
-        },
+        Expected::Etag(want) => {
+            let got = stored_etag.filter(|e| !e.is_empty()).or(sent
+                .answer
+                .etag
+                .as_deref()
+                .filter(|e| !e.is_empty()));
+            match got {
+                Some(got) if got.eq_ignore_ascii_case(want) => Ok(()),
+                Some(got) => Err(fail(
+                    key,
+                    format!(
+                        "the stored ETag {got} differs from the {want} computed from the bytes \
+                         sent: the object is not what was uploaded (with SSE-KMS the ETag is \
+                         not an MD5; use s3.integrity sha256 there)"
+                    ),
+                )),
+                None => Err(fail(key, "the server reports no ETag for the object")),
+            }
+        }
         Expected::Checksum(want) => match &sent.answer.checksum {
             Some(got) if got == want => Ok(()),
             Some(got) => Err(fail(
@@ -112,19 +123,22 @@ fn check_answer(sent: &Sent) -> Result<()> {
     }
 }
 
-/// Size of the version from ListObjectVersions, else (servers without it) from HEAD.
-async fn stored_size<S: ObjectStore>(
+/// Size and ETag of the version from ListObjectVersions, else (servers without it) from HEAD.
+async fn stored_version<S: ObjectStore>(
     store: &S,
     key: &str,
     version_id: Option<&str>,
-) -> Result<u64> {
+) -> Result<ObjectHead> {
     match store.list_versions(key).await {
         Ok(versions) => versions
-            .iter()
+            .into_iter()
             .find(|v| {
                 v.key == key && (version_id.is_none() || v.version_id.as_deref() == version_id)
             })
-            .map(|v| v.size)
+            .map(|v| ObjectHead {
+                size: v.size,
+                etag: v.etag,
+            })
             .ok_or_else(|| {
                 fail(
                     key,
@@ -135,11 +149,8 @@ async fn stored_size<S: ObjectStore>(
                 )
             }),
         Err(e) if e.is_unsupported() => {
-            tracing::debug!(
-                key,
-                "ListObjectVersions unusable here; reading the size with HEAD"
-            );
-            Ok(store.head_size(key, version_id).await?)
+            tracing::debug!(key, error = %e, "ListObjectVersions unusable here; using HEAD");
+            Ok(store.head(key, version_id).await?)
         }
         Err(e) => Err(e.into()),
     }
@@ -237,7 +248,7 @@ mod tests {
         let mut sent = put(&store, b"data", Some(&LOCK)).await;
         sent.expected = Expected::Etag("0".repeat(32));
         let e = confirm(&store, &sent, Some(&LOCK)).await.unwrap_err();
-        assert!(e.to_string().contains("ETag"), "{e}");
+        assert!(e.to_string().contains("stored ETag"), "{e}");
     }
 
     #[tokio::test]

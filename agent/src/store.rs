@@ -48,6 +48,14 @@ pub struct ObjectVersion {
     pub last_modified: Option<OffsetDateTime>,
 }
 
+/// What HEAD says about a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+}
+
 /// A current object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectSummary {
@@ -196,13 +204,13 @@ pub trait ObjectStore: Send + Sync {
     /// Current objects under `prefix`.
     fn list(&self, prefix: &str) -> impl Future<Output = StoreResult<Vec<ObjectSummary>>> + Send;
 
-    /// Size of one object version, read with HEAD: the fallback where listing versions is not
-    /// available. HEAD needs read permission on AWS.
-    fn head_size(
+    /// Size and ETag of one object version, read with HEAD: the fallback where listing versions
+    /// is not available. HEAD needs read permission on AWS.
+    fn head(
         &self,
         key: &str,
         version_id: Option<&str>,
-    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    ) -> impl Future<Output = StoreResult<ObjectHead>> + Send;
 
     /// The version's retention, `None` if it has none.
     fn retention(

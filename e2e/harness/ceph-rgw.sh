@@ -52,12 +52,14 @@ ceph-mon -c "$conf" -i a
 osd_id=$(ceph -c "$conf" osd create)
 mkdir -p "$dir/osd/osd.$osd_id"
 ceph-osd -c "$conf" -i "$osd_id" --mkfs 2>>"$dir/log/osd-mkfs.log"
-ceph-osd -c "$conf" -i "$osd_id"
+ceph-osd -c "$conf" -i "$osd_id" 2>>"$dir/log/osd-start.log"
 mkdir -p "$dir/rgw"
 radosgw -c "$conf" -n client.rgw
+up=
 for _ in $(seq 1 120); do
-  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then break; fi
+  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then up=1; break; fi
   sleep 0.5
 done
-radosgw-admin -c "$conf" -n client.rgw user create --uid=strongroom --display-name=strongroom \
+[ -n "$up" ] || { echo "ceph-rgw.sh: radosgw did not answer on 127.0.0.1:$port" >&2; exit 1; }
+radosgw-admin -c "$conf" -n client.rgw --admin-socket="$dir/run/radosgw-admin.asok" user create --uid=strongroom --display-name=strongroom \
   --access-key="$access" --secret-key="$secret" >/dev/null

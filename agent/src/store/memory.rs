@@ -9,14 +9,15 @@ use bytes::{Bytes, BytesMut};
 
 use super::checksum::{Expected, expected_multipart, expected_single};
 use super::{
-    BucketProtection, Integrity, ObjectStore, ObjectSummary, ObjectVersion, PartChecksum,
-    PutResult, Retention, StoreError, StoreResult, UploadedPart,
+    BucketProtection, Integrity, ObjectHead, ObjectStore, ObjectSummary, ObjectVersion,
+    PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
 };
 
 #[derive(Debug, Clone)]
 pub struct StoredVersion {
     pub version_id: String,
     pub data: Bytes,
+    pub etag: String,
     pub retention: Option<Retention>,
 }
 
@@ -73,7 +74,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn store(&self, key: &str, data: Bytes, retention: Option<Retention>) -> String {
+    fn store(&self, key: &str, data: Bytes, etag: String, retention: Option<Retention>) -> String {
         let mut state = self.state.lock().unwrap();
         state.next_id += 1;
         let version_id = format!("v{}", state.next_id);
@@ -84,6 +85,7 @@ impl MemoryStore {
             .push(StoredVersion {
                 version_id: version_id.clone(),
                 data,
+                etag,
                 retention,
             });
         version_id
@@ -203,7 +205,7 @@ impl ObjectStore for MemoryStore {
             }
             _ => None,
         };
-        let version_id = self.store(key, data.freeze(), lock);
+        let version_id = self.store(key, data.freeze(), etag.clone().unwrap_or_default(), lock);
         Ok(PutResult {
             version_id: Some(version_id),
             etag,
@@ -234,7 +236,7 @@ impl ObjectStore for MemoryStore {
             Expected::Checksum(c) => Some(c),
             Expected::Etag(_) => None,
         };
-        let version_id = self.store(key, body, lock.copied());
+        let version_id = self.store(key, body, etag.clone().unwrap_or_default(), lock.copied());
         Ok(PutResult {
             version_id: Some(version_id),
             etag,
@@ -281,9 +283,12 @@ impl ObjectStore for MemoryStore {
             .collect())
     }
 
-    async fn head_size(&self, key: &str, version_id: Option<&str>) -> StoreResult<u64> {
+    async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectHead> {
         self.count();
-        self.find(key, version_id).map(|v| v.data.len() as u64)
+        self.find(key, version_id).map(|v| ObjectHead {
+            size: v.data.len() as u64,
+            etag: Some(v.etag.clone()),
+        })
     }
 
     async fn retention(

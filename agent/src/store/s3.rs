@@ -25,8 +25,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::{
-    BucketProtection, Integrity, ObjectStore, ObjectSummary, ObjectVersion, PartChecksum,
-    PutResult, Retention, StoreError, StoreResult, UploadedPart,
+    BucketProtection, Integrity, ObjectHead, ObjectStore, ObjectSummary, ObjectVersion,
+    PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
 };
 use crate::config::{LockMode, S3Config};
 
@@ -115,6 +115,13 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match &err {
+        // Some emulators answer with malformed XML; the SDK then reports a "service error"
+        // with a success status, or a response error.
+        SdkError::ServiceError(ctx) if ctx.raw().status().is_success() => StoreError::Unparsable {
+            op,
+            target,
+            detail: DisplayErrorContext(&err).to_string(),
+        },
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
             let code = ctx.err().code().unwrap_or_default().to_owned();
@@ -415,7 +422,7 @@ impl ObjectStore for S3Store {
             .collect())
     }
 
-    async fn head_size(&self, key: &str, version_id: Option<&str>) -> StoreResult<u64> {
+    async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectHead> {
         let out = self
             .client
             .head_object()
@@ -425,7 +432,10 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.err("HeadObject", key, e))?;
-        Ok(out.content_length().unwrap_or_default().max(0) as u64)
+        Ok(ObjectHead {
+            size: out.content_length().unwrap_or_default().max(0) as u64,
+            etag: out.e_tag().map(unquote),
+        })
     }
 
     async fn retention(

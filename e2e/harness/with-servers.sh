@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Start the servers the tests use on 127.0.0.1, run a command with their addresses in the
+# environment, and stop them whatever happens.
+# Usage: with-servers.sh COMMAND [ARGS...]
+#   SERVERS   which to start (default "postgres rgw moto")
+#   VENV      the project venv holding moto (default .venv)
+# Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
+#   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+# A server that cannot start fails the run with its log; nothing is skipped.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+servers=${SERVERS:-postgres rgw moto}
+venv=${VENV:-.venv}
+work=$(mktemp -d "${TMPDIR:-/tmp}/strongroom-servers.XXXXXX")
+chmod 755 "$work"
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+stop() {
+  set +e
+  if [ -f "$work/pg/data/postmaster.pid" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      su postgres -s /bin/bash -c "'$(pg_config --bindir)/pg_ctl' -D '$work/pg/data' -m immediate stop" >/dev/null 2>&1
+    else
+      "$(pg_config --bindir)/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1
+    fi
+  fi
+  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
+  done
+  sleep 0.5
+  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid; do
+    [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
+  done
+  if [ -n "${KEEP_SERVER_LOGS:-}" ]; then echo "server logs kept in $work" >&2; else rm -rf "$work"; fi
+}
+trap stop EXIT
+
+export AWS_ACCESS_KEY_ID=strongroomtest AWS_SECRET_ACCESS_KEY=strongroomtestsecret AWS_REGION=us-east-1
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
+
+for server in $servers; do
+  started=$(date +%s%N)
+  case $server in
+    postgres)
+      port=$(free_port)
+      "$here/postgres.sh" "$work/pg" "$port" || {
+        echo "with-servers: PostgreSQL failed to start; its log:" >&2
+        cat "$work/pg/server.log" "$work/pg/initdb.log" >&2 2>/dev/null; exit 1; }
+      export STRONGROOM_TEST_PGHOST="$work/pg/socket" STRONGROOM_TEST_PGPORT="$port"
+      export STRONGROOM_TEST_PG_PASSWORD_FILE="$work/pg/backup-password"
+      ;;
+    rgw)
+      port=$(free_port)
+      "$here/ceph-rgw.sh" "$work/rgw" "$port" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" || {
+        echo "with-servers: Ceph RGW failed to start; its logs:" >&2
+        tail -n 50 "$work"/rgw/log/*.log >&2 2>/dev/null; exit 1; }
+      export STRONGROOM_TEST_S3_RGW="http://127.0.0.1:$port"
+      ;;
+    moto)
+      port=$(free_port)
+      "$here/moto.sh" "$work/moto" "$port" "$venv"
+      export STRONGROOM_TEST_S3_MOTO="http://127.0.0.1:$port"
+      ;;
+    *) echo "with-servers: unknown server '$server' (known: postgres rgw moto)" >&2; exit 64 ;;
+  esac
+  echo "with-servers: $server up in $(( ($(date +%s%N) - started) / 1000000 )) ms" >&2
+done
+
+"$@"

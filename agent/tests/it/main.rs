@@ -1,0 +1,6 @@
+//! Integration tests, one binary, a module per area, against real servers (see `harness`).
+
+mod cli;
+mod harness;
+mod postgres_backup;
+mod store_conformance;

@@ -21,10 +21,16 @@ pub struct StoredVersion {
     pub retention: Option<Retention>,
 }
 
+/// An open multipart upload: its lock and the parts received so far.
+struct OpenUpload {
+    lock: Option<Retention>,
+    parts: BTreeMap<i32, Bytes>,
+}
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Vec<StoredVersion>>,
-    uploads: HashMap<String, (String, Option<Retention>, BTreeMap<i32, Bytes>)>,
+    uploads: HashMap<String, OpenUpload>,
     next_id: u64,
 }
 
@@ -107,7 +113,7 @@ impl ObjectStore for MemoryStore {
 
     async fn create_multipart(
         &self,
-        key: &str,
+        _key: &str,
         _integrity: Integrity,
         lock: Option<&Retention>,
     ) -> StoreResult<String> {
@@ -118,11 +124,13 @@ impl ObjectStore for MemoryStore {
             lock.copied()
         };
         let id = uuid::Uuid::new_v4().to_string();
-        self.state
-            .lock()
-            .unwrap()
-            .uploads
-            .insert(id.clone(), (key.to_owned(), lock, BTreeMap::new()));
+        self.state.lock().unwrap().uploads.insert(
+            id.clone(),
+            OpenUpload {
+                lock,
+                parts: BTreeMap::new(),
+            },
+        );
         Ok(id)
     }
 
@@ -160,7 +168,7 @@ impl ObjectStore for MemoryStore {
                 op: "UploadPart",
                 target: format!("mem://{key}"),
             })?;
-        upload.2.insert(number, body);
+        upload.parts.insert(number, body);
         Ok(UploadedPart {
             number,
             etag,
@@ -176,16 +184,19 @@ impl ObjectStore for MemoryStore {
         parts: &[UploadedPart],
     ) -> StoreResult<PutResult> {
         self.count();
-        let (_, lock, stored) =
-            self.state
-                .lock()
-                .unwrap()
-                .uploads
-                .remove(upload_id)
-                .ok_or(StoreError::NotFound {
-                    op: "CompleteMultipartUpload",
-                    target: self.target(key),
-                })?;
+        let OpenUpload {
+            lock,
+            parts: stored,
+        } = self
+            .state
+            .lock()
+            .unwrap()
+            .uploads
+            .remove(upload_id)
+            .ok_or(StoreError::NotFound {
+                op: "CompleteMultipartUpload",
+                target: self.target(key),
+            })?;
         let mut data = BytesMut::new();
         for part in parts {
             data.extend_from_slice(&stored[&part.number]);

@@ -1,0 +1,51 @@
+# Strongroom: build, test, demo and benchmark. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PYTHON ?= python3
+
+.PHONY: all build deps lint unit test demo bench clean
+
+all: build
+
+build:
+	cargo build --workspace --all-targets
+
+## System packages (PostgreSQL 15, Ceph RGW, pigz...) and the project venv (moto, awscli).
+deps: $(VENV)/.installed
+	e2e/harness/install-deps.sh
+
+$(VENV)/.installed: e2e/harness/requirements.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r e2e/harness/requirements.txt
+	touch $@
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Unit tests only: no servers needed.
+unit:
+	cargo test --workspace --lib --bins
+
+## Everything: lints, unit tests, and integration tests against real PostgreSQL, Ceph RGW and
+## moto, started on 127.0.0.1 for the run and stopped after it.
+test: deps lint
+	cargo build --workspace --all-targets
+	e2e/harness/with-servers.sh cargo test --workspace --no-fail-fast
+
+## A local PostgreSQL with sample data and a local Ceph RGW with an Object-Lock bucket; one
+## backup, the listing, and the manifest.
+demo: deps
+	cargo build --bin strongroom
+	SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/demo.sh target/debug/strongroom
+
+## The benchmark of issue 2 (not a test): strongroom vs pg_dump|gzip|aws s3 cp vs pigz.
+bench: deps
+	cargo build --release --bin strongroom
+	SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/bench/bench.sh target/release/strongroom
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the system packages the tests, demo and benchmark need, if any is missing:
+# PostgreSQL 15 server + client, Ceph (mon, osd, radosgw) for a real S3 server with Object
+# Lock, and small tools (curl, gzip, pigz, GNU time). Debian packages; needs root (or sudo).
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have pg_config && [ -x "$(pg_config --bindir)/initdb" ] || need+=(postgresql-15 postgresql-client-15)
+have psql || need+=(postgresql-client-15)
+have radosgw || need+=(radosgw)
+have ceph-mon || need+=(ceph-mon)
+have ceph-osd || need+=(ceph-osd)
+have curl || need+=(curl)
+have gzip || need+=(gzip)
+have pigz || need+=(pigz)
+[ -x /usr/bin/time ] || need+=(time)
+have python3 || need+=(python3 python3-venv)
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+echo "install-deps: installing ${need[*]}" >&2
+sudo=
+if [ "$(id -u)" != 0 ]; then
+  have sudo || { echo "install-deps: need root or sudo to install: ${need[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,10 +1,11 @@
 //! One PostgreSQL backup, from snapshot to manifest; the rule "complete means manifest".
 //!
-//! Order: check the bucket is protected, resolve the integrity header, open the snapshot, stream
-//! `pg_dump` into a multipart upload while counting rows in the same snapshot, complete the
-//! upload only if pg_dump exited 0, read the object back (size, checksum, retention), write the
-//! `.sha256` file, read it back, and only then write the manifest, also read back. Any failure
-//! before the manifest leaves no manifest; a failure before completion leaves no object at all.
+//! Order: check the bucket is protected, resolve the integrity header and open the snapshot
+//! (concurrently; nothing is written yet), stream `pg_dump` into a multipart upload while
+//! counting rows in the same snapshot, complete the upload only if pg_dump exited 0, read the
+//! object back (size, checksum, retention) while writing the `.sha256` file, and only then write
+//! the manifest, also read back. Any failure before the manifest leaves no manifest; a failure
+//! before completion leaves no object at all.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::config::Config;
+use crate::config::{Config, PostgresConfig};
 use crate::engine::postgres::{self, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
@@ -84,6 +85,45 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// What the bucket side decided before anything is written.
+struct S3Ready {
+    integrity: Integrity,
+    retention: Option<Retention>,
+}
+
+/// Bucket protected, integrity header chosen, key free: checked before any write.
+async fn prepare_s3<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    key: &str,
+    started: OffsetDateTime,
+) -> Result<S3Ready> {
+    let s3 = &config.s3;
+    let policy = lock::require_protection(store, &s3.bucket, &s3.object_lock).await?;
+    let (choice, ()) = tokio::try_join!(
+        async { Ok::<_, Error>(probe::resolve(store, s3.integrity, &s3.prefix).await?) },
+        ensure_key_free(store, key),
+    )?;
+    tracing::info!(integrity = choice.integrity.as_str(), reason = %choice.reason,
+        "integrity header chosen");
+    Ok(S3Ready {
+        integrity: choice.integrity,
+        retention: policy.map(|p| p.retention_from(started)),
+    })
+}
+
+/// The snapshot transaction and the pg_dump version.
+async fn prepare_pg(
+    pg: &PostgresConfig,
+    password: Option<&str>,
+) -> Result<(SnapshotSession, String)> {
+    let (session, version) = tokio::try_join!(
+        SnapshotSession::open(pg, password),
+        postgres::pg_dump_version(pg)
+    )?;
+    Ok((session, version))
+}
+
 /// Runs one PostgreSQL backup now.
 pub async fn backup_postgres<S: ObjectStore + 'static>(
     config: &Config,
@@ -98,20 +138,15 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         })?;
     let password = pg.password()?;
     let s3 = &config.s3;
-    let policy = lock::require_protection(&*store, &s3.bucket, &s3.object_lock).await?;
-    let choice = probe::resolve(&*store, s3.integrity, &s3.prefix).await?;
-    tracing::info!(integrity = choice.integrity.as_str(), reason = %choice.reason,
-        "integrity header chosen");
-
     let started = OffsetDateTime::now_utc();
     let timestamp = Timestamp::new(started);
     let keys = layout::postgres_keys(&s3.prefix, &config.release, timestamp);
-    ensure_key_free(&*store, &keys.dump).await?;
-    let retention = policy.map(|p| p.retention_from(started));
+    let (ready, (session, pg_dump_version)) = tokio::try_join!(
+        prepare_s3(&*store, config, &keys.dump, started),
+        prepare_pg(pg, password.as_deref()),
+    )?;
     tracing::info!(key = %keys.dump, database = %pg.database, "backup started");
 
-    let session = SnapshotSession::open(pg, password.as_deref()).await?;
-    let pg_dump_version = postgres::pg_dump_version(pg).await?;
     let (child, stdout) = postgres::spawn_pg_dump(pg, password.as_deref(), &session.snapshot_id)?;
     let options = StreamOptions {
         part_size: s3.part_size_mib as usize * 1024 * 1024,
@@ -119,19 +154,28 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         compression_level: pg.compression_level,
         compression_threads: crate::compress::threads(pg.compression_threads),
         block_size: crate::compress::BLOCK_SIZE,
-        integrity: choice.integrity,
+        integrity: ready.integrity,
     };
     let upload = pipeline::stage(
         Arc::clone(&store),
         &keys.dump,
         stdout,
         options,
-        retention.as_ref(),
+        ready.retention.as_ref(),
         progress,
     );
-    let (staged, counts) = tokio::join!(upload, session.row_counts());
+    let counts = async {
+        let counts = session.row_counts().await;
+        tracing::debug!(
+            tables = counts.as_ref().map_or(0, Vec::len),
+            "row counts done"
+        );
+        counts
+    };
+    let (staged, counts) = tokio::join!(upload, counts);
     let staged = staged?;
     let finished = child.finish().await;
+    tracing::debug!(ok = finished.is_ok(), "pg_dump exited");
     let tables: Vec<TableRows> = match (finished, counts) {
         (Ok(()), Ok(tables)) => tables,
         (Err(e), _) | (Ok(()), Err(e)) => {
@@ -144,22 +188,24 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     session.close().await;
 
     let completed = staged.complete().await?;
-    let dump = readback::confirm(&*store, &completed.sent, retention.as_ref()).await?;
     let sha256 = hex::encode(completed.sha256);
-    tracing::info!(key = %dump.key, version_id = ?dump.version_id, size = dump.size,
-        "dump uploaded, read back and locked");
-
     let file_name = keys.dump.rsplit('/').next().unwrap_or(&keys.dump);
     let checksum_body = format!("{sha256}  {file_name}\n").into_bytes();
     let checksum_sha = sha256_hex(&checksum_body);
-    let checksum = put_confirmed(
-        &*store,
-        &keys.checksum,
-        checksum_body,
-        choice.integrity,
-        retention.as_ref(),
-    )
-    .await?;
+    let retention = ready.retention.as_ref();
+    // The checksum file may be written while the dump is read back; the manifest waits for both.
+    let (dump, checksum) = tokio::try_join!(
+        readback::confirm(&*store, &completed.sent, retention),
+        put_confirmed(
+            &*store,
+            &keys.checksum,
+            checksum_body,
+            ready.integrity,
+            retention
+        ),
+    )?;
+    tracing::info!(key = %dump.key, version_id = ?dump.version_id, size = dump.size,
+        "dump uploaded, read back and locked");
 
     let finished_at = OffsetDateTime::now_utc();
     let manifest = Manifest {
@@ -170,7 +216,7 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         started_at: started,
         finished_at,
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        retention: retention.map(|r| ManifestRetention {
+        retention: ready.retention.map(|r| ManifestRetention {
             mode: r.mode,
             retain_until: r.retain_until,
         }),
@@ -207,8 +253,8 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         &*store,
         &keys.manifest,
         manifest.to_bytes(),
-        choice.integrity,
-        retention.as_ref(),
+        ready.integrity,
+        retention,
     )
     .await?;
     let report = BackupReport {
@@ -221,8 +267,8 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         size_bytes: dump.size,
         uncompressed_size_bytes: completed.uncompressed_size,
         sha256,
-        integrity: choice.integrity,
-        retain_until: retention.map(|r| r.retain_until),
+        integrity: ready.integrity,
+        retain_until: ready.retention.map(|r| r.retain_until),
         duration_seconds: (finished_at - started).as_seconds_f64(),
         tables: tables.len(),
     };

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::BytesMut;
 use futures::TryStreamExt as _;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncRead;
+use std::io::Read;
 use tokio::task::JoinSet;
 
 use crate::compress;
@@ -130,7 +130,7 @@ pub async fn stage<S, R>(
 ) -> Result<Staged<S>>
 where
     S: ObjectStore + 'static,
-    R: AsyncRead + Unpin + Send + 'static,
+    R: Read + Send + 'static,
 {
     let upload_id = store.create_multipart(key, options.integrity, lock).await?;
     match upload_parts(&store, key, &upload_id, source, options, progress).await {
@@ -162,7 +162,7 @@ async fn upload_parts<S, R>(
 ) -> Result<PartsOutcome>
 where
     S: ObjectStore + 'static,
-    R: AsyncRead + Unpin + Send + 'static,
+    R: Read + Send + 'static,
 {
     let members = compress::compress(
         source,
@@ -173,7 +173,9 @@ where
     let mut members = std::pin::pin!(members);
     let mut hasher = Sha256::new();
     let (mut size, mut uncompressed) = (0u64, 0u64);
-    let mut buffer = BytesMut::new();
+    // Each part is one allocation of exactly its size, filled and frozen without copying: a
+    // growing buffer would double its capacity and pin up to 2x the part size per part.
+    let mut buffer = BytesMut::with_capacity(part_size(1, options.part_size));
     let mut in_flight: JoinSet<Result<UploadedPart>> = JoinSet::new();
     let mut parts = Vec::new();
     let mut number = 1;
@@ -197,16 +199,23 @@ where
         progress
             .bytes_read
             .fetch_add(member.input_len as u64, Ordering::Relaxed);
-        buffer.extend_from_slice(&member.gzip);
-        while buffer.len() >= part_size(number, options.part_size) {
-            let body = buffer.split_to(part_size(number, options.part_size));
-            while in_flight.len() >= options.upload_concurrency {
-                parts.push(joined(in_flight.join_next().await, progress)?);
+        let mut rest = &member.gzip[..];
+        while !rest.is_empty() {
+            let target = part_size(number, options.part_size);
+            let take = rest.len().min(target - buffer.len());
+            buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if buffer.len() == target {
+                while in_flight.len() >= options.upload_concurrency {
+                    parts.push(joined(in_flight.join_next().await, progress)?);
+                }
+                let next = BytesMut::with_capacity(part_size(number + 1, options.part_size));
+                uploader.spawn(&mut in_flight, number, std::mem::replace(&mut buffer, next))?;
+                number += 1;
             }
-            uploader.spawn(&mut in_flight, number, body)?;
-            number += 1;
         }
     }
+    tracing::debug!(key, uncompressed, size, "source read to the end");
     if !buffer.is_empty() || number == 1 {
         uploader.spawn(&mut in_flight, number, buffer)?;
     }
@@ -261,6 +270,12 @@ impl<S: ObjectStore + 'static> PartUploader<'_, S> {
         );
         let integrity = self.integrity;
         let body = body.freeze();
+        tracing::debug!(
+            key = self.key,
+            part = number,
+            bytes = body.len(),
+            "part upload started"
+        );
         tasks.spawn(async move {
             let for_hash = body.clone();
             let checksum =
@@ -274,6 +289,7 @@ impl<S: ObjectStore + 'static> PartUploader<'_, S> {
                 .upload_part(&key, &upload_id, number, body, checksum)
                 .await
                 .map_err(|e: StoreError| Error::from(e))?;
+            tracing::debug!(key, part = number, "part uploaded");
             Ok(part)
         });
         Ok(())
@@ -285,7 +301,6 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use flate2::read::MultiGzDecoder;
-    use std::io::Read as _;
 
     fn options(part_size: usize) -> StreamOptions {
         StreamOptions {

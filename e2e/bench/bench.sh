@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench` (not a test). Runs inside e2e/harness/with-servers.sh (PostgreSQL + Ceph RGW).
-# Builds a ~1 GB database once (pgbench -i -s $SCALE plus a text/jsonb table with an index),
+# Builds a ~1 GB database once (pgbench -i -s $SCALE plus documents.sql: a text/jsonb table of
+# application-like rows with an index),
 # then times, interleaved over $ROUNDS rounds against the same S3 server:
 #   (a) strongroom backup
 #   (b) the runbook's naive pipeline: pg_dump | gzip -6 | aws s3 cp - s3://...
@@ -19,21 +20,10 @@ trap 'rm -rf "$work"' EXIT
 export PGHOST=$STRONGROOM_TEST_PGHOST PGPORT=$STRONGROOM_TEST_PGPORT
 aws() { .venv/bin/aws --endpoint-url "$STRONGROOM_TEST_S3_RGW" --output json "$@"; }
 
-echo "== building the database (pgbench -i -s $scale + documents table)" >&2
+echo "== building the database (pgbench -i -s $scale + documents.sql)" >&2
 psql -X -q -U postgres -d postgres -c "CREATE DATABASE bench"
 pgbench -i -q -s "$scale" -U postgres bench 2>&1 | tail -n 1 >&2
-psql -X -q -U postgres -d bench <<'SQL'
-CREATE TABLE documents (
-  id bigserial PRIMARY KEY, title text NOT NULL, body text NOT NULL, attrs jsonb NOT NULL);
-INSERT INTO documents (title, body, attrs)
-  SELECT 'document ' || i,
-         repeat(md5(i::text) || ' lorem ipsum dolor sit amet ', 1 + i % 9),
-         jsonb_build_object('i', i, 'tenant', 'tenant-' || (i % 97), 'tags',
-                            jsonb_build_array(md5((i * 3)::text), i % 5), 'score', random())
-  FROM generate_series(1, 400000) i;
-CREATE INDEX documents_tenant ON documents ((attrs->>'tenant'));
-VACUUM ANALYZE;
-SQL
+psql -X -q -v ON_ERROR_STOP=1 -U postgres -d bench -f "$(dirname "$0")/documents.sql"
 db_size=$(psql -X -At -U postgres -d bench -c "SELECT pg_size_pretty(pg_database_size('bench'))")
 dump_bytes=$(pg_dump -U postgres bench | wc -c)
 echo "== database: $db_size on disk, plain dump $((dump_bytes / 1000000)) MB" >&2
@@ -91,7 +81,8 @@ names = {"a": "strongroom backup", "b": "pg_dump | gzip -6 | aws s3 cp -",
 med = {k: {"wall": statistics.median(r[0] for r in v), "cpu": statistics.median(r[1] for r in v),
            "rss": max(r[2] for r in v)} for k, v in runs.items()}
 print("command: make bench  (e2e/bench/bench.sh; ROUNDS=%s SCALE=%s)" % (rounds, __import__("os").environ.get("SCALE", "60")))
-print("database: %s on disk, plain dump %.0f MB; S3 server: Ceph RGW 16 (memstore) on 127.0.0.1" % (db_size, dump_bytes / 1e6))
+print("database: %s on disk (pgbench -i -s 60 + e2e/bench/documents.sql), plain dump %.0f MB" % (db_size, dump_bytes / 1e6))
+print("S3 server: Ceph RGW 16 (memstore) on 127.0.0.1; machine: %s cores" % __import__("os").cpu_count())
 print("%-3s %-34s %9s %8s %9s %12s" % ("", "approach", "wall(s)", "MB/s", "CPU(s)", "peak RSS"))
 for k in "abc":
     m = med[k]

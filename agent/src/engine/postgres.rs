@@ -6,7 +6,7 @@
 //! anything; `backup` wires the dump stream into the pipeline.
 
 use serde::{Deserialize, Serialize};
-use tokio::process::{ChildStdout, Command};
+use tokio::process::Command;
 use tokio_postgres::{Client, NoTls};
 
 use super::DumpError;
@@ -94,8 +94,13 @@ impl SnapshotSession {
                 detail: detail(&e),
             }
         };
+        // Counting runs beside pg_dump's own COPY; parallel workers would only take cores from
+        // it (and from the application) for a little speed on the counts.
         client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .batch_execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+                 SET LOCAL max_parallel_workers_per_gather = 0",
+            )
             .await
             .map_err(query("begin snapshot transaction"))?;
         let row = client
@@ -192,7 +197,7 @@ pub fn spawn_pg_dump(
     pg: &PostgresConfig,
     password: Option<&str>,
     snapshot: &str,
-) -> Result<(ChildStream, ChildStdout), DumpError> {
+) -> Result<(ChildStream, std::fs::File), DumpError> {
     let mut command = Command::new(&pg.pg_dump);
     command
         .arg("--format=plain")

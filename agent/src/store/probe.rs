@@ -1,6 +1,6 @@
 //! `s3.integrity: auto`: find out once per endpoint which integrity header the server verifies.
 //!
-//! For each candidate (SHA-256 first, then MD5) the probe starts a throw-away multipart upload
+//! For each candidate (SHA-256 and MD5, concurrently) the probe starts a throw-away multipart upload
 //! under `<prefix>/.strongroom/probe/`, sends one part with the correct checksum (must be
 //! accepted) and one with a wrong checksum (a verifying server refuses it), then aborts the
 //! upload. Aborted uploads leave no object, so nothing lands in the locked bucket and no delete
@@ -37,8 +37,13 @@ pub async fn resolve<S: ObjectStore>(
         IntegrityMode::Crc32 => return Ok(forced(Integrity::Crc32, "crc32")),
         IntegrityMode::Auto => {}
     }
-    let key = format!("{prefix}/.strongroom/probe/{}", uuid::Uuid::new_v4());
-    if verifies(store, &key, Integrity::Sha256).await? {
+    let key = |kind: &str| format!("{prefix}/.strongroom/probe/{}-{kind}", uuid::Uuid::new_v4());
+    let (sha256_key, md5_key) = (key("sha256"), key("md5"));
+    let (sha256, md5) = tokio::try_join!(
+        verifies(store, &sha256_key, Integrity::Sha256),
+        verifies(store, &md5_key, Integrity::Md5),
+    )?;
+    if sha256 {
         return Ok(IntegrityChoice {
             integrity: Integrity::Sha256,
             reason: "the server verifies x-amz-checksum-sha256 (a part with a wrong SHA-256 was \
@@ -46,7 +51,7 @@ pub async fn resolve<S: ObjectStore>(
                 .into(),
         });
     }
-    if verifies(store, &key, Integrity::Md5).await? {
+    if md5 {
         return Ok(IntegrityChoice {
             integrity: Integrity::Md5,
             reason: "the server ignores x-amz-checksum-sha256 but verifies Content-MD5 (a part \

@@ -1,18 +1,19 @@
-//! Parallel gzip for a stream: the input is cut into fixed-size blocks, each block is compressed
-//! on tokio's blocking pool as an independent gzip member, and members come out in input order.
+//! Parallel gzip for a stream: the input is cut into 1 MiB blocks, each compressed as an
+//! independent gzip member on tokio's blocking pool, and the members come out in input order.
 //!
 //! Concatenated gzip members are one valid `.gz` file (RFC 1952 section 2.2): `gunzip`,
-//! `zcat | psql` and flate2's `MultiGzDecoder` read it whole. At most `threads` blocks are being
-//! compressed at once (plus `threads` read ahead), so memory is bounded by about
-//! `3 x (threads + 1) x block size`. The `gzp` crate
-//! does the same with its own thread pool behind a blocking `Write`; doing it on tokio's pool
-//! keeps back-pressure inside the async pipeline. Members are compressed with libdeflate
-//! (whole-buffer API, exactly this model): at level 6 it used 26% less CPU than zlib-rs and
-//! wrote 4% less on a pgbench dump, measured here; GNU gzip -6 took 3.2x its time.
-
-use std::io::Read;
+//! `zcat | psql` and flate2's `MultiGzDecoder` read it whole. One thread reads the source ahead
+//! (up to `threads` blocks), and up to `threads + 1` blocks compress at once (one more than
+//! cores, so a finished block waiting for its predecessor leaves no core idle): memory is about
+//! `(2 x threads + 2) x block size` plus one compressor per thread.
+//!
+//! Members are compressed with libdeflate, whose whole-buffer API is exactly this model; measured
+//! here on a pgbench dump at level 6 it used 26% less CPU than zlib-rs for 4% smaller output, and
+//! GNU `gzip -6` took 3.2x its time. (The `gzp` crate parallelises zlib behind a blocking
+//! `Write` with its own threads; this keeps back-pressure inside the async pipeline.)
 
 use std::cell::RefCell;
+use std::io::Read;
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt as _};

@@ -3,7 +3,7 @@
 //! Policy:
 //! - Library modules return typed errors (`thiserror`), one enum per module where callers can
 //!   branch on the cause (`ConfigError`, `StoreError`, `DumpError`, ...). This module wraps them
-//!   into [`Error`], which is what commands return. `anyhow` is used only in `main.rs` and tests.
+//!   into [`Error`], which is what commands return. `main.rs` prints it and exits with its code.
 //! - Every message a user can see names what failed, on what (S3 key, table, file, config key),
 //!   and what to do about it. There is no `Error(String)` catch-all: a new failure gets a variant.
 //! - The exit code tells scripts and Kubernetes what kind of failure it was: 64 (EX_USAGE) for a

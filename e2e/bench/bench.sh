@@ -2,16 +2,16 @@
 # `make bench` (not a test). Runs inside e2e/harness/with-servers.sh (PostgreSQL + Ceph RGW).
 # Builds a ~1 GB database once (pgbench -i -s $SCALE plus documents.sql: a text/jsonb table of
 # application-like rows with an index),
-# then times, interleaved over $ROUNDS rounds against the same S3 server:
+# then times, interleaved over $ROUNDS rounds (default 5) against the same S3 server:
 #   (a) strongroom backup
 #   (b) the runbook's naive pipeline: pg_dump | gzip -6 | aws s3 cp - s3://...
 #   (c) pg_dump | pigz -p 2 > /dev/null  (the 2-core compression limit, no upload)
 # and prints median wall time, MB/s (uncompressed dump bytes), CPU seconds (user+sys of the
 # command and its children), peak RSS, and the ratios a/b and a/c.
-# Usage: bench.sh PATH/TO/strongroom     Env: ROUNDS (3), SCALE (60)
+# Usage: bench.sh PATH/TO/strongroom     Env: ROUNDS (5), SCALE (60)
 set -euo pipefail
 strongroom=$(realpath "$1")
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 scale=${SCALE:-60}
 out=target/bench
 mkdir -p "$out"
@@ -29,6 +29,11 @@ dump_bytes=$(pg_dump -U postgres bench | wc -c)
 echo "== database: $db_size on disk, plain dump $((dump_bytes / 1000000)) MB" >&2
 
 aws s3api create-bucket --bucket bench --object-lock-enabled-for-bucket >/dev/null
+# Untimed warm-up, so that no approach pays for being first: the first writes into a fresh RGW
+# create its data pools (the first multipart upload its own), and the first full read of a
+# freshly built database warms its caches.
+head -c 20000000 /dev/zero | aws s3 cp - s3://bench/warm-up.bin >/dev/null
+pg_dump -U postgres bench >/dev/null
 cat >"$work/strongroom.yaml" <<YAML
 release: bench
 s3:

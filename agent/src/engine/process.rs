@@ -8,11 +8,10 @@
 //! running against the database). Nothing here knows which program it runs.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::process::Stdio;
 
-use std::fs::File;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -32,7 +31,7 @@ pub struct ChildStream {
 }
 
 impl ChildStream {
-    /// Spawns `command` with stdin closed and stdout/stderr piped.
+    /// Spawns `command` with stdin closed and stdout/stderr piped; returns stdout's read end.
     pub fn spawn(program: &str, mut command: Command) -> Result<(ChildStream, File), DumpError> {
         let mut child = command
             .stdin(Stdio::null())

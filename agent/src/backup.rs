@@ -3,13 +3,12 @@
 //! Order: check the bucket is protected, resolve the integrity header and open the snapshot
 //! (concurrently; nothing is written yet), stream `pg_dump` into a multipart upload while
 //! counting rows in the same snapshot, complete the upload only if pg_dump exited 0, read the
-//! object back (size, checksum, retention) while writing the `.sha256` file, and only then write
-//! the manifest, also read back. Any failure before the manifest leaves no manifest; a failure
+//! object back (size, checksum, retention) while writing the `.sha256` file, write the manifest's
+//! signature (when a key is configured), and only then write the manifest, also read back. Any failure before the manifest leaves no manifest; a failure
 //! before completion leaves no object at all.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -17,15 +16,14 @@ use crate::config::{Config, PostgresConfig};
 use crate::engine::postgres::{self, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
-use crate::lock;
+use crate::locked_write::WritePolicy;
 use crate::manifest::{
     Compression, FORMAT_VERSION, Manifest, ManifestObject, ManifestRetention, PostgresDetails,
 };
 use crate::pipeline::{self, Progress, StreamOptions};
-use crate::readback::{self, Confirmed, Sent};
-use crate::store::checksum::expected_single;
-use crate::store::probe;
-use crate::store::{Integrity, ObjectStore, PartChecksum, Retention};
+use crate::readback;
+use crate::signing::ManifestSigner;
+use crate::store::{Integrity, ObjectStore};
 
 /// What a finished backup reports (also printed by `strongroom backup --json`).
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +34,9 @@ pub struct BackupReport {
     pub key: String,
     pub version_id: Option<String>,
     pub manifest_key: String,
+    pub manifest_sha256: String,
+    /// Whether a `.manifest.json.sig` was written.
+    pub signed: bool,
     pub size_bytes: u64,
     pub uncompressed_size_bytes: u64,
     pub sha256: String,
@@ -44,29 +45,6 @@ pub struct BackupReport {
     pub retain_until: Option<OffsetDateTime>,
     pub duration_seconds: f64,
     pub tables: usize,
-}
-
-/// Writes a small object (manifest, checksum file) with lock and integrity header, then
-/// confirms it like any other backup object.
-pub async fn put_confirmed<S: ObjectStore>(
-    store: &S,
-    key: &str,
-    body: Vec<u8>,
-    integrity: Integrity,
-    lock: Option<&Retention>,
-) -> Result<Confirmed> {
-    let checksum = PartChecksum::compute(integrity, &body);
-    let size = body.len() as u64;
-    let answer = store
-        .put_object(key, Bytes::from(body), checksum, lock)
-        .await?;
-    let sent = Sent {
-        key: key.to_owned(),
-        size,
-        expected: expected_single(&checksum),
-        answer,
-    };
-    readback::confirm(store, &sent, lock).await
 }
 
 /// Refuses to add a version to a key that already holds a backup.
@@ -85,31 +63,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// What the bucket side decided before anything is written.
-struct S3Ready {
-    integrity: Integrity,
-    retention: Option<Retention>,
-}
-
 /// Bucket protected, integrity header chosen, key free: checked before any write.
-async fn prepare_s3<S: ObjectStore>(
-    store: &S,
-    config: &Config,
-    key: &str,
-    started: OffsetDateTime,
-) -> Result<S3Ready> {
-    let s3 = &config.s3;
-    let policy = lock::require_protection(store, &s3.bucket, &s3.object_lock).await?;
-    let (choice, ()) = tokio::try_join!(
-        async { Ok::<_, Error>(probe::resolve(store, s3.integrity, &s3.prefix).await?) },
-        ensure_key_free(store, key),
+async fn prepare_s3<S: ObjectStore>(store: &S, config: &Config, key: &str) -> Result<WritePolicy> {
+    let (policy, ()) = tokio::try_join!(
+        WritePolicy::prepare(store, &config.s3),
+        ensure_key_free(store, key)
     )?;
-    tracing::info!(integrity = choice.integrity.as_str(), reason = %choice.reason,
-        "integrity header chosen");
-    Ok(S3Ready {
-        integrity: choice.integrity,
-        retention: policy.map(|p| p.retention_from(started)),
-    })
+    Ok(policy)
 }
 
 /// The snapshot transaction and the pg_dump version.
@@ -124,10 +84,11 @@ async fn prepare_pg(
     Ok((session, version))
 }
 
-/// Runs one PostgreSQL backup now.
+/// Runs one PostgreSQL backup now; `signer` signs the manifest when configured.
 pub async fn backup_postgres<S: ObjectStore + 'static>(
     config: &Config,
     store: Arc<S>,
+    signer: Option<&ManifestSigner>,
     progress: &Progress,
 ) -> Result<BackupReport> {
     let pg = config
@@ -141,10 +102,11 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     let started = OffsetDateTime::now_utc();
     let timestamp = Timestamp::new(started);
     let keys = layout::postgres_keys(&s3.prefix, &config.release, timestamp);
-    let (ready, (session, pg_dump_version)) = tokio::try_join!(
-        prepare_s3(&*store, config, &keys.dump, started),
+    let (policy, (session, pg_dump_version)) = tokio::try_join!(
+        prepare_s3(&*store, config, &keys.dump),
         prepare_pg(pg, password.as_deref()),
     )?;
+    let retention = policy.retention_from(started);
     tracing::info!(key = %keys.dump, database = %pg.database, "backup started");
 
     let (child, stdout) = postgres::spawn_pg_dump(pg, password.as_deref(), &session.snapshot_id)?;
@@ -154,14 +116,14 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         compression_level: pg.compression_level,
         compression_threads: crate::compress::threads(pg.compression_threads),
         block_size: crate::compress::BLOCK_SIZE,
-        integrity: ready.integrity,
+        integrity: policy.integrity,
     };
     let upload = pipeline::stage(
         Arc::clone(&store),
         &keys.dump,
         stdout,
         options,
-        ready.retention.as_ref(),
+        retention.as_ref(),
         progress,
     );
     let counts = async {
@@ -192,17 +154,10 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     let file_name = keys.dump.rsplit('/').next().unwrap_or(&keys.dump);
     let checksum_body = format!("{sha256}  {file_name}\n").into_bytes();
     let checksum_sha = sha256_hex(&checksum_body);
-    let retention = ready.retention.as_ref();
     // The checksum file may be written while the dump is read back; the manifest waits for both.
     let (dump, checksum) = tokio::try_join!(
-        readback::confirm(&*store, &completed.sent, retention),
-        put_confirmed(
-            &*store,
-            &keys.checksum,
-            checksum_body,
-            ready.integrity,
-            retention
-        ),
+        readback::confirm(&*store, &completed.sent, retention.as_ref()),
+        policy.put(&*store, &keys.checksum, checksum_body, retention.as_ref()),
     )?;
     tracing::info!(key = %dump.key, version_id = ?dump.version_id, size = dump.size,
         "dump uploaded, read back and locked");
@@ -216,7 +171,7 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         started_at: started,
         finished_at,
         agent_version: env!("CARGO_PKG_VERSION").into(),
-        retention: ready.retention.map(|r| ManifestRetention {
+        retention: retention.map(|r| ManifestRetention {
             mode: r.mode,
             retain_until: r.retain_until,
         }),
@@ -249,14 +204,18 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
             tables: tables.clone(),
         }),
     };
-    put_confirmed(
-        &*store,
-        &keys.manifest,
-        manifest.to_bytes(),
-        ready.integrity,
-        retention,
-    )
-    .await?;
+    let manifest_bytes = manifest.to_bytes();
+    let manifest_sha256 = sha256_hex(&manifest_bytes);
+    // The signature goes first: the manifest is what marks the backup complete.
+    if let Some(signer) = signer {
+        let signature = signer.sign(&manifest_bytes).to_bytes();
+        policy
+            .put(&*store, &keys.signature, signature, retention.as_ref())
+            .await?;
+    }
+    policy
+        .put(&*store, &keys.manifest, manifest_bytes, retention.as_ref())
+        .await?;
     let report = BackupReport {
         engine: Engine::Postgresql,
         release: config.release.clone(),
@@ -264,15 +223,17 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         key: dump.key,
         version_id: dump.version_id,
         manifest_key: keys.manifest,
+        manifest_sha256,
+        signed: signer.is_some(),
         size_bytes: dump.size,
         uncompressed_size_bytes: completed.uncompressed_size,
         sha256,
-        integrity: ready.integrity,
-        retain_until: ready.retention.map(|r| r.retain_until),
+        integrity: policy.integrity,
+        retain_until: retention.map(|r| r.retain_until),
         duration_seconds: (finished_at - started).as_seconds_f64(),
         tables: tables.len(),
     };
     tracing::info!(manifest = %report.manifest_key, size = report.size_bytes,
-        seconds = report.duration_seconds, "backup complete");
+        seconds = report.duration_seconds, signed = report.signed, "backup complete");
     Ok(report)
 }

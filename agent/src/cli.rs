@@ -70,7 +70,7 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
         Command::Backup { engine, json } => {
             let report = match Engine::from(engine) {
                 Engine::Postgresql => {
-                    backup::backup_postgres(&config, store, &Progress::default()).await?
+                    backup::backup_postgres(&config, store, None, &Progress::default()).await?
                 }
             };
             if json {

@@ -30,6 +30,12 @@ pub mod defaults {
     pub const COMPRESSION_LEVEL: u32 = 6;
     pub const CONNECT_TIMEOUT_SECONDS: u64 = 10;
     pub const LOG_LEVEL: &str = "info";
+    pub const PSQL: &str = "psql";
+    /// How long HTTP smoke checks are retried: an application restarting against a restored
+    /// database may need minutes.
+    pub const HTTP_TIMEOUT_SECONDS: u64 = 300;
+    pub const HTTP_INTERVAL_SECONDS: u64 = 5;
+    pub const HTTP_EXPECT_STATUS: u16 = 200;
 
     pub(super) fn prefix() -> String {
         PREFIX.into()
@@ -67,6 +73,21 @@ pub mod defaults {
     pub(super) fn log_level() -> String {
         LOG_LEVEL.into()
     }
+    pub(super) fn psql() -> std::path::PathBuf {
+        PSQL.into()
+    }
+    pub(super) fn http_timeout_seconds() -> u64 {
+        HTTP_TIMEOUT_SECONDS
+    }
+    pub(super) fn http_interval_seconds() -> u64 {
+        HTTP_INTERVAL_SECONDS
+    }
+    pub(super) fn http_method() -> String {
+        "GET".into()
+    }
+    pub(super) fn http_expect_status() -> u16 {
+        HTTP_EXPECT_STATUS
+    }
 }
 
 /// The whole configuration file.
@@ -80,7 +101,121 @@ pub struct Config {
     #[serde(default)]
     pub postgresql: Option<PostgresConfig>,
     #[serde(default)]
+    pub signing: SigningConfig,
+    #[serde(default)]
+    pub restore: RestoreConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// Manifest signing keys. The backup side needs only the private key, verify and restore only
+/// the public key; without a public key every verify/restore result says "UNSIGNED".
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+}
+
+/// How `strongroom restore` loads a dump and what it checks afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// The role that loads the dump (it owns what it creates); `postgresql.user` when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The restore role's password file (the runbook's `restore.postgresql.passwordSecretRef`);
+    /// `postgresql.password_file`, then `PGPASSWORD`, when absent.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "defaults::psql")]
+    pub psql: PathBuf,
+    #[serde(default)]
+    pub validation: ValidationConfig,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            user: None,
+            password_file: None,
+            psql: defaults::psql(),
+            validation: ValidationConfig::default(),
+        }
+    }
+}
+
+/// Checks run after every restore, besides the row counts from the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    #[serde(default)]
+    pub sql: Vec<SqlCheck>,
+    #[serde(default)]
+    pub http: Vec<HttpCheck>,
+    #[serde(default = "defaults::http_timeout_seconds")]
+    pub http_timeout_seconds: u64,
+    #[serde(default = "defaults::http_interval_seconds")]
+    pub http_interval_seconds: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            sql: Vec::new(),
+            http: Vec::new(),
+            http_timeout_seconds: defaults::http_timeout_seconds(),
+            http_interval_seconds: defaults::http_interval_seconds(),
+        }
+    }
+}
+
+/// A query whose first column of its first row must meet `expect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCheck {
+    pub name: String,
+    pub query: String,
+    pub expect: Expectation,
+}
+
+/// Conditions on a value, all of which must hold; at least one is required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// The value as text, exactly.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The value as a number, at least this.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// The value as a number, at most this.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// A request to the application, retried until it passes or the timeout ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub name: String,
+    #[serde(default = "defaults::http_method")]
+    pub method: String,
+    /// `http://` only: smoke checks talk to the application's in-cluster Service.
+    pub url: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "defaults::http_expect_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub expect_body_contains: Option<String>,
+    /// Every key here must be in the JSON response with an equal value (nested objects too).
+    #[serde(default)]
+    pub expect_json: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -338,6 +473,7 @@ impl Config {
         if let Some(pg) = &self.postgresql {
             validate_postgres(pg)?;
         }
+        validate_restore(&self.restore)?;
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty; use e.g. `info`"));
         }
@@ -346,14 +482,7 @@ impl Config {
 }
 
 fn validate_release(release: &str) -> Result<(), Invalid> {
-    let ok = !release.is_empty()
-        && release.len() <= 53
-        && release
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !release.starts_with('-')
-        && !release.ends_with('-');
-    if ok {
+    if crate::layout::is_release_name(release) {
         Ok(())
     } else {
         Err(invalid(
@@ -490,6 +619,64 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), Invalid> {
     Ok(())
 }
 
+fn validate_restore(restore: &RestoreConfig) -> Result<(), Invalid> {
+    let v = &restore.validation;
+    let mut names = std::collections::BTreeSet::new();
+    for (i, check) in v.sql.iter().enumerate() {
+        let key = format!("restore.validation.sql[{i}]");
+        if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
+            return Err(invalid(&key, "every check needs a unique, non-empty name"));
+        }
+        if check.query.trim().is_empty() {
+            return Err(invalid(&format!("{key}.query"), "must not be empty"));
+        }
+        if check.expect == Expectation::default() {
+            return Err(invalid(
+                &format!("{key}.expect"),
+                "give at least one of equals, min or max",
+            ));
+        }
+    }
+    for (i, check) in v.http.iter().enumerate() {
+        let key = format!("restore.validation.http[{i}]");
+        if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
+            return Err(invalid(&key, "every check needs a unique, non-empty name"));
+        }
+        if !check.url.starts_with("http://") {
+            return Err(invalid(
+                &format!("{key}.url"),
+                format!(
+                    "{:?} is not an http:// URL; smoke checks call the application's \
+                     in-cluster Service over plain HTTP",
+                    check.url
+                ),
+            ));
+        }
+        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&check.method.as_str()) {
+            return Err(invalid(
+                &format!("{key}.method"),
+                format!(
+                    "{:?}: use GET, POST, PUT, PATCH, DELETE or HEAD",
+                    check.method
+                ),
+            ));
+        }
+        if !(100..=599).contains(&check.expect_status) {
+            return Err(invalid(
+                &format!("{key}.expect_status"),
+                format!("{} is not an HTTP status", check.expect_status),
+            ));
+        }
+    }
+    if v.http_interval_seconds == 0 || v.http_timeout_seconds == 0 {
+        return Err(invalid(
+            "restore.validation.http_timeout_seconds",
+            "the timeout and interval must be at least 1 second",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +806,24 @@ mod tests {
         let c = parse(&days).unwrap();
         assert_eq!(c.s3.object_lock.retention.days, Some(30));
         assert_eq!(c.s3.object_lock.retention.years, None);
+    }
+
+    #[test]
+    fn restore_checks_are_validated() {
+        let base = format!("{MINIMAL}restore:\n  validation:\n");
+        let ok = format!(
+            "{base}    sql:\n      - name: rows\n        query: SELECT count(*) FROM t\n        expect: {{min: 1}}\n    http:\n      - name: health\n        url: http://app:8080/health\n        expect_json: {{status: ok}}\n"
+        );
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.restore.validation.sql[0].expect.min, Some(1.0));
+        assert_eq!(c.restore.validation.http[0].method, "GET");
+        assert_eq!(c.restore.validation.http[0].expect_status, 200);
+        let no_expect = ok.replace("expect: {min: 1}", "expect: {}");
+        assert!(error_of(&no_expect).contains("restore.validation.sql[0].expect"));
+        let https = ok.replace("http://app", "https://app");
+        assert!(error_of(&https).contains("restore.validation.http[0].url"));
+        let dup = ok.replace("name: health", "name: rows");
+        assert!(error_of(&dup).contains("unique"));
     }
 
     #[test]

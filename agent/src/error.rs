@@ -11,6 +11,9 @@
 
 use crate::config::ConfigError;
 use crate::engine::DumpError;
+use crate::layout::SnapshotKeyError;
+use crate::manifest::ManifestError;
+use crate::signing::SigningError;
 use crate::store::StoreError;
 
 /// Exit code for a bad command line or configuration (sysexits `EX_USAGE`).
@@ -27,6 +30,31 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Dump(#[from] DumpError),
+    #[error(transparent)]
+    SnapshotKey(#[from] SnapshotKeyError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+    /// The backup has no manifest: it never completed.
+    #[error(
+        "{key} does not exist: that backup is incomplete (or the key is wrong); never restore \
+         from it. `strongroom list` shows complete backups"
+    )]
+    NoManifest { key: String },
+    /// No complete backup to pick for `--latest`.
+    #[error("no complete backup (with a manifest) under {folder}")]
+    NoBackup { folder: String },
+    /// A manifest key holds more than one version; the agent never rewrites a manifest.
+    #[error(
+        "{key} has {versions} versions, but the agent writes each manifest exactly once: it may \
+         have been tampered with. Investigate with `aws s3api list-object-versions` before \
+         trusting this backup"
+    )]
+    ManifestRewritten { key: String, versions: usize },
+    /// The manifest does not describe what it should.
+    #[error("manifest {manifest} does not fit: {problem}")]
+    ManifestMismatch { manifest: String, problem: String },
     /// The upload was read back and does not match what was sent, or is not locked as the
     /// policy requires. The backup is not marked complete.
     #[error("verification of s3 object {key} failed: {problem}")]
@@ -72,7 +100,10 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::EngineNotConfigured { .. } => EXIT_USAGE,
+            Error::Config(_)
+            | Error::EngineNotConfigured { .. }
+            | Error::SnapshotKey(_)
+            | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }

@@ -77,11 +77,14 @@ pub struct PostgresKeys {
     pub dump: String,
     pub checksum: String,
     pub manifest: String,
+    /// Detached Ed25519 signature of the manifest's bytes (when a signing key is configured).
+    pub signature: String,
 }
 
 pub const DUMP_SUFFIX: &str = ".sql.gz";
 pub const CHECKSUM_SUFFIX: &str = ".sql.gz.sha256";
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+pub const SIGNATURE_SUFFIX: &str = ".manifest.json.sig";
 
 pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> PostgresKeys {
     let base = format!("{}{at}", engine_folder(prefix, Engine::Postgresql, release));
@@ -89,6 +92,7 @@ pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> PostgresKeys
         dump: format!("{base}{DUMP_SUFFIX}"),
         checksum: format!("{base}{CHECKSUM_SUFFIX}"),
         manifest: format!("{base}{MANIFEST_SUFFIX}"),
+        signature: format!("{base}{SIGNATURE_SUFFIX}"),
     }
 }
 
@@ -113,6 +117,97 @@ pub fn classify(folder: &str, key: &str) -> Option<BackupObject> {
         return Timestamp::parse(ts).map(BackupObject::Manifest);
     }
     None
+}
+
+/// A backup named by its key (as the runbook's `restore.snapshot` gives it), checked against the
+/// configured prefix and engine without any request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRef {
+    pub release: String,
+    pub timestamp: Timestamp,
+    pub keys: PostgresKeys,
+}
+
+/// Why a snapshot key was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "snapshot key {key:?} refused: {problem}. Give the key as `strongroom list` prints it, e.g. \
+     {example}"
+)]
+pub struct SnapshotKeyError {
+    pub key: String,
+    pub problem: String,
+    pub example: String,
+}
+
+/// Parses `<prefix>/postgresql/<release>/<timestamp>.sql.gz`: no `..`, no absolute path, no
+/// characters outside S3's safe set, nothing outside the configured prefix and engine.
+pub fn parse_snapshot(
+    prefix: &str,
+    engine: Engine,
+    key: &str,
+) -> Result<SnapshotRef, SnapshotKeyError> {
+    let example = format!("{prefix}/{engine}/<release>/20261123T020000Z{DUMP_SUFFIX}");
+    let refuse = |problem: &str| SnapshotKeyError {
+        key: key.chars().take(200).collect(),
+        problem: problem.to_owned(),
+        example: example.clone(),
+    };
+    if key.starts_with("s3://") {
+        return Err(refuse("it is a URL; give the key without s3://<bucket>/"));
+    }
+    if key.is_empty() || key.len() > 1024 {
+        return Err(refuse("it is empty or longer than 1024 bytes"));
+    }
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/!-_.*'()".contains(c);
+    if let Some(c) = key.chars().find(|c| !safe(*c)) {
+        return Err(refuse(&format!("it contains the character {c:?}")));
+    }
+    if key.starts_with('/') {
+        return Err(refuse("it is an absolute path"));
+    }
+    if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(refuse("it has an empty, '.' or '..' path segment"));
+    }
+    let folder = format!("{prefix}/{engine}/");
+    let Some(rest) = key.strip_prefix(&folder) else {
+        return Err(refuse(&format!(
+            "it is not under the configured prefix and engine ({folder})"
+        )));
+    };
+    let Some((release, file)) = rest.split_once('/') else {
+        return Err(refuse("it names no release folder"));
+    };
+    if !is_release_name(release) {
+        return Err(refuse(&format!("{release:?} is not a release name")));
+    }
+    let Some(stamp) = file.strip_suffix(DUMP_SUFFIX) else {
+        return Err(refuse(&format!("it does not name a {DUMP_SUFFIX} dump")));
+    };
+    let Some(timestamp) = Timestamp::parse(stamp) else {
+        return Err(refuse(&format!(
+            "{stamp:?} is not a backup timestamp (YYYYMMDDTHHMMSSZ)"
+        )));
+    };
+    Ok(SnapshotRef {
+        release: release.to_owned(),
+        timestamp,
+        keys: postgres_keys(prefix, release, timestamp),
+    })
+}
+
+/// A Helm release name: 1-53 of `a-z 0-9 -`, not starting or ending with `-`.
+pub fn is_release_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 53
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 #[cfg(test)]
@@ -146,6 +241,73 @@ mod tests {
         assert!(a < b && a.to_string() < b.to_string());
         assert_eq!(Timestamp::parse(&a.to_string()), Some(a));
         assert_eq!(Timestamp::parse("2026-11-24T02:59:59Z"), None);
+    }
+
+    #[test]
+    fn snapshot_keys_are_validated_before_any_request() {
+        let ok = "backups/app/postgresql/prod/20261123T020000Z.sql.gz";
+        let snap = parse_snapshot("backups/app", Engine::Postgresql, ok).unwrap();
+        assert_eq!(snap.release, "prod");
+        assert_eq!(snap.keys.dump, ok);
+        assert_eq!(
+            snap.keys.manifest,
+            "backups/app/postgresql/prod/20261123T020000Z.manifest.json"
+        );
+        let refused = [
+            (
+                "backups/app/postgresql/prod/../x/20261123T020000Z.sql.gz",
+                "'..'",
+            ),
+            (
+                "/backups/app/postgresql/prod/20261123T020000Z.sql.gz",
+                "absolute",
+            ),
+            ("backups/app/postgresql//20261123T020000Z.sql.gz", "empty"),
+            (
+                "backups/other/postgresql/prod/20261123T020000Z.sql.gz",
+                "not under",
+            ),
+            (
+                "backups/app/clickhouse/prod/20261123T020000Z.sql.gz",
+                "not under",
+            ),
+            (
+                "backups/app/postgresql/prod/20261123T020000Z.manifest.json",
+                "does not name",
+            ),
+            (
+                "backups/app/postgresql/prod/2026-11-23.sql.gz",
+                "not a backup timestamp",
+            ),
+            (
+                "backups/app/postgresql/Prod/20261123T020000Z.sql.gz",
+                "not a release name",
+            ),
+            (
+                "backups/app/postgresql/prod/20261123T020000Z.sql.gz;rm",
+                "character ';'",
+            ),
+            ("backups/app/postgresql/prod/x 1.sql.gz", "character ' '"),
+            (
+                "s3://bucket/backups/app/postgresql/prod/20261123T020000Z.sql.gz",
+                "URL",
+            ),
+            (
+                "backups/app/postgresql/20261123T020000Z.sql.gz",
+                "no release folder",
+            ),
+            (
+                "backups/app/postgresql/prod/x/20261123T020000Z.sql.gz",
+                "not a backup timestamp",
+            ),
+        ];
+        for (key, why) in refused {
+            let e = parse_snapshot("backups/app", Engine::Postgresql, key)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{key}: {e}");
+            assert!(e.contains("backups/app/postgresql/<release>/"), "{e}");
+        }
     }
 
     #[test]

@@ -16,13 +16,17 @@
 //! - [`store`]: the object-store trait, its S3 implementation, checksums and the integrity probe.
 //! - [`lock`]: the Object Lock policy and its checks.
 //! - [`readback`]: proving an uploaded object version complete and locked.
+//! - [`locked_write`]: integrity header + retention + read-back for every small object.
 //! - [`manifest`]: the manifest that marks a backup complete.
+//! - [`signing`]: Ed25519 manifest signatures, key files and `keygen`.
+//! - [`catalog`]: finding backups and fetching authenticated manifests.
 //! - [`backup`]: one backup, end to end.
 //! - [`list`]: listing backups in the bucket.
 
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod catalog;
 pub mod cli;
 pub mod compress;
 pub mod config;
@@ -31,8 +35,10 @@ pub mod error;
 pub mod layout;
 pub mod list;
 pub mod lock;
+pub mod locked_write;
 pub mod manifest;
 pub mod pipeline;
 pub mod readback;
+pub mod signing;
 pub mod store;
 pub mod telemetry;

@@ -56,6 +56,12 @@ pub struct ObjectHead {
     pub etag: Option<String>,
 }
 
+/// A streamed object body: chunks as they arrive, never the whole object in memory.
+pub struct ObjectBody {
+    pub size: u64,
+    pub chunks: futures::stream::BoxStream<'static, StoreResult<Bytes>>,
+}
+
 /// A current object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectSummary {
@@ -110,6 +116,14 @@ pub enum StoreError {
         target: String,
         code: String,
         message: String,
+    },
+    #[error(
+        "s3 object {target} is {size} bytes, more than the {limit} expected of it; refusing to read it"
+    )]
+    TooLarge {
+        target: String,
+        size: u64,
+        limit: u64,
     },
     #[error(
         "s3 {op} {target} failed before the server answered: {detail}; check s3.endpoint, the \
@@ -212,6 +226,13 @@ pub trait ObjectStore: Send + Sync {
         version_id: Option<&str>,
     ) -> impl Future<Output = StoreResult<ObjectHead>> + Send;
 
+    /// Streams one object version (the latest when `version_id` is `None`).
+    fn get(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = StoreResult<ObjectBody>> + Send;
+
     /// The version's retention, `None` if it has none.
     fn retention(
         &self,
@@ -225,6 +246,38 @@ pub trait ObjectStore: Send + Sync {
         version_id: Option<&str>,
         retention: &Retention,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Reads a small object (manifest, signature, audit event) whole, refusing anything larger than
+/// `limit` bytes so a hostile object cannot exhaust memory.
+pub async fn read_small<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    version_id: Option<&str>,
+    limit: u64,
+) -> StoreResult<Vec<u8>> {
+    use futures::TryStreamExt as _;
+    let body = store.get(key, version_id).await?;
+    if body.size > limit {
+        return Err(StoreError::TooLarge {
+            target: store.target(key),
+            size: body.size,
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(body.size as usize);
+    let mut chunks = body.chunks;
+    while let Some(chunk) = chunks.try_next().await? {
+        if (bytes.len() + chunk.len()) as u64 > limit {
+            return Err(StoreError::TooLarge {
+                target: store.target(key),
+                size: (bytes.len() + chunk.len()) as u64,
+                limit,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

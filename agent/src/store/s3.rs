@@ -25,7 +25,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::{
-    BucketProtection, Integrity, ObjectHead, ObjectStore, ObjectSummary, ObjectVersion,
+    BucketProtection, Integrity, ObjectBody, ObjectHead, ObjectStore, ObjectSummary, ObjectVersion,
     PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
 };
 use crate::config::{LockMode, S3Config};
@@ -435,6 +435,40 @@ impl ObjectStore for S3Store {
         Ok(ObjectHead {
             size: out.content_length().unwrap_or_default().max(0) as u64,
             etag: out.e_tag().map(unquote),
+        })
+    }
+
+    async fn get(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectBody> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", key, e))?;
+        let target = self.target(key);
+        let chunks = futures::stream::unfold(Some(out.body), move |body| {
+            let target = target.clone();
+            async move {
+                let mut body = body?;
+                match body.next().await? {
+                    Ok(chunk) => Some((Ok(chunk), Some(body))),
+                    Err(e) => Some((
+                        Err(StoreError::Transport {
+                            op: "GetObject",
+                            target,
+                            detail: DisplayErrorContext(&e).to_string(),
+                        }),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(ObjectBody {
+            size: out.content_length.unwrap_or_default().max(0) as u64,
+            chunks: Box::pin(chunks),
         })
     }
 

@@ -41,7 +41,7 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     let config = harness::config(&harness::config_yaml(&id, &bucket, "", ""));
     let before = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
 
-    let report = backup_postgres(&config, Arc::clone(&store), &Progress::default())
+    let report = backup_postgres(&config, Arc::clone(&store), None, &Progress::default())
         .await
         .unwrap_or_else(|e| panic!("backup on {}: {e}", id.s3.name()));
 
@@ -179,7 +179,7 @@ async fn pg_dump_failing_mid_stream_leaves_nothing_complete(id: TestId) {
 
     let run = {
         let (config, store, progress) = (config.clone(), Arc::clone(&store), Arc::clone(&progress));
-        tokio::spawn(async move { backup_postgres(&config, store, &progress).await })
+        tokio::spawn(async move { backup_postgres(&config, store, None, &progress).await })
     };
     // Kill pg_dump's server connection while it streams the big table and after at least one
     // part was uploaded: the dump is cut off mid-stream by a real server-side failure.
@@ -248,7 +248,7 @@ async fn bucket_without_object_lock_is_refused(id: TestId) {
     harness::load_sample(&db).await;
     let (bucket, store) = harness::bucket(&id, false).await;
     let config = harness::config(&harness::config_yaml(&id, &bucket, "", ""));
-    let err = backup_postgres(&config, Arc::clone(&store), &Progress::default())
+    let err = backup_postgres(&config, Arc::clone(&store), None, &Progress::default())
         .await
         .expect_err("an unlocked bucket is refused");
     let message = err.to_string();
@@ -268,6 +268,7 @@ async fn bucket_without_object_lock_is_refused(id: TestId) {
     let report = backup_postgres(
         &harness::config(&lax),
         Arc::clone(&store),
+        None,
         &Progress::default(),
     )
     .await

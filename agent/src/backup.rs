@@ -13,7 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{Config, PostgresConfig};
-use crate::engine::postgres::{self, SnapshotSession, TableRows};
+use crate::engine::postgres::{self, ConnParams, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
 use crate::locked_write::WritePolicy;
@@ -63,53 +63,49 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Bucket protected, integrity header chosen, key free: checked before any write.
-async fn prepare_s3<S: ObjectStore>(store: &S, config: &Config, key: &str) -> Result<WritePolicy> {
-    let (policy, ()) = tokio::try_join!(
-        WritePolicy::prepare(store, &config.s3),
-        ensure_key_free(store, key)
-    )?;
-    Ok(policy)
-}
-
 /// The snapshot transaction and the pg_dump version.
-async fn prepare_pg(
-    pg: &PostgresConfig,
-    password: Option<&str>,
-) -> Result<(SnapshotSession, String)> {
+async fn prepare_pg(pg: &PostgresConfig, params: &ConnParams) -> Result<(SnapshotSession, String)> {
     let (session, version) = tokio::try_join!(
-        SnapshotSession::open(pg, password),
-        postgres::pg_dump_version(pg)
+        SnapshotSession::open(params),
+        postgres::pg_dump_version(&pg.pg_dump)
     )?;
     Ok((session, version))
 }
 
-/// Runs one PostgreSQL backup now; `signer` signs the manifest when configured.
-pub async fn backup_postgres<S: ObjectStore + 'static>(
-    config: &Config,
-    store: Arc<S>,
-    signer: Option<&ManifestSigner>,
-    progress: &Progress,
-) -> Result<BackupReport> {
+/// The PostgreSQL section and how to connect: local checks only (engine configured, password
+/// readable), so a bad config fails before any request.
+pub fn preflight(config: &Config) -> Result<(&PostgresConfig, ConnParams)> {
     let pg = config
         .postgresql
         .as_ref()
         .ok_or(Error::EngineNotConfigured {
             engine: "postgresql",
         })?;
-    let password = pg.password()?;
+    Ok((pg, pg.backup_params()?))
+}
+
+/// Runs one PostgreSQL backup now, writing under `policy` (from [`WritePolicy::prepare`]);
+/// `signer` signs the manifest when configured.
+pub async fn backup_postgres<S: ObjectStore + 'static>(
+    config: &Config,
+    store: Arc<S>,
+    policy: &WritePolicy,
+    signer: Option<&ManifestSigner>,
+    progress: &Progress,
+) -> Result<BackupReport> {
+    let (pg, params) = preflight(config)?;
     let s3 = &config.s3;
     let started = OffsetDateTime::now_utc();
     let timestamp = Timestamp::new(started);
     let keys = layout::postgres_keys(&s3.prefix, &config.release, timestamp);
-    let (policy, (session, pg_dump_version)) = tokio::try_join!(
-        prepare_s3(&*store, config, &keys.dump),
-        prepare_pg(pg, password.as_deref()),
+    let ((), (session, pg_dump_version)) = tokio::try_join!(
+        ensure_key_free(&*store, &keys.dump),
+        prepare_pg(pg, &params),
     )?;
     let retention = policy.retention_from(started);
     tracing::info!(key = %keys.dump, database = %pg.database, "backup started");
 
-    let (child, stdout) = postgres::spawn_pg_dump(pg, password.as_deref(), &session.snapshot_id)?;
+    let (child, stdout) = postgres::spawn_pg_dump(&pg.pg_dump, &params, &session.snapshot_id)?;
     let options = StreamOptions {
         part_size: s3.part_size_mib as usize * 1024 * 1024,
         upload_concurrency: s3.upload_concurrency as usize,

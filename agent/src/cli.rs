@@ -1,26 +1,32 @@
 //! The command line: argument definitions and dispatch into the library.
 //!
 //! `main.rs` parses, loads the config and sets up logging; everything a command does is here or
-//! below, so it can be called from tests without a process.
+//! below, so it can be called from tests without a process. Each backup, verify and restore
+//! ends with an audit event, whatever its result.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::backup;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::Engine;
 use crate::list;
+use crate::locked_write::WritePolicy;
 use crate::pipeline::Progress;
+use crate::restore::{self, RestoreOptions, SnapshotChoice};
+use crate::signing::{self, ManifestSigner, ManifestVerifier};
 use crate::store::s3::S3Store;
+use crate::verify::{self, Selection, Status};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "strongroom",
     version,
-    about = "Backups of PostgreSQL into Object-Lock S3, provably complete"
+    about = "Backups of PostgreSQL into Object-Lock S3: provably complete, untampered, restorable"
 )]
 pub struct Cli {
     /// The YAML config file.
@@ -48,6 +54,85 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check backups: manifest and signature, objects by version, sizes, retention.
+    Verify {
+        #[arg(long, value_enum, default_value = "postgresql")]
+        engine: EngineArg,
+        #[command(flatten)]
+        which: Which,
+        /// Also stream each dump: SHA-256 and a complete gzip stream.
+        #[arg(long)]
+        deep: bool,
+        /// Print JSON instead of one line per backup.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a database, verifying before committing; print the report.
+    Restore {
+        #[arg(long, value_enum)]
+        engine: EngineArg,
+        #[command(flatten)]
+        which: WhichOne,
+        /// Target database (default: postgresql.database).
+        #[arg(long)]
+        database: Option<String>,
+        /// Load even into a database that already has tables.
+        #[arg(long)]
+        force: bool,
+        /// Create the target database if it does not exist.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Generate an Ed25519 key pair for signing manifests.
+    Keygen {
+        /// Directory to write strongroom-signing.key (0600) and strongroom-signing.pub into.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the chain of events and report any gap, fork or altered event.
+    Verify {
+        #[arg(long, value_enum, default_value = "postgresql")]
+        engine: EngineArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exactly one of `--snapshot`, `--latest`, `--all`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Which {
+    /// The backup's key, e.g. backups/app/postgresql/<release>/<timestamp>.sql.gz
+    #[arg(long, value_name = "KEY")]
+    snapshot: Option<String>,
+    /// The newest complete backup.
+    #[arg(long)]
+    latest: bool,
+    /// Every backup of the release.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Exactly one of `--snapshot`, `--latest`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct WhichOne {
+    /// The backup's key, exactly as the runbook's restore.snapshot.
+    #[arg(long, value_name = "KEY")]
+    snapshot: Option<String>,
+    /// The newest complete backup.
+    #[arg(long)]
+    latest: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,16 +148,93 @@ impl From<EngineArg> for Engine {
     }
 }
 
+impl Command {
+    /// Whether the command reads the config file (keygen does not).
+    pub fn needs_config(&self) -> bool {
+        !matches!(self, Command::Keygen { .. })
+    }
+}
+
+/// Runs a command that needs no config.
+pub fn run_without_config(command: Command) -> Result<()> {
+    if let Command::Keygen { out_dir } = command {
+        let (private, public) = signing::keygen(&out_dir)?;
+        println!(
+            "private key: {} (mount it as the backup agent's signing.private_key_file)\n\
+             public key:  {} (give it to verify and restore as signing.public_key_file)",
+            private.display(),
+            public.display()
+        );
+    }
+    Ok(())
+}
+
+fn load_signer(config: &Config) -> Result<Option<ManifestSigner>> {
+    Ok(match &config.signing.private_key_file {
+        Some(path) => Some(ManifestSigner::load(path)?),
+        None => None,
+    })
+}
+
+fn load_verifier(config: &Config) -> Result<Option<ManifestVerifier>> {
+    Ok(match &config.signing.public_key_file {
+        Some(path) => Some(ManifestVerifier::load(path)?),
+        None => None,
+    })
+}
+
+/// Records the event; a failure to write it is logged, never hides the action's own result.
+async fn record(store: &S3Store, policy: Option<&WritePolicy>, prefix: &str, draft: EventDraft) {
+    if let Err(e) = audit::append(store, policy, prefix, draft).await {
+        tracing::error!(error = %e, "could not write the audit event (it is in the log above)");
+    }
+}
+
 /// Runs a command with a loaded, valid config.
 pub async fn run(command: Command, config: Config) -> Result<()> {
     let store = Arc::new(S3Store::connect(&config.s3).await);
+    let prefix = config.s3.prefix.clone();
     match command {
         Command::Backup { engine, json } => {
-            let report = match Engine::from(engine) {
-                Engine::Postgresql => {
-                    backup::backup_postgres(&config, store, None, &Progress::default()).await?
+            let Engine::Postgresql = Engine::from(engine);
+            backup::preflight(&config)?;
+            let signer = load_signer(&config)?;
+            let event = |snapshot, result, detail, manifest_sha256| EventDraft {
+                action: Action::Backup,
+                engine: Engine::Postgresql,
+                release: config.release.clone(),
+                snapshot,
+                result,
+                detail,
+                manifest_sha256,
+            };
+            let policy = match WritePolicy::prepare(&*store, &config.s3).await {
+                Ok(policy) => policy,
+                Err(e) => {
+                    let draft = event(None, Outcome::Failure, e.to_string(), None);
+                    record(&store, None, &prefix, draft).await;
+                    return Err(e);
                 }
             };
+            let result = backup::backup_postgres(
+                &config,
+                Arc::clone(&store),
+                &policy,
+                signer.as_ref(),
+                &Progress::default(),
+            )
+            .await;
+            let draft = match &result {
+                Ok(r) => event(
+                    Some(r.key.clone()),
+                    Outcome::Success,
+                    format!("{} bytes, {} tables", r.size_bytes, r.tables),
+                    Some(r.manifest_sha256.clone()),
+                ),
+                Err(e) => event(None, Outcome::Failure, e.to_string(), None),
+            };
+            record(&store, Some(&policy), &prefix, draft).await;
+            let report = result?;
             if json {
                 println!(
                     "{}",
@@ -80,24 +242,23 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
                 );
             } else {
                 println!(
-                    "backup complete: {} ({}, {} uncompressed, version {})\nmanifest: {}",
+                    "backup complete: {} ({}, {} uncompressed, version {}{})\nmanifest: {}",
                     report.key,
                     list::human_size(report.size_bytes),
                     list::human_size(report.uncompressed_size_bytes),
                     report.version_id.as_deref().unwrap_or("-"),
+                    if report.signed {
+                        ", signed"
+                    } else {
+                        ", UNSIGNED"
+                    },
                     report.manifest_key
                 );
             }
         }
         Command::List { engine, json } => {
-            let engines = match engine {
-                Some(e) => vec![Engine::from(e)],
-                None => vec![Engine::Postgresql],
-            };
-            let mut entries = Vec::new();
-            for engine in engines {
-                entries.extend(list::list_backups(&*store, &config, engine).await?);
-            }
+            let engine = engine.map_or(Engine::Postgresql, Engine::from);
+            let entries = list::list_backups(&*store, &config, engine).await?;
             if json {
                 println!(
                     "{}",
@@ -107,6 +268,182 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
                 print!("{}", list::render_table(&entries));
             }
         }
+        Command::Verify {
+            engine,
+            which,
+            deep,
+            json,
+        } => {
+            let Engine::Postgresql = Engine::from(engine);
+            let selection = match (which.snapshot, which.latest) {
+                (Some(key), _) => Selection::Snapshot(key),
+                (None, true) => Selection::Latest,
+                (None, false) => Selection::All,
+            };
+            // Key checks first: a bad key makes no request at all.
+            if let Selection::Snapshot(key) = &selection {
+                crate::layout::parse_snapshot(&prefix, Engine::Postgresql, key)?;
+            }
+            let verifier = load_verifier(&config)?;
+            let backups = verify::select(&*store, &config, &selection).await?;
+            let policy = WritePolicy::prepare(&*store, &config.s3).await;
+            if let Err(e) = &policy {
+                tracing::warn!(error = %e, "audit events will only be logged");
+            }
+            let mut verdicts = Vec::new();
+            for (snapshot, complete) in &backups {
+                let verdict = verify::verify_one(
+                    &*store,
+                    &config,
+                    snapshot,
+                    *complete,
+                    verifier.as_ref(),
+                    deep,
+                )
+                .await;
+                if verdict.status != Status::Incomplete {
+                    let draft = EventDraft {
+                        action: Action::Verify,
+                        engine: Engine::Postgresql,
+                        release: snapshot.release.clone(),
+                        snapshot: Some(snapshot.keys.dump.clone()),
+                        result: if verdict.status == Status::Ok {
+                            Outcome::Success
+                        } else {
+                            Outcome::Failure
+                        },
+                        detail: if verdict.problems.is_empty() {
+                            format!("ok{}", if deep { " (deep)" } else { "" })
+                        } else {
+                            verdict.problems.join("; ")
+                        },
+                        manifest_sha256: verdict.manifest_sha256.clone(),
+                    };
+                    record(&store, policy.as_ref().ok(), &prefix, draft).await;
+                }
+                if !json {
+                    println!("{}", verify::render_line(&verdict));
+                }
+                verdicts.push(verdict);
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&verdicts).expect("serialisable")
+                );
+            }
+            let failed = verdicts
+                .iter()
+                .filter(|v| v.status == Status::Failed)
+                .count();
+            if failed > 0 {
+                return Err(Error::VerifyFailed {
+                    failed,
+                    total: verdicts.len(),
+                });
+            }
+        }
+        Command::Restore {
+            engine,
+            which,
+            database,
+            force,
+            create,
+        } => {
+            let Engine::Postgresql = Engine::from(engine);
+            let choice = match which.snapshot {
+                Some(key) => SnapshotChoice::Key(key),
+                None => SnapshotChoice::Latest,
+            };
+            let options = RestoreOptions {
+                database,
+                force,
+                create,
+            };
+            // Key checks and local files first: a bad key makes no request at all.
+            if let SnapshotChoice::Key(key) = &choice {
+                crate::layout::parse_snapshot(&prefix, Engine::Postgresql, key)?;
+            }
+            restore::preflight(&config, &options)?;
+            let verifier = load_verifier(&config)?;
+            let snapshot = restore::resolve_snapshot(&*store, &config, &choice).await?;
+            let policy = WritePolicy::prepare(&*store, &config.s3).await?;
+            let result = restore::restore_postgres(
+                &config,
+                &*store,
+                &policy,
+                verifier.as_ref(),
+                &snapshot,
+                &options,
+            )
+            .await;
+            let draft = EventDraft {
+                action: Action::Restore,
+                engine: Engine::Postgresql,
+                release: snapshot.release.clone(),
+                snapshot: Some(snapshot.keys.dump.clone()),
+                result: match &result {
+                    Ok(r) if r.passed => Outcome::Success,
+                    _ => Outcome::Failure,
+                },
+                detail: match &result {
+                    Ok(r) if r.passed => format!(
+                        "into {} in {:.1}s, {} checks passed",
+                        r.target_database,
+                        r.phases.total_seconds,
+                        r.checks.len()
+                    ),
+                    Ok(r) => format!("checks failed: {}", r.failed_checks().join(", ")),
+                    Err(e) => e.to_string(),
+                },
+                manifest_sha256: result.as_ref().ok().map(|r| r.manifest_sha256.clone()),
+            };
+            record(&store, Some(&policy), &prefix, draft).await;
+            let report = result?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("serialisable")
+            );
+            if !report.passed {
+                return Err(Error::ValidationFailed {
+                    failed: report.failed_checks().join(", "),
+                    report_key: report.report_key.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { engine, json },
+        } => {
+            let report =
+                audit::verify_chain(&*store, &prefix, Engine::from(engine), &config.release)
+                    .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
+            } else if report.problems.is_empty() {
+                println!(
+                    "audit chain {}: {} events, intact",
+                    report.folder, report.events
+                );
+            } else {
+                println!(
+                    "audit chain {}: {} events, BROKEN:",
+                    report.folder, report.events
+                );
+                for p in &report.problems {
+                    println!("  {p}");
+                }
+            }
+            if !report.problems.is_empty() {
+                return Err(Error::AuditBroken {
+                    folder: report.folder,
+                    problems: report.problems.len(),
+                });
+            }
+        }
+        Command::Keygen { .. } => run_without_config(command)?,
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::postgres::ConnParams;
+
 /// Every default value, in one place, so the README and the code cannot drift apart silently.
 pub mod defaults {
     pub const PREFIX: &str = "backups";
@@ -352,20 +354,57 @@ pub struct PostgresConfig {
     pub connect_timeout_seconds: u64,
 }
 
+/// Reads a one-line secret file (a mounted Secret), without its trailing newline.
+fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Secret {
+        key,
+        path: path.to_owned(),
+        source,
+    })?;
+    let secret = raw.strip_suffix('\n').unwrap_or(&raw);
+    Ok(secret.strip_suffix('\r').unwrap_or(secret).to_owned())
+}
+
 impl PostgresConfig {
     /// The password from `password_file`, else from `PGPASSWORD`, else none.
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
         if let Some(path) = &self.password_file {
-            let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Secret {
-                key: "postgresql.password_file",
-                path: path.clone(),
-                source,
-            })?;
-            let password = raw.strip_suffix('\n').unwrap_or(&raw);
-            let password = password.strip_suffix('\r').unwrap_or(password);
-            return Ok(Some(password.to_owned()));
+            return read_secret("postgresql.password_file", path).map(Some);
         }
         Ok(std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()))
+    }
+
+    /// How the backup connects: the configured role and database.
+    pub fn backup_params(&self) -> Result<ConnParams, ConfigError> {
+        Ok(ConnParams {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            database: self.database.clone(),
+            password: self.password()?,
+            connect_timeout_seconds: self.connect_timeout_seconds,
+        })
+    }
+
+    /// How a restore connects: `restore.user` / `restore.password_file` when set, into
+    /// `database`.
+    pub fn restore_params(
+        &self,
+        restore: &RestoreConfig,
+        database: &str,
+    ) -> Result<ConnParams, ConfigError> {
+        let password = match &restore.password_file {
+            Some(path) => Some(read_secret("restore.password_file", path)?),
+            None => self.password()?,
+        };
+        Ok(ConnParams {
+            host: self.host.clone(),
+            port: self.port,
+            user: restore.user.clone().unwrap_or_else(|| self.user.clone()),
+            database: database.to_owned(),
+            password,
+            connect_timeout_seconds: self.connect_timeout_seconds,
+        })
     }
 }
 

@@ -1,15 +1,16 @@
-//! Database engines: how to dump one and what to record about it.
+//! Database engines: how to dump one, load one, and count what is in it.
 //!
-//! [`postgres`] runs `pg_dump` in a snapshot shared with the row counts; [`process`] turns a
-//! child process into a byte stream whose success is decided at exit. The backup orchestration
-//! (what gets uploaded where, and when a backup counts as complete) is in `backup`, not here.
+//! [`postgres`] runs `pg_dump` in a snapshot shared with the row counts and `psql` for restores;
+//! [`process`] turns a child process into one end of a byte stream whose success is decided at
+//! exit. What gets uploaded where, and when a backup or restore counts as done, is decided in
+//! `backup` and `restore`, not here.
 
 pub mod postgres;
 pub mod process;
 
-/// What can go wrong while talking to a database or running its dump tool.
+/// What can go wrong while talking to a database or running its tools (pg_dump, psql).
 #[derive(Debug, thiserror::Error)]
-pub enum DumpError {
+pub enum EngineError {
     #[error(
         "cannot start {program}: {source}; check the configured path and that the image ships it"
     )]

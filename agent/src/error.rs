@@ -2,7 +2,7 @@
 //!
 //! Policy:
 //! - Library modules return typed errors (`thiserror`), one enum per module where callers can
-//!   branch on the cause (`ConfigError`, `StoreError`, `DumpError`, ...). This module wraps them
+//!   branch on the cause (`ConfigError`, `StoreError`, `EngineError`, ...). This module wraps them
 //!   into [`Error`], which is what commands return. `main.rs` prints it and exits with its code.
 //! - Every message a user can see names what failed, on what (S3 key, table, file, config key),
 //!   and what to do about it. There is no `Error(String)` catch-all: a new failure gets a variant.
@@ -10,7 +10,7 @@
 //!   bad command line or config, detected before anything else happens; 1 for a failed operation.
 
 use crate::config::ConfigError;
-use crate::engine::DumpError;
+use crate::engine::EngineError;
 use crate::layout::SnapshotKeyError;
 use crate::manifest::ManifestError;
 use crate::signing::SigningError;
@@ -29,7 +29,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Dump(#[from] DumpError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
     SnapshotKey(#[from] SnapshotKeyError),
     #[error(transparent)]
@@ -52,6 +52,49 @@ pub enum Error {
          trusting this backup"
     )]
     ManifestRewritten { key: String, versions: usize },
+    /// The restore target does not exist and `--create` was not given.
+    #[error("database {database} does not exist; create it or pass --create")]
+    TargetMissing { database: String },
+    /// The restore target has tables and `--force` was not given; nothing was touched.
+    #[error(
+        "database {database} is not empty ({count} tables, e.g. {sample}); nothing was touched. \
+         Restore into an empty database, or pass --force to load into this one (conflicts roll \
+         the whole restore back)"
+    )]
+    TargetNotEmpty {
+        database: String,
+        count: usize,
+        sample: String,
+    },
+    /// The bytes read do not match the manifest; the load was rolled back.
+    #[error(
+        "{key} version {version} does not match its manifest: SHA-256 {actual} ({actual_size} \
+         bytes) was read, the manifest says {expected} ({expected_size} bytes). psql was \
+         stopped before committing; the target database is unchanged"
+    )]
+    HashMismatch {
+        key: String,
+        version: String,
+        expected: String,
+        actual: String,
+        expected_size: u64,
+        actual_size: u64,
+    },
+    /// Streaming the object failed; for a restore, psql was stopped before committing.
+    #[error(transparent)]
+    Unpack(#[from] crate::unpack::UnpackError),
+    /// `verify` found problems.
+    #[error("{failed} of {total} backups failed verification (see the lines above)")]
+    VerifyFailed { failed: usize, total: usize },
+    /// The restore loaded and committed, but validation checks failed.
+    #[error(
+        "the restore committed but these checks failed: {failed}. The full report is on stdout \
+         and in {report_key}"
+    )]
+    ValidationFailed { failed: String, report_key: String },
+    /// `audit verify` found problems.
+    #[error("the audit chain {folder} has {problems} problem(s) (listed above)")]
+    AuditBroken { folder: String, problems: usize },
     /// The manifest does not describe what it should.
     #[error("manifest {manifest} does not fit: {problem}")]
     ManifestMismatch { manifest: String, problem: String },

@@ -20,11 +20,17 @@
 //! - [`manifest`]: the manifest that marks a backup complete.
 //! - [`signing`]: Ed25519 manifest signatures, key files and `keygen`.
 //! - [`catalog`]: finding backups and fetching authenticated manifests.
+//! - [`unpack`]: object -> SHA-256 -> gunzip -> sink in one pass (restore, deep verify).
 //! - [`backup`]: one backup, end to end.
+//! - [`restore`]: verify-before-commit restore, validation and its report.
 //! - [`list`]: listing backups in the bucket.
+//! - [`verify`]: presence, size, retention (and with --deep, content) of backups.
+//! - [`validate`]: row counts, SQL and HTTP checks after a restore.
+//! - [`audit`]: the hash-chained audit trail and its verification.
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod cli;
@@ -39,6 +45,10 @@ pub mod locked_write;
 pub mod manifest;
 pub mod pipeline;
 pub mod readback;
+pub mod restore;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod unpack;
+pub mod validate;
+pub mod verify;

@@ -20,6 +20,15 @@ fn main() -> ExitCode {
             return exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    if !cli.command.needs_config() {
+        return match strongroom::cli::run_without_config(cli.command) {
+            Ok(()) => exit(0),
+            Err(e) => {
+                eprintln!("strongroom: error: {e}");
+                exit(e.exit_code())
+            }
+        };
+    }
     let Some(path) = cli.config.as_deref() else {
         eprintln!("strongroom: --config FILE (or STRONGROOM_CONFIG) is required for this command");
         return exit(EXIT_USAGE);

@@ -1,32 +1,80 @@
-//! PostgreSQL: a REPEATABLE READ snapshot shared by `pg_dump --snapshot` and the per-table row
-//! counts, so the manifest's counts describe exactly the rows in the dump.
+//! PostgreSQL: connections, the snapshot shared by `pg_dump --snapshot` and the row counts, the
+//! target checks of a restore, and the pg_dump / psql child processes.
 //!
-//! Connection parameters go to pg_dump through its environment (`PGHOST`, ... `PGPASSWORD`),
-//! never its argv, so the password does not appear in `ps`. This module does not upload
-//! anything; `backup` wires the dump stream into the pipeline.
+//! Connection parameters reach pg_dump and psql through their environment (`PGHOST`, ...
+//! `PGPASSWORD`), never their argv, so the password does not appear in `ps`. This module does
+//! not touch S3; `backup` and `restore` wire these pieces to the store.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio_postgres::{Client, NoTls};
 
-use super::DumpError;
-use super::process::ChildStream;
-use crate::config::PostgresConfig;
+use super::EngineError;
+use super::process::ChildProcess;
 
-/// Rows in one table, counted in the dump's snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct ConnParams {
+    /// A socket directory (starting with `/`) or a host name.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub password: Option<String>,
+    pub connect_timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for ConnParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        write!(
+            f,
+            "{}:{}/{} as {}",
+            self.host, self.port, self.database, self.user
+        )
+    }
+}
+
+impl ConnParams {
+    /// The same server and role, another database.
+    pub fn with_database(&self, database: &str) -> ConnParams {
+        ConnParams {
+            database: database.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.database)
+    }
+
+    /// Sets the libpq environment of a pg_dump or psql child.
+    fn apply_env(&self, command: &mut Command, application: &str) {
+        command
+            .env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", &self.database)
+            .env("PGAPPNAME", application)
+            .env(
+                "PGCONNECT_TIMEOUT",
+                self.connect_timeout_seconds.to_string(),
+            );
+        match &self.password {
+            Some(password) => command.env("PGPASSWORD", password),
+            None => command.env_remove("PGPASSWORD"),
+        };
+    }
+}
+
+/// Rows in one table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TableRows {
     pub schema: String,
     pub table: String,
     pub rows: i64,
-}
-
-/// An open transaction whose snapshot pg_dump imports. Keep it open until pg_dump has exited.
-pub struct SnapshotSession {
-    client: Client,
-    database: String,
-    pub snapshot_id: String,
-    pub server_version: String,
 }
 
 fn detail(e: &tokio_postgres::Error) -> String {
@@ -53,25 +101,39 @@ fn detail(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Opens a connection to the configured database.
-pub async fn connect(pg: &PostgresConfig, password: Option<&str>) -> Result<Client, DumpError> {
+fn query_error(
+    what: &'static str,
+    database: &str,
+) -> impl Fn(tokio_postgres::Error) -> EngineError {
+    let database = database.to_owned();
+    move |e| EngineError::Query {
+        what,
+        database: database.clone(),
+        detail: detail(&e),
+    }
+}
+
+/// Opens a connection.
+pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
     let mut config = tokio_postgres::Config::new();
     config
-        .host(&pg.host)
-        .port(pg.port)
-        .user(&pg.user)
-        .dbname(&pg.database)
+        .host(&params.host)
+        .port(params.port)
+        .user(&params.user)
+        .dbname(&params.database)
         .application_name("strongroom")
-        .connect_timeout(std::time::Duration::from_secs(pg.connect_timeout_seconds));
-    if let Some(password) = password {
+        .connect_timeout(std::time::Duration::from_secs(
+            params.connect_timeout_seconds,
+        ));
+    if let Some(password) = &params.password {
         config.password(password);
     }
     let (client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| DumpError::Connect {
-            target: format!("{}:{}/{}", pg.host, pg.port, pg.database),
-            user: pg.user.clone(),
+        .map_err(|e| EngineError::Connect {
+            target: params.target(),
+            user: params.user.clone(),
             detail: detail(&e),
         })?;
     tokio::spawn(async move {
@@ -82,18 +144,65 @@ pub async fn connect(pg: &PostgresConfig, password: Option<&str>) -> Result<Clie
     Ok(client)
 }
 
+/// The tables pg_dump dumps with data: ordinary and partition tables, not catalogs, not
+/// extension members. Columns: schema, table, quoted qualified name.
+const USER_TABLES: &str = "SELECT n.nspname::text, c.relname::text, \
+        format('%I.%I', n.nspname, c.relname) \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'r' \
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+       AND n.nspname !~ '^pg_(toast|temp_)' \
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d \
+                       WHERE d.classid = 'pg_class'::regclass \
+                         AND d.objid = c.oid AND d.deptype = 'e') \
+     ORDER BY 1, 2";
+
+/// `schema.table` of every user table.
+pub async fn user_tables(client: &Client, database: &str) -> Result<Vec<String>, EngineError> {
+    let rows = client
+        .query(USER_TABLES, &[])
+        .await
+        .map_err(query_error("list tables", database))?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect())
+}
+
+/// Exact row counts of every user table, in the client's current snapshot.
+pub async fn count_rows(client: &Client, database: &str) -> Result<Vec<TableRows>, EngineError> {
+    let tables = client
+        .query(USER_TABLES, &[])
+        .await
+        .map_err(query_error("list tables", database))?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for table in tables {
+        let qualified: String = table.get(2);
+        let row = client
+            .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
+            .await
+            .map_err(query_error("count rows", database))?;
+        counts.push(TableRows {
+            schema: table.get(0),
+            table: table.get(1),
+            rows: row.get(0),
+        });
+    }
+    Ok(counts)
+}
+
+/// An open transaction whose snapshot pg_dump imports. Keep it open until pg_dump has exited.
+pub struct SnapshotSession {
+    client: Client,
+    database: String,
+    pub snapshot_id: String,
+    pub server_version: String,
+}
+
 impl SnapshotSession {
     /// Starts a read-only REPEATABLE READ transaction and exports its snapshot.
-    pub async fn open(pg: &PostgresConfig, password: Option<&str>) -> Result<Self, DumpError> {
-        let client = connect(pg, password).await?;
-        let query = |what| {
-            let database = pg.database.clone();
-            move |e: tokio_postgres::Error| DumpError::Query {
-                what,
-                database,
-                detail: detail(&e),
-            }
-        };
+    pub async fn open(params: &ConnParams) -> Result<Self, EngineError> {
+        let client = connect(params).await?;
         // Counting runs beside pg_dump's own COPY; parallel workers would only take cores from
         // it (and from the application) for a little speed on the counts.
         client
@@ -102,65 +211,25 @@ impl SnapshotSession {
                  SET LOCAL max_parallel_workers_per_gather = 0",
             )
             .await
-            .map_err(query("begin snapshot transaction"))?;
+            .map_err(query_error("begin snapshot transaction", &params.database))?;
         let row = client
             .query_one(
                 "SELECT pg_export_snapshot(), current_setting('server_version')",
                 &[],
             )
             .await
-            .map_err(query("export snapshot"))?;
+            .map_err(query_error("export snapshot", &params.database))?;
         Ok(SnapshotSession {
             snapshot_id: row.get(0),
             server_version: row.get(1),
-            database: pg.database.clone(),
+            database: params.database.clone(),
             client,
         })
     }
 
-    /// Exact row counts of every table pg_dump dumps (ordinary and partition tables, not
-    /// catalogs, not extension members), in the exported snapshot.
-    pub async fn row_counts(&self) -> Result<Vec<TableRows>, DumpError> {
-        let err = |what| {
-            let database = self.database.clone();
-            move |e: tokio_postgres::Error| DumpError::Query {
-                what,
-                database,
-                detail: detail(&e),
-            }
-        };
-        let tables = self
-            .client
-            .query(
-                "SELECT n.nspname::text, c.relname::text, \
-                        format('%I.%I', n.nspname, c.relname) \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind = 'r' \
-                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-                   AND n.nspname !~ '^pg_(toast|temp_)' \
-                   AND NOT EXISTS (SELECT 1 FROM pg_depend d \
-                                   WHERE d.classid = 'pg_class'::regclass \
-                                     AND d.objid = c.oid AND d.deptype = 'e') \
-                 ORDER BY 1, 2",
-                &[],
-            )
-            .await
-            .map_err(err("list tables"))?;
-        let mut counts = Vec::with_capacity(tables.len());
-        for table in tables {
-            let qualified: String = table.get(2);
-            let row = self
-                .client
-                .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
-                .await
-                .map_err(err("count rows"))?;
-            counts.push(TableRows {
-                schema: table.get(0),
-                table: table.get(1),
-                rows: row.get(0),
-            });
-        }
-        Ok(counts)
+    /// Exact row counts in the exported snapshot.
+    pub async fn row_counts(&self) -> Result<Vec<TableRows>, EngineError> {
+        count_rows(&self.client, &self.database).await
     }
 
     /// Ends the transaction (it only read).
@@ -171,19 +240,45 @@ impl SnapshotSession {
     }
 }
 
+/// Whether `database` exists (asked over `maintenance`, a connection to another database).
+pub async fn database_exists(
+    maintenance: &ConnParams,
+    database: &str,
+) -> Result<bool, EngineError> {
+    let client = connect(maintenance).await?;
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&database],
+        )
+        .await
+        .map_err(query_error("look up database", &maintenance.database))?;
+    Ok(row.get(0))
+}
+
+/// `CREATE DATABASE`, over a connection to another (maintenance) database.
+pub async fn create_database(maintenance: &ConnParams, database: &str) -> Result<(), EngineError> {
+    let client = connect(maintenance).await?;
+    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+    client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+        .map_err(query_error("create database", database))
+}
+
 /// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.18`.
-pub async fn pg_dump_version(pg: &PostgresConfig) -> Result<String, DumpError> {
-    let program = pg.pg_dump.display().to_string();
-    let out = Command::new(&pg.pg_dump)
+pub async fn pg_dump_version(pg_dump: &Path) -> Result<String, EngineError> {
+    let program = pg_dump.display().to_string();
+    let out = Command::new(pg_dump)
         .arg("--version")
         .output()
         .await
-        .map_err(|source| DumpError::Spawn {
+        .map_err(|source| EngineError::Spawn {
             program: program.clone(),
             source,
         })?;
     if !out.status.success() {
-        return Err(DumpError::Failed {
+        return Err(EngineError::Failed {
             program,
             status: out.status.to_string(),
             stderr_tail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -194,24 +289,34 @@ pub async fn pg_dump_version(pg: &PostgresConfig) -> Result<String, DumpError> {
 
 /// Starts `pg_dump` (plain SQL) in `snapshot`; its stdout is the dump.
 pub fn spawn_pg_dump(
-    pg: &PostgresConfig,
-    password: Option<&str>,
+    pg_dump: &Path,
+    params: &ConnParams,
     snapshot: &str,
-) -> Result<(ChildStream, std::fs::File), DumpError> {
-    let mut command = Command::new(&pg.pg_dump);
+) -> Result<(ChildProcess, std::fs::File), EngineError> {
+    let mut command = Command::new(pg_dump);
     command
         .arg("--format=plain")
         .arg("--no-password")
-        .arg(format!("--snapshot={snapshot}"))
-        .env("PGHOST", &pg.host)
-        .env("PGPORT", pg.port.to_string())
-        .env("PGUSER", &pg.user)
-        .env("PGDATABASE", &pg.database)
-        .env("PGAPPNAME", "strongroom-pg_dump")
-        .env("PGCONNECT_TIMEOUT", pg.connect_timeout_seconds.to_string());
-    match password {
-        Some(password) => command.env("PGPASSWORD", password),
-        None => command.env_remove("PGPASSWORD"),
-    };
-    ChildStream::spawn(&pg.pg_dump.display().to_string(), command)
+        .arg(format!("--snapshot={snapshot}"));
+    params.apply_env(&mut command, "strongroom-pg_dump");
+    ChildProcess::spawn_source(&pg_dump.display().to_string(), command)
+}
+
+/// Starts `psql` loading a plain dump in one transaction, stopping at the first error; its
+/// stdin is the dump. psql commits only when stdin reaches its end: killing it rolls back.
+pub fn spawn_psql(
+    psql: &Path,
+    params: &ConnParams,
+) -> Result<(ChildProcess, std::fs::File), EngineError> {
+    let mut command = Command::new(psql);
+    command
+        .args([
+            "--no-psqlrc",
+            "--quiet",
+            "--no-password",
+            "--single-transaction",
+        ])
+        .args(["--set", "ON_ERROR_STOP=1"]);
+    params.apply_env(&mut command, "strongroom-psql");
+    ChildProcess::spawn_sink(&psql.display().to_string(), command)
 }

@@ -7,7 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_sdk_s3::Client;
+use strongroom::backup::{BackupReport, backup_postgres};
 use strongroom::config::Config;
+use strongroom::error::Error;
+use strongroom::locked_write::WritePolicy;
+use strongroom::pipeline::Progress;
+use strongroom::signing::ManifestSigner;
 use strongroom::store::s3::S3Store;
 use tokio_postgres::NoTls;
 
@@ -284,4 +289,15 @@ pub fn psql_load(database: &str, sql: &[u8]) {
         "psql: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One backup as the CLI runs it: bucket checks and integrity probe, then the backup.
+pub async fn backup(
+    config: &Config,
+    store: &Arc<S3Store>,
+    signer: Option<&ManifestSigner>,
+    progress: &Progress,
+) -> Result<BackupReport, Error> {
+    let policy = WritePolicy::prepare(&**store, &config.s3).await?;
+    backup_postgres(config, Arc::clone(store), &policy, signer, progress).await
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
-use strongroom::backup::backup_postgres;
 use strongroom::config::LockMode;
 use strongroom::error::Error;
 use strongroom::layout::Engine;
@@ -41,7 +40,7 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     let config = harness::config(&harness::config_yaml(&id, &bucket, "", ""));
     let before = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
 
-    let report = backup_postgres(&config, Arc::clone(&store), None, &Progress::default())
+    let report = harness::backup(&config, &store, None, &Progress::default())
         .await
         .unwrap_or_else(|e| panic!("backup on {}: {e}", id.s3.name()));
 
@@ -179,7 +178,7 @@ async fn pg_dump_failing_mid_stream_leaves_nothing_complete(id: TestId) {
 
     let run = {
         let (config, store, progress) = (config.clone(), Arc::clone(&store), Arc::clone(&progress));
-        tokio::spawn(async move { backup_postgres(&config, store, None, &progress).await })
+        tokio::spawn(async move { harness::backup(&config, &store, None, &progress).await })
     };
     // Kill pg_dump's server connection while it streams the big table and after at least one
     // part was uploaded: the dump is cut off mid-stream by a real server-side failure.
@@ -213,7 +212,7 @@ async fn pg_dump_failing_mid_stream_leaves_nothing_complete(id: TestId) {
     );
     let err = run.await.unwrap().expect_err("the backup must fail");
     let message = err.to_string();
-    assert!(matches!(err, Error::Dump(_)), "{message}");
+    assert!(matches!(err, Error::Engine(_)), "{message}");
     assert!(
         message.contains("pg_dump") && message.contains("exit status"),
         "{message}"
@@ -248,7 +247,7 @@ async fn bucket_without_object_lock_is_refused(id: TestId) {
     harness::load_sample(&db).await;
     let (bucket, store) = harness::bucket(&id, false).await;
     let config = harness::config(&harness::config_yaml(&id, &bucket, "", ""));
-    let err = backup_postgres(&config, Arc::clone(&store), None, &Progress::default())
+    let err = harness::backup(&config, &store, None, &Progress::default())
         .await
         .expect_err("an unlocked bucket is refused");
     let message = err.to_string();
@@ -265,14 +264,9 @@ async fn bucket_without_object_lock_is_refused(id: TestId) {
 
     // Development opt-out: the backup runs, and its manifest says it is not locked.
     let lax = harness::config_yaml(&id, &bucket, "  object_lock:\n    required: false\n", "");
-    let report = backup_postgres(
-        &harness::config(&lax),
-        Arc::clone(&store),
-        None,
-        &Progress::default(),
-    )
-    .await
-    .unwrap();
+    let report = harness::backup(&harness::config(&lax), &store, None, &Progress::default())
+        .await
+        .unwrap();
     assert_eq!(report.retain_until, None);
     let bytes = harness::download(store.client(), &bucket, &report.manifest_key, None).await;
     let manifest = Manifest::from_bytes(&report.manifest_key, &bytes).unwrap();

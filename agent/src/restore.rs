@@ -1,0 +1,353 @@
+//! `strongroom restore` for PostgreSQL: verify before commit, in one pass, then validate.
+//!
+//! The snapshot key is checked before any request; the manifest is fetched and authenticated;
+//! the dump is read by the VersionId the manifest pins and streamed through SHA-256 and gunzip
+//! into `psql --single-transaction`. psql commits only when its stdin ends, and the restore
+//! holds a duplicate of that stdin: the end comes only after the hash and size matched the
+//! manifest. On any mismatch or error psql is killed first, so the transaction rolls back and
+//! the target is unchanged. Then row counts, SQL checks and HTTP smoke checks run, and the
+//! report is printed and stored, locked, under `<prefix>/reports/`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::catalog::{self, FetchedManifest, SignatureStatus};
+use crate::config::Config;
+use crate::engine::postgres::{self, ConnParams};
+use crate::error::{Error, Result};
+use crate::layout::{self, Engine, SnapshotRef, Timestamp};
+use crate::locked_write::WritePolicy;
+use crate::signing::ManifestVerifier;
+use crate::store::ObjectStore;
+use crate::unpack::{self, UnpackError};
+use crate::validate::{self, CheckResult};
+
+/// Which backup to restore.
+#[derive(Debug, Clone)]
+pub enum SnapshotChoice {
+    /// A dump key, exactly as the runbook's `restore.snapshot`.
+    Key(String),
+    /// The newest complete backup of the configured release.
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The target database; `postgresql.database` when absent.
+    pub database: Option<String>,
+    /// Load even into a database that has tables.
+    pub force: bool,
+    /// Create the target database if it does not exist.
+    pub create: bool,
+}
+
+/// Durations of the restore's phases. Download and load overlap (one pass): download ends
+/// when the last byte arrived, load when psql committed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    pub download_seconds: f64,
+    pub load_seconds: f64,
+    pub validation_seconds: f64,
+    pub smoke_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// The restore report: printed on stdout and stored under `<prefix>/reports/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub format_version: u32,
+    pub engine: Engine,
+    pub release: String,
+    pub snapshot: String,
+    pub version_id: Option<String>,
+    pub manifest_key: String,
+    pub manifest_sha256: String,
+    pub signature: SignatureStatus,
+    pub signature_summary: String,
+    pub target_database: String,
+    pub expected_sha256: String,
+    pub actual_sha256: String,
+    pub size_bytes: u64,
+    pub uncompressed_size_bytes: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub phases: Phases,
+    pub checks: Vec<CheckResult>,
+    pub warnings: Vec<String>,
+    /// True when every check passed.
+    pub passed: bool,
+    /// Where the report was stored.
+    pub report_key: Option<String>,
+}
+
+impl RestoreReport {
+    /// The failed checks, by name, for the error message.
+    pub fn failed_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
+/// Resolves the snapshot: a key is checked without any request; `Latest` lists the bucket.
+pub async fn resolve_snapshot<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    choice: &SnapshotChoice,
+) -> Result<SnapshotRef> {
+    match choice {
+        SnapshotChoice::Key(key) => Ok(layout::parse_snapshot(
+            &config.s3.prefix,
+            Engine::Postgresql,
+            key,
+        )?),
+        SnapshotChoice::Latest => {
+            catalog::latest_complete(
+                store,
+                &config.s3.prefix,
+                Engine::Postgresql,
+                &config.release,
+            )
+            .await
+        }
+    }
+}
+
+/// Creates the target if asked, and refuses a non-empty one unless forced.
+async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result<()> {
+    let maintenance = params.with_database("postgres");
+    if !postgres::database_exists(&maintenance, &params.database).await? {
+        if !options.create {
+            return Err(Error::TargetMissing {
+                database: params.database.clone(),
+            });
+        }
+        postgres::create_database(&maintenance, &params.database).await?;
+        tracing::info!(database = %params.database, "target database created");
+    }
+    if options.force {
+        return Ok(());
+    }
+    let client = postgres::connect(params).await?;
+    let tables = postgres::user_tables(&client, &params.database).await?;
+    if !tables.is_empty() {
+        return Err(Error::TargetNotEmpty {
+            database: params.database.clone(),
+            count: tables.len(),
+            sample: tables
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// Newer versions under the pinned key are never restored, but they are worth knowing about.
+async fn version_warnings<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    pinned: Option<&str>,
+) -> Result<Vec<String>> {
+    let others: Vec<String> = store
+        .list_versions(key)
+        .await?
+        .into_iter()
+        .filter(|v| v.key == key && v.version_id.as_deref() != pinned)
+        .filter_map(|v| v.version_id)
+        .collect();
+    Ok(if others.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{key} also has version(s) {} that the manifest does not pin; they were not \
+             restored. Nothing in the agent writes them: find out who did",
+            others.join(", ")
+        )]
+    })
+}
+
+/// Streams the pinned version into psql and lets psql commit only if it matches the manifest.
+async fn load<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    params: &ConnParams,
+    manifest: &FetchedManifest,
+    key: &str,
+) -> Result<unpack::Unpacked<std::fs::File>> {
+    let entry = manifest.object(key)?;
+    let (psql, stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
+    // While `hold` is open psql cannot see the end of its input, so it cannot commit, whatever
+    // happens to the writer's handle.
+    let hold = stdin
+        .try_clone()
+        .map_err(|source| Error::Unpack(UnpackError::Sink { source }))?;
+    let outcome = unpack::gunzip_into(store, key, entry.version_id.as_deref(), stdin).await;
+    match outcome {
+        Ok(unpacked) => {
+            let actual = hex::encode(unpacked.sha256);
+            if actual != entry.sha256 || unpacked.size != entry.size_bytes {
+                psql.kill().await;
+                drop(hold);
+                return Err(Error::HashMismatch {
+                    key: store.target(key),
+                    version: entry.version_id.clone().unwrap_or_else(|| "(none)".into()),
+                    expected: entry.sha256.clone(),
+                    actual,
+                    expected_size: entry.size_bytes,
+                    actual_size: unpacked.size,
+                });
+            }
+            tracing::info!(key, sha256 = %actual, "dump matches its manifest; letting psql commit");
+            drop(hold);
+            let finished = psql.finish().await;
+            finished?;
+            Ok(unpacked)
+        }
+        // psql stopped reading: it failed on its own (and rolled back); its error says why.
+        Err(UnpackError::Sink { source }) => {
+            drop(hold);
+            psql.finish().await?;
+            Err(UnpackError::Sink { source }.into())
+        }
+        Err(e) => {
+            psql.kill().await;
+            drop(hold);
+            Err(e.into())
+        }
+    }
+}
+
+/// The PostgreSQL section and how the restore connects to `options`' target: local checks
+/// only (engine configured, passwords readable), so a bad config fails before any request.
+pub fn preflight<'c>(
+    config: &'c Config,
+    options: &RestoreOptions,
+) -> Result<(&'c crate::config::PostgresConfig, ConnParams)> {
+    let pg = config
+        .postgresql
+        .as_ref()
+        .ok_or(Error::EngineNotConfigured {
+            engine: "postgresql",
+        })?;
+    let database = options.database.as_deref().unwrap_or(&pg.database);
+    Ok((pg, pg.restore_params(&config.restore, database)?))
+}
+
+/// Restores `snapshot` (from [`resolve_snapshot`]) into the target database, validates it, and
+/// stores the report under `policy`.
+pub async fn restore_postgres<S: ObjectStore>(
+    config: &Config,
+    store: &S,
+    policy: &WritePolicy,
+    verifier: Option<&ManifestVerifier>,
+    snapshot: &SnapshotRef,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let (_, params) = preflight(config, options)?;
+    let database = params.database.clone();
+    let started_at = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let manifest = catalog::fetch_manifest(store, snapshot, verifier).await?;
+    let details = manifest
+        .manifest
+        .postgresql
+        .clone()
+        .ok_or_else(|| Error::ManifestMismatch {
+            manifest: manifest.key.clone(),
+            problem: "it has no postgresql section".into(),
+        })?;
+    let entry = manifest.object(&snapshot.keys.dump)?.clone();
+    let warnings =
+        version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
+    prepare_target(&params, options).await?;
+    tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
+        database = %database, signature = %manifest.signature, "restore started");
+
+    let unpacked = load(store, config, &params, &manifest, &snapshot.keys.dump).await?;
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let validation_started = Instant::now();
+    let client = postgres::connect(&params).await?;
+    let mut checks = validate::row_counts(&client, &database, &details.tables).await?;
+    checks.extend(validate::sql_checks(&client, &config.restore.validation.sql).await);
+    let validation_seconds = validation_started.elapsed().as_secs_f64();
+    let smoke_started = Instant::now();
+    let v = &config.restore.validation;
+    checks.extend(
+        validate::http::http_checks(
+            &v.http,
+            Duration::from_secs(v.http_timeout_seconds),
+            Duration::from_secs(v.http_interval_seconds),
+        )
+        .await,
+    );
+    let smoke_seconds = smoke_started.elapsed().as_secs_f64();
+
+    let passed = checks.iter().all(|c| c.passed);
+    let mut report = RestoreReport {
+        format_version: 1,
+        engine: Engine::Postgresql,
+        release: snapshot.release.clone(),
+        snapshot: snapshot.keys.dump.clone(),
+        version_id: entry.version_id.clone(),
+        manifest_key: manifest.key.clone(),
+        manifest_sha256: manifest.sha256.clone(),
+        signature_summary: manifest.signature.to_string(),
+        signature: manifest.signature.clone(),
+        target_database: database,
+        expected_sha256: entry.sha256.clone(),
+        actual_sha256: hex::encode(unpacked.sha256),
+        size_bytes: unpacked.size,
+        uncompressed_size_bytes: unpacked.uncompressed,
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        phases: Phases {
+            download_seconds: unpacked.download_seconds,
+            load_seconds,
+            validation_seconds,
+            smoke_seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+        },
+        checks,
+        warnings,
+        passed,
+        report_key: None,
+    };
+    report.report_key = Some(store_report(store, policy, config, snapshot, &report).await?);
+    Ok(report)
+}
+
+/// Stores the report, locked, under `<prefix>/reports/postgresql/<release>/`.
+async fn store_report<S: ObjectStore>(
+    store: &S,
+    policy: &WritePolicy,
+    config: &Config,
+    snapshot: &SnapshotRef,
+    report: &RestoreReport,
+) -> Result<String> {
+    let now = OffsetDateTime::now_utc();
+    let key = format!(
+        "{}/reports/postgresql/{}/{}-restore-of-{}.json",
+        config.s3.prefix,
+        snapshot.release,
+        Timestamp::new(now),
+        snapshot.timestamp
+    );
+    let mut stored = report.clone();
+    stored.report_key = Some(key.clone());
+    let mut bytes = serde_json::to_vec_pretty(&stored).expect("serialisable");
+    bytes.push(b'\n');
+    policy
+        .put(store, &key, bytes, policy.retention_from(now).as_ref())
+        .await?;
+    Ok(key)
+}

@@ -52,6 +52,9 @@ pub enum Error {
          trusting this backup"
     )]
     ManifestRewritten { key: String, versions: usize },
+    /// The restore target's name cannot be a PostgreSQL database name.
+    #[error("{database:?} is not a usable database name: use 1-63 bytes (--database)")]
+    BadTarget { database: String },
     /// The restore target does not exist and `--create` was not given.
     #[error("database {database} does not exist; create it or pass --create")]
     TargetMissing { database: String },
@@ -146,6 +149,7 @@ impl Error {
             Error::Config(_)
             | Error::EngineNotConfigured { .. }
             | Error::SnapshotKey(_)
+            | Error::BadTarget { .. }
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }

@@ -175,6 +175,15 @@ async fn version_warnings<S: ObjectStore>(
     })
 }
 
+/// What the load read and wrote.
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    sha256: [u8; 32],
+    size: u64,
+    uncompressed: u64,
+    download_seconds: f64,
+}
+
 /// Streams the pinned version into psql and lets psql commit only if it matches the manifest.
 async fn load<S: ObjectStore>(
     store: &S,
@@ -182,7 +191,7 @@ async fn load<S: ObjectStore>(
     params: &ConnParams,
     manifest: &FetchedManifest,
     key: &str,
-) -> Result<unpack::Unpacked<std::fs::File>> {
+) -> Result<Loaded> {
     let entry = manifest.object(key)?;
     let (psql, stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
     // While `hold` is open psql cannot see the end of its input, so it cannot commit, whatever
@@ -193,24 +202,29 @@ async fn load<S: ObjectStore>(
     let outcome = unpack::gunzip_into(store, key, entry.version_id.as_deref(), stdin).await;
     match outcome {
         Ok(unpacked) => {
-            let actual = hex::encode(unpacked.sha256);
-            if actual != entry.sha256 || unpacked.size != entry.size_bytes {
+            let loaded = Loaded {
+                sha256: unpacked.sha256,
+                size: unpacked.size,
+                uncompressed: unpacked.uncompressed,
+                download_seconds: unpacked.download_seconds,
+            };
+            let actual = hex::encode(loaded.sha256);
+            if actual != entry.sha256 || loaded.size != entry.size_bytes {
                 psql.kill().await;
-                drop(hold);
+                drop((unpacked.sink, hold));
                 return Err(Error::HashMismatch {
                     key: store.target(key),
                     version: entry.version_id.clone().unwrap_or_else(|| "(none)".into()),
                     expected: entry.sha256.clone(),
                     actual,
                     expected_size: entry.size_bytes,
-                    actual_size: unpacked.size,
+                    actual_size: loaded.size,
                 });
             }
             tracing::info!(key, sha256 = %actual, "dump matches its manifest; letting psql commit");
-            drop(hold);
-            let finished = psql.finish().await;
-            finished?;
-            Ok(unpacked)
+            drop((unpacked.sink, hold));
+            psql.finish().await?;
+            Ok(loaded)
         }
         // psql stopped reading: it failed on its own (and rolled back); its error says why.
         Err(UnpackError::Sink { source }) => {
@@ -239,6 +253,11 @@ pub fn preflight<'c>(
             engine: "postgresql",
         })?;
     let database = options.database.as_deref().unwrap_or(&pg.database);
+    if database.is_empty() || database.len() > 63 {
+        return Err(Error::BadTarget {
+            database: database.to_owned(),
+        });
+    }
     Ok((pg, pg.restore_params(&config.restore, database)?))
 }
 

@@ -12,7 +12,9 @@ use strongroom::config::Config;
 use strongroom::error::Error;
 use strongroom::locked_write::WritePolicy;
 use strongroom::pipeline::Progress;
+use strongroom::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice};
 use strongroom::signing::ManifestSigner;
+use strongroom::signing::ManifestVerifier;
 use strongroom::store::s3::S3Store;
 use tokio_postgres::NoTls;
 
@@ -71,27 +73,39 @@ impl TestId {
         format!("{}-{nonce}", name.trim_end_matches('-'))
     }
 
-    /// The test's own database name.
+    /// The test's own database name: unique per test and server, with room for a suffix
+    /// of up to 10 bytes within PostgreSQL's 63.
     pub fn database(&self) -> String {
-        let mut name = format!("t_{}_{}", self.test, self.s3.name());
-        name.truncate(63);
-        name
+        use sha2::Digest as _;
+        let hash = hex::encode(&sha2::Sha256::digest(self.test.as_bytes())[..3]);
+        let short: String = self.test.chars().take(38).collect();
+        format!("t_{short}_{hash}_{}", self.s3.name())
     }
 }
 
-/// Runs `$name(TestId)` once per S3 server, as separate tests `$name::rgw` and `$name::moto`.
+/// A hung test fails after this long instead of holding up the whole run.
+pub const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// Runs `$name(TestId)` once per S3 server, as separate tests `$name::rgw` and `$name::moto`,
+/// each failing if it takes longer than [`TEST_TIMEOUT`].
 #[macro_export]
 macro_rules! on_each_s3 {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            use $crate::harness::{S3Kind, TestId};
+            use $crate::harness::{S3Kind, TestId, TEST_TIMEOUT};
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn rgw() {
-                super::$name(TestId { test: stringify!($name), s3: S3Kind::Rgw }).await
+                let id = TestId { test: stringify!($name), s3: S3Kind::Rgw };
+                tokio::time::timeout(TEST_TIMEOUT, super::$name(id))
+                    .await
+                    .unwrap_or_else(|_| panic!("{} timed out on rgw", stringify!($name)))
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn moto() {
-                super::$name(TestId { test: stringify!($name), s3: S3Kind::Moto }).await
+                let id = TestId { test: stringify!($name), s3: S3Kind::Moto };
+                tokio::time::timeout(TEST_TIMEOUT, super::$name(id))
+                    .await
+                    .unwrap_or_else(|_| panic!("{} timed out on moto", stringify!($name)))
             }
         }
     )*};
@@ -300,4 +314,157 @@ pub async fn backup(
 ) -> Result<BackupReport, Error> {
     let policy = WritePolicy::prepare(&**store, &config.s3).await?;
     backup_postgres(config, Arc::clone(store), &policy, signer, progress).await
+}
+
+/// One restore as the CLI runs it, into `database` (created if missing).
+pub async fn restore(
+    config: &Config,
+    store: &Arc<S3Store>,
+    snapshot_key: &str,
+    database: &str,
+) -> Result<RestoreReport, Error> {
+    let options = RestoreOptions {
+        database: Some(database.to_owned()),
+        force: false,
+        create: true,
+    };
+    restore::preflight(config, &options)?;
+    let verifier = match &config.signing.public_key_file {
+        Some(path) => Some(ManifestVerifier::load(path)?),
+        None => None,
+    };
+    let choice = SnapshotChoice::Key(snapshot_key.to_owned());
+    let snapshot = restore::resolve_snapshot(&**store, config, &choice).await?;
+    let policy = WritePolicy::prepare(&**store, &config.s3).await?;
+    restore::restore_postgres(
+        config,
+        &**store,
+        &policy,
+        verifier.as_ref(),
+        &snapshot,
+        &options,
+    )
+    .await
+}
+
+/// A key pair in `dir`; returns (private, public) paths.
+pub fn keypair(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    strongroom::signing::keygen(dir).expect("keygen")
+}
+
+/// User tables of `database`, as `schema.table`.
+pub async fn tables_of(database: &str) -> Vec<String> {
+    let client = admin(database).await;
+    strongroom::engine::postgres::user_tables(&client, database)
+        .await
+        .unwrap()
+}
+
+/// Content a faithful restore must reproduce exactly: several schemas, quoted identifiers with
+/// embedded quotes, unicode, large text and bytea values, sequences with advanced values,
+/// views, a materialized view, a function, comments, an empty table, `storage_records`.
+pub async fn load_awkward(db: &tokio_postgres::Client) {
+    db.batch_execute(
+        r#"
+        CREATE SCHEMA billing;
+        CREATE SCHEMA "Ünïcode Schema";
+        CREATE TABLE public.storage_records (
+            id bigserial PRIMARY KEY,
+            body text NOT NULL,
+            meta jsonb,
+            blob bytea,
+            created timestamptz NOT NULL DEFAULT '2026-01-01T00:00:00Z'
+        );
+        COMMENT ON TABLE public.storage_records IS 'the application''s records';
+        INSERT INTO public.storage_records (body, meta, blob)
+            SELECT 'record ' || i || ' — ünïcødé ✓ ' || md5(i::text),
+                   jsonb_build_object('i', i, 'nested', jsonb_build_object('k', 'v' || i)),
+                   decode(md5(i::text), 'hex')
+            FROM generate_series(1, 2000) AS i;
+        INSERT INTO public.storage_records (body, blob)
+            SELECT string_agg(md5(i::text), ' '), NULL FROM generate_series(1, 130000) AS i;
+        INSERT INTO public.storage_records (body, blob)
+            SELECT 'large bytea', string_agg(decode(md5(i::text), 'hex'), ''::bytea)
+            FROM generate_series(1, 120000) AS i;
+        CREATE TABLE "Ünïcode Schema"."Mixed Case ""Quoted"" Table" (k text PRIMARY KEY, v text);
+        INSERT INTO "Ünïcode Schema"."Mixed Case ""Quoted"" Table" VALUES
+            ('ключ', 'значение 🚀'), (E'tab	here
+newline', E'back\slash'),
+            ('quote''s', '"double"'), ('empty', ''), ('null', NULL);
+        CREATE SEQUENCE billing.invoice_seq START 1000;
+        SELECT setval('billing.invoice_seq', 4242);
+        CREATE TABLE billing.invoices (
+            id int PRIMARY KEY DEFAULT nextval('billing.invoice_seq'),
+            amount numeric(12,2) NOT NULL,
+            note text
+        );
+        INSERT INTO billing.invoices (amount, note)
+            SELECT i * 1.25, CASE WHEN i % 3 = 0 THEN NULL ELSE 'note ' || i END
+            FROM generate_series(1, 777) AS i;
+        CREATE VIEW billing.totals AS SELECT count(*) AS n, sum(amount) AS total FROM billing.invoices;
+        CREATE MATERIALIZED VIEW billing.totals_snapshot AS SELECT * FROM billing.totals;
+        CREATE FUNCTION public.double_it(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2';
+        CREATE TABLE public.empty_table (x int);
+        "#,
+    )
+    .await
+    .expect("awkward data loads");
+}
+
+/// A stand-in for the application the smoke checks call: answers 503 until `ready_after` has
+/// passed since its first request (an application still starting), then `GET /health` -> `{"status":"ok"}` and
+/// `POST /map` with `{"input": X}` -> `{"output": X upper-cased}`. Returns its base URL.
+pub async fn start_fake_app(ready_after: std::time::Duration) -> String {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::{Request, Response, body::Incoming};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let first_request = Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let first_request = Arc::clone(&first_request);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let started = *first_request.get_or_init(std::time::Instant::now);
+                    async move {
+                        let reply = |status: u16, body: String| {
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(Full::new(bytes::Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        };
+                        if started.elapsed() < ready_after {
+                            return reply(503, "starting".into());
+                        }
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        match (parts.method.as_str(), parts.uri.path()) {
+                            ("GET", "/health") => reply(200, r#"{"status":"ok"}"#.into()),
+                            ("POST", "/map") => {
+                                let input: serde_json::Value =
+                                    serde_json::from_slice(&body).unwrap_or_default();
+                                let out = input["input"].as_str().unwrap_or("").to_uppercase();
+                                reply(200, serde_json::json!({"output": out, "ms": 1}).to_string())
+                            }
+                            _ => reply(404, "not found".into()),
+                        }
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    url
 }

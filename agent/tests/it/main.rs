@@ -3,4 +3,6 @@
 mod cli;
 mod harness;
 mod postgres_backup;
+mod postgres_restore;
+mod restore_cli;
 mod store_conformance;

@@ -1,0 +1,363 @@
+//! `strongroom verify`, `restore`, `keygen` and `audit verify` as users run them: exit codes,
+//! lines, reports, and refusals that happen before any request.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bytes::Bytes;
+use strongroom::manifest::Manifest;
+use strongroom::store::{Integrity, ObjectStore, PartChecksum};
+
+use crate::harness::{self, TestId};
+use crate::on_each_s3;
+
+on_each_s3!(
+    verify_passes_skips_incomplete_and_fails_damaged_backups,
+    a_failing_validation_check_exits_non_zero_naming_it,
+    audit_chain_verifies_and_reports_removed_or_altered_events,
+);
+
+fn strongroom(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A config file for `id` in `dir`, restoring as `postgres`, with `extra` appended.
+fn config_file(id: &TestId, bucket: &str, dir: &Path, extra: &str) -> PathBuf {
+    let yaml = format!(
+        "{}restore:\n  user: postgres\n{extra}",
+        harness::config_yaml(id, bucket, "", "")
+    );
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn backup(config: &Path) -> String {
+    let out = strongroom(config, &["backup", "--engine", "postgresql", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["key"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn bad_snapshot_keys_are_refused_before_any_request() {
+    // Nothing listens on port 9 and there is no PostgreSQL: any request would fail with a
+    // connection error (exit 1), so exit 64 with the key's problem proves none was made.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        "release: prod\ns3:\n  bucket: backups\n  prefix: backups/app\n  endpoint: http://127.0.0.1:9\n\
+         postgresql:\n  host: /nonexistent\n  database: app\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "backups/app/postgresql/prod/../../other/20261123T020000Z.sql.gz",
+            "'..'",
+        ),
+        (
+            "backups/other/postgresql/prod/20261123T020000Z.sql.gz",
+            "not under",
+        ),
+        (
+            "backups/app/clickhouse/prod/20261123T020000Z.sql.gz",
+            "not under",
+        ),
+        (
+            "/backups/app/postgresql/prod/20261123T020000Z.sql.gz",
+            "absolute",
+        ),
+        (
+            "backups/app/postgresql/prod/20261123T020000Z.sql.gz;reboot",
+            "character",
+        ),
+        (
+            "backups/app/postgresql/prod/20261123T020000Z.manifest.json",
+            ".sql.gz dump",
+        ),
+    ];
+    for (key, why) in cases {
+        for command in ["restore", "verify"] {
+            let out = strongroom(
+                &path,
+                &[command, "--engine", "postgresql", "--snapshot", key],
+            );
+            let all = text(&out);
+            assert_eq!(out.status.code(), Some(64), "{command} {key}: {all}");
+            assert!(
+                all.contains("refused") && all.contains(why),
+                "{command} {key}: {all}"
+            );
+            assert!(
+                !all.contains("dispatch failure") && !all.contains("connect"),
+                "{all}"
+            );
+        }
+    }
+    let long = "x".repeat(64);
+    let out = strongroom(
+        &path,
+        &[
+            "restore",
+            "--engine",
+            "postgresql",
+            "--latest",
+            "--database",
+            &long,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("1-63 bytes"), "{}", text(&out));
+}
+
+#[test]
+fn keygen_writes_a_key_pair_without_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["keygen", "--out-dir"])
+        .arg(dir.path())
+        .env_remove("STRONGROOM_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let private = std::fs::read_to_string(dir.path().join("strongroom-signing.key")).unwrap();
+    let public = std::fs::read_to_string(dir.path().join("strongroom-signing.pub")).unwrap();
+    assert!(
+        private.starts_with("-----BEGIN PRIVATE KEY-----"),
+        "{private}"
+    );
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+    let again = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["keygen", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("refusing to overwrite"),
+        "{}",
+        text(&again)
+    );
+}
+
+async fn verify_passes_skips_incomplete_and_fails_damaged_backups(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    harness::load_sample(&db).await;
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&id, &bucket, dir.path(), "");
+    let key = backup(&config);
+
+    let out = strongroom(&config, &["verify", "--latest", "--deep"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("OK") && all.contains("sha256 ok, gzip complete"),
+        "{all}"
+    );
+    assert!(
+        all.contains("UNSIGNED"),
+        "verify says the backup is unsigned: {all}"
+    );
+
+    // An incomplete run (dump without manifest) is listed but does not fail verification.
+    let folder = key.rsplit_once('/').unwrap().0;
+    let incomplete = format!("{folder}/20200101T000000Z.sql.gz");
+    let sum = PartChecksum::compute(Integrity::Md5, b"partial");
+    store
+        .put_object(&incomplete, Bytes::from_static(b"partial"), sum, None)
+        .await
+        .unwrap();
+    let out = strongroom(&config, &["verify", "--all"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("SKIP 20200101T000000Z") && all.contains("incomplete"),
+        "{all}"
+    );
+
+    // A manifest pinning a version that does not exist fails, and so does the whole run.
+    let manifest_key = key.replace(".sql.gz", ".manifest.json");
+    let bytes = harness::download(store.client(), &bucket, &manifest_key, None).await;
+    let mut manifest = Manifest::from_bytes(&manifest_key, &bytes).unwrap();
+    let ts = "20300101T000000Z";
+    manifest.timestamp = ts.into();
+    manifest.objects.truncate(1);
+    manifest.objects[0].key = format!("{folder}/{ts}.sql.gz");
+    manifest.objects[0].version_id = Some("no-such-version".into());
+    let body = manifest.to_bytes();
+    for (k, b) in [
+        (format!("{folder}/{ts}.manifest.json"), Bytes::from(body)),
+        (format!("{folder}/{ts}.sql.gz"), Bytes::from_static(b"x")),
+    ] {
+        let sum = PartChecksum::compute(Integrity::Md5, &b);
+        store.put_object(&k, b, sum, None).await.unwrap();
+    }
+    let out = strongroom(&config, &["verify", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let verdicts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses: Vec<&str> = verdicts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["incomplete", "ok", "failed"], "{verdicts}");
+    let problems = verdicts[2]["problems"].to_string();
+    assert!(
+        problems.contains("no-such-version is missing"),
+        "{problems}"
+    );
+}
+
+async fn a_failing_validation_check_exits_non_zero_naming_it(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    harness::load_sample(&db).await;
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checks = "  validation:\n    sql:\n      - name: enough records\n        \
+                  query: SELECT count(*) FROM storage_records\n        expect: {min: 1}\n      \
+                  - name: impossible total\n        query: SELECT count(*) FROM storage_records\n        \
+                  expect: {equals: \"12345\"}\n";
+    let config = config_file(&id, &bucket, dir.path(), checks);
+    let key = backup(&config);
+    let target = format!("{}_check", id.database());
+    harness::admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
+        ))
+        .await
+        .unwrap();
+    let out = strongroom(
+        &config,
+        &[
+            "restore",
+            "--engine",
+            "postgresql",
+            "--snapshot",
+            &key,
+            "--database",
+            &target,
+            "--create",
+        ],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("these checks failed: impossible total"),
+        "{all}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["impossible total"]);
+    // The data itself was restored and verified; only the application-level check failed.
+    assert_eq!(
+        harness::reference_dump(&target),
+        harness::reference_dump(&id.database())
+    );
+}
+
+async fn audit_chain_verifies_and_reports_removed_or_altered_events(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    harness::load_sample(&db).await;
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&id, &bucket, dir.path(), "");
+    let key = backup(&config);
+    let out = strongroom(&config, &["verify", "--latest"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let target = format!("{}_audit", id.database());
+    harness::admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
+        ))
+        .await
+        .unwrap();
+    let out = strongroom(
+        &config,
+        &[
+            "restore",
+            "--engine",
+            "postgresql",
+            "--snapshot",
+            &key,
+            "--database",
+            &target,
+            "--create",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // The audit event is also a log line carrying the event as JSON.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("audit event") && log.contains(r#""action":"restore""#),
+        "{log}"
+    );
+
+    let out = strongroom(&config, &["audit", "verify"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("3 events, intact"), "{all}");
+
+    let folder = format!(
+        "backups/{}/audit/postgresql/llama-mapper/",
+        id.test.replace('_', "-")
+    );
+    let events: Vec<String> = store
+        .list(&folder)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(
+        events[0].contains("-backup-") && events[2].contains("-restore-"),
+        "{events:?}"
+    );
+    // Altering event 3 (a new version under its key) and hiding event 2 behind a delete marker.
+    let forged = b"{\"format_version\":1}\n";
+    let sum = PartChecksum::compute(Integrity::Md5, forged);
+    store
+        .put_object(&events[2], Bytes::from_static(forged), sum, None)
+        .await
+        .unwrap();
+    store
+        .client()
+        .delete_object()
+        .bucket(&bucket)
+        .key(&events[1])
+        .send()
+        .await
+        .unwrap();
+    let out = strongroom(&config, &["audit", "verify"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("event 2 was removed"), "{all}");
+    assert!(all.contains("event 3 was altered"), "{all}");
+    assert!(all.contains("BROKEN"), "{all}");
+}

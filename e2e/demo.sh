@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The demo `make demo` runs inside e2e/harness/with-servers.sh (PostgreSQL + Ceph RGW):
-# sample data, an Object-Lock bucket, one backup, the listing, the manifest, and the runbook's
-# own checks (aws s3 ls, sha256sum -c) on what was written.
+# sample data, an Object-Lock bucket and a signing key; a signed backup, the runbook's own
+# checks (aws s3 ls, sha256sum -c), a refused delete; then verify --deep, a restore into a new
+# database with validation (row counts, SQL checks, /health and /map smoke checks against a
+# stand-in application), the listing and the audit chain.
 # Usage: demo.sh PATH/TO/strongroom
 set -euo pipefail
 strongroom=$(realpath "$1")
 aws() { .venv/bin/aws --endpoint-url "$STRONGROOM_TEST_S3_RGW" --output json "$@"; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+app_pid=
+trap 'rm -rf "$work"; [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null' EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Sample database 'llama_mapper' (storage_records: 20000 rows)"
@@ -28,6 +31,29 @@ step "Bucket 'strongroom-demo' with Object Lock (Ceph RGW at $STRONGROOM_TEST_S3
 aws s3api create-bucket --bucket strongroom-demo --object-lock-enabled-for-bucket >/dev/null
 aws s3api get-object-lock-configuration --bucket strongroom-demo
 
+step "strongroom keygen (the private key signs manifests; verify and restore get only the public key)"
+"$strongroom" keygen --out-dir "$work"
+
+# A stand-in for the application, for the runbook's /health and /map smoke tests.
+app_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+python3 - "$app_port" <<'PY' &
+import http.server, json, sys
+class App(http.server.BaseHTTPRequestHandler):
+    def reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+    def do_GET(self):
+        self.reply({"status": "ok"}) if self.path == "/health" else self.send_error(404)
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.reply({"output": body["input"].upper()}) if self.path == "/map" else self.send_error(404)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), App).serve_forever()
+PY
+app_pid=$!
+
 cat >"$work/strongroom.yaml" <<YAML
 release: llama-mapper
 s3:
@@ -43,6 +69,29 @@ postgresql:
   user: strongroom_backup
   database: llama_mapper
   password_file: $STRONGROOM_TEST_PG_PASSWORD_FILE
+signing:
+  private_key_file: $work/strongroom-signing.key
+  public_key_file: $work/strongroom-signing.pub
+restore:
+  user: postgres
+  validation:
+    sql:
+      - name: storage_records present
+        query: SELECT count(*) FROM storage_records
+        expect: {min: 20000}
+      - name: known mapping
+        query: SELECT value FROM mappings WHERE key = 'k42'
+        expect: {equals: v42}
+    http:
+      - name: health
+        url: http://127.0.0.1:$app_port/health
+        expect_json: {status: ok}
+      - name: map a known input
+        method: POST
+        url: http://127.0.0.1:$app_port/map
+        headers: {Content-Type: application/json}
+        body: '{"input": "llama"}'
+        expect_json: {output: LLAMA}
 log:
   format: text
 YAML
@@ -70,8 +119,32 @@ if aws s3api delete-object --bucket strongroom-demo \
 fi
 echo "refused, as it should be (AccessDenied)"
 
-step "Manifest"
+step "Manifest (and its detached Ed25519 signature)"
 cat "$work/dl/"*.manifest.json
+cat "$work/dl/"*.manifest.json.sig
+
+step "strongroom verify --latest --deep"
+"$strongroom" verify --config "$work/strongroom.yaml" --latest --deep
+
+step "strongroom restore --latest into a new database, verified before commit, then validated"
+"$strongroom" restore --config "$work/strongroom.yaml" --engine postgresql --latest \
+  --database llama_mapper_restored --create >"$work/report.json"
+python3 - "$work/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("snapshot   %s (version %s)" % (r["snapshot"], r["version_id"]))
+print("signature  %s" % r["signature_summary"])
+print("sha256     expected %s\n           actual   %s" % (r["expected_sha256"], r["actual_sha256"]))
+print("phases     " + ", ".join("%s %.2fs" % (k, v) for k, v in r["phases"].items()))
+for c in r["checks"]:
+    print("  %-4s %-34s expected %-30s got %s" % ("ok" if c["passed"] else "FAIL", c["name"], c["expected"], c["actual"]))
+print("report     s3://strongroom-demo/%s" % r["report_key"])
+PY
+echo "runbook smoke test: $(psql -X -At -h "$STRONGROOM_TEST_PGHOST" -p "$STRONGROOM_TEST_PGPORT" -U postgres \
+  -d llama_mapper_restored -c 'SELECT COUNT(*) FROM storage_records;') rows in storage_records"
+
+step "strongroom audit verify"
+"$strongroom" audit verify --config "$work/strongroom.yaml"
 
 step "strongroom list"
 "$strongroom" list --config "$work/strongroom.yaml"

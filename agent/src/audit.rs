@@ -167,6 +167,19 @@ pub async fn append<S: ObjectStore>(
     Ok(Some(key))
 }
 
+/// Appends an event; a failure to write it is logged (the event itself is in the log line
+/// [`append`] wrote first) and never hides the result of the action it records.
+pub async fn record<S: ObjectStore>(
+    store: &S,
+    policy: Option<&WritePolicy>,
+    prefix: &str,
+    draft: EventDraft,
+) {
+    if let Err(e) = append(store, policy, prefix, draft).await {
+        tracing::error!(error = %e, "could not write the audit event (it is in the log above)");
+    }
+}
+
 /// The result of walking a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainReport {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::config::{Config, PostgresConfig};
 use crate::engine::postgres::{self, ConnParams, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
@@ -92,6 +94,7 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     policy: &WritePolicy,
     signer: Option<&ManifestSigner>,
     progress: &Progress,
+    cancel: &CancellationToken,
 ) -> Result<BackupReport> {
     let (pg, params) = preflight(config)?;
     let s3 = &config.s3;
@@ -121,6 +124,7 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         options,
         retention.as_ref(),
         progress,
+        cancel,
     );
     let counts = async {
         let counts = session.row_counts().await;
@@ -145,6 +149,12 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     let server_version = session.server_version.clone();
     session.close().await;
 
+    if cancel.is_cancelled() {
+        staged.abort().await;
+        return Err(Error::Cancelled {
+            key: store.target(&keys.dump),
+        });
+    }
     let completed = staged.complete().await?;
     let sha256 = hex::encode(completed.sha256);
     let file_name = keys.dump.rsplit('/').next().unwrap_or(&keys.dump);
@@ -232,4 +242,58 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     tracing::info!(manifest = %report.manifest_key, size = report.size_bytes,
         seconds = report.duration_seconds, signed = report.signed, "backup complete");
     Ok(report)
+}
+
+/// A backup as `strongroom backup` and the daemon run it: local checks first (bad config fails
+/// before any request), the manifest signed when a key is configured, and an audit event
+/// recording the result, whatever it is.
+pub async fn run_recorded<S: ObjectStore + 'static>(
+    config: &Config,
+    store: Arc<S>,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    preflight(config)?;
+    let signer = match &config.signing.private_key_file {
+        Some(path) => Some(ManifestSigner::load(path)?),
+        None => None,
+    };
+    let prefix = &config.s3.prefix;
+    let event = |snapshot, result, detail, manifest_sha256| EventDraft {
+        action: Action::Backup,
+        engine: Engine::Postgresql,
+        release: config.release.clone(),
+        snapshot,
+        result,
+        detail,
+        manifest_sha256,
+    };
+    let policy = match WritePolicy::prepare(&*store, &config.s3).await {
+        Ok(policy) => policy,
+        Err(e) => {
+            let draft = event(None, Outcome::Failure, e.to_string(), None);
+            audit::record(&*store, None, prefix, draft).await;
+            return Err(e);
+        }
+    };
+    let result = backup_postgres(
+        config,
+        Arc::clone(&store),
+        &policy,
+        signer.as_ref(),
+        progress,
+        cancel,
+    )
+    .await;
+    let draft = match &result {
+        Ok(r) => event(
+            Some(r.key.clone()),
+            Outcome::Success,
+            format!("{} bytes, {} tables", r.size_bytes, r.tables),
+            Some(r.manifest_sha256.clone()),
+        ),
+        Err(e) => event(None, Outcome::Failure, e.to_string(), None),
+    };
+    audit::record(&*store, Some(&policy), prefix, draft).await;
+    result
 }

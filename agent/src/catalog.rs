@@ -160,20 +160,30 @@ pub async fn fetch_manifest<S: ObjectStore>(
     })
 }
 
-/// Every backup of `engine` for `release`, oldest first, with whether it has a manifest.
+/// A backup found by listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub snapshot: SnapshotRef,
+    /// Whether its manifest exists.
+    pub complete: bool,
+    /// The dump's current size.
+    pub size_bytes: u64,
+}
+
+/// Every backup of `engine` for `release`, oldest first.
 pub async fn backups<S: ObjectStore>(
     store: &S,
     prefix: &str,
     engine: Engine,
     release: &str,
-) -> Result<Vec<(SnapshotRef, bool)>> {
+) -> Result<Vec<Listed>> {
     let folder = layout::engine_folder(prefix, engine, release);
-    let mut dumps: BTreeMap<Timestamp, ()> = BTreeMap::new();
+    let mut dumps: BTreeMap<Timestamp, u64> = BTreeMap::new();
     let mut manifests = BTreeSet::new();
     for object in store.list(&folder).await? {
         match layout::classify(&folder, &object.key) {
             Some(BackupObject::Dump(ts)) => {
-                dumps.insert(ts, ());
+                dumps.insert(ts, object.size);
             }
             Some(BackupObject::Manifest(ts)) => {
                 manifests.insert(ts);
@@ -182,14 +192,15 @@ pub async fn backups<S: ObjectStore>(
         }
     }
     Ok(dumps
-        .into_keys()
-        .map(|ts| {
-            let snapshot = SnapshotRef {
+        .into_iter()
+        .map(|(ts, size_bytes)| Listed {
+            snapshot: SnapshotRef {
                 release: release.to_owned(),
                 timestamp: ts,
                 keys: layout::postgres_keys(prefix, release, ts),
-            };
-            (snapshot, manifests.contains(&ts))
+            },
+            complete: manifests.contains(&ts),
+            size_bytes,
         })
         .collect())
 }
@@ -205,8 +216,8 @@ pub async fn latest_complete<S: ObjectStore>(
         .await?
         .into_iter()
         .rev()
-        .find(|(_, complete)| *complete)
-        .map(|(snapshot, _)| snapshot)
+        .find(|b| b.complete)
+        .map(|b| b.snapshot)
         .ok_or_else(|| Error::NoBackup {
             folder: store.target(&layout::engine_folder(prefix, engine, release)),
         })

@@ -4,21 +4,27 @@
 //! below, so it can be called from tests without a process. Each backup, verify and restore
 //! ends with an audit event, whatever its result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::backup;
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::daemon;
 use crate::error::{Error, Result};
 use crate::layout::Engine;
 use crate::list;
 use crate::locked_write::WritePolicy;
 use crate::pipeline::Progress;
 use crate::restore::{self, RestoreOptions, SnapshotChoice};
-use crate::signing::{self, ManifestSigner, ManifestVerifier};
+use crate::signing::{self, ManifestVerifier};
+use crate::status_client;
 use crate::store::s3::S3Store;
 use crate::verify::{self, Selection, Status};
 
@@ -82,6 +88,20 @@ pub enum Command {
         /// Create the target database if it does not exist.
         #[arg(long)]
         create: bool,
+    },
+    /// Run the agent: scheduled backups, /healthz /readyz /status /metrics, config reload.
+    Run,
+    /// Show a running agent's status (e.g. through kubectl port-forward).
+    Status {
+        /// The agent's address.
+        #[arg(long, default_value = "http://127.0.0.1:9550")]
+        url: String,
+        /// Fail (exit 1) if an enabled engine has no successful backup younger than this.
+        #[arg(long, default_value = "26h", value_parser = humantime::parse_duration)]
+        max_age: std::time::Duration,
+        /// Print the agent's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate an Ed25519 key pair for signing manifests.
     Keygen {
@@ -149,31 +169,80 @@ impl From<EngineArg> for Engine {
 }
 
 impl Command {
-    /// Whether the command reads the config file (keygen does not).
+    /// Whether the command reads the config file (keygen and status do not).
     pub fn needs_config(&self) -> bool {
-        !matches!(self, Command::Keygen { .. })
+        !matches!(self, Command::Keygen { .. } | Command::Status { .. })
     }
 }
 
 /// Runs a command that needs no config.
-pub fn run_without_config(command: Command) -> Result<()> {
-    if let Command::Keygen { out_dir } = command {
-        let (private, public) = signing::keygen(&out_dir)?;
-        println!(
-            "private key: {} (mount it as the backup agent's signing.private_key_file)\n\
-             public key:  {} (give it to verify and restore as signing.public_key_file)",
-            private.display(),
-            public.display()
-        );
+pub async fn run_without_config(command: Command) -> Result<()> {
+    match command {
+        Command::Keygen { out_dir } => {
+            let (private, public) = signing::keygen(&out_dir)?;
+            println!(
+                "private key: {} (mount it as the backup agent's signing.private_key_file)\n\
+                 public key:  {} (give it to verify and restore as signing.public_key_file)",
+                private.display(),
+                public.display()
+            );
+        }
+        Command::Status { url, max_age, json } => {
+            let doc = status_client::fetch(&url).await?;
+            let (table, stale) = status_client::render(&doc, OffsetDateTime::now_utc(), max_age);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&doc).expect("serialisable")
+                );
+            } else {
+                print!("{table}");
+            }
+            if !stale.is_empty() {
+                return Err(Error::Stale {
+                    engines: stale.join(", "),
+                    max_age: humantime::format_duration(max_age).to_string(),
+                });
+            }
+        }
+        _ => unreachable!("every other command needs a config"),
     }
     Ok(())
 }
 
-fn load_signer(config: &Config) -> Result<Option<ManifestSigner>> {
-    Ok(match &config.signing.private_key_file {
-        Some(path) => Some(ManifestSigner::load(path)?),
-        None => None,
-    })
+/// `strongroom run`: binds the listener, turns SIGTERM/SIGINT into a shutdown, runs the agent.
+async fn run_daemon(config: Config, config_path: &Path) -> Result<()> {
+    let addr = config.daemon.listen.clone();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let shutdown = CancellationToken::new();
+    let signalled = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+        signalled.cancel();
+    });
+    daemon::run(
+        config_path,
+        config,
+        listener,
+        shutdown,
+        Clock::System,
+        Arc::new(daemon::BackupRunner),
+    )
+    .await
 }
 
 fn load_verifier(config: &Config) -> Result<Option<ManifestVerifier>> {
@@ -183,58 +252,24 @@ fn load_verifier(config: &Config) -> Result<Option<ManifestVerifier>> {
     })
 }
 
-/// Records the event; a failure to write it is logged, never hides the action's own result.
 async fn record(store: &S3Store, policy: Option<&WritePolicy>, prefix: &str, draft: EventDraft) {
-    if let Err(e) = audit::append(store, policy, prefix, draft).await {
-        tracing::error!(error = %e, "could not write the audit event (it is in the log above)");
-    }
+    audit::record(store, policy, prefix, draft).await
 }
 
-/// Runs a command with a loaded, valid config.
-pub async fn run(command: Command, config: Config) -> Result<()> {
+/// Runs a command with a loaded, valid config (read from `config_path`).
+pub async fn run(command: Command, config: Config, config_path: &Path) -> Result<()> {
+    if let Command::Run = command {
+        return run_daemon(config, config_path).await;
+    }
     let store = Arc::new(S3Store::connect(&config.s3).await);
     let prefix = config.s3.prefix.clone();
     match command {
         Command::Backup { engine, json } => {
             let Engine::Postgresql = Engine::from(engine);
-            backup::preflight(&config)?;
-            let signer = load_signer(&config)?;
-            let event = |snapshot, result, detail, manifest_sha256| EventDraft {
-                action: Action::Backup,
-                engine: Engine::Postgresql,
-                release: config.release.clone(),
-                snapshot,
-                result,
-                detail,
-                manifest_sha256,
-            };
-            let policy = match WritePolicy::prepare(&*store, &config.s3).await {
-                Ok(policy) => policy,
-                Err(e) => {
-                    let draft = event(None, Outcome::Failure, e.to_string(), None);
-                    record(&store, None, &prefix, draft).await;
-                    return Err(e);
-                }
-            };
-            let result = backup::backup_postgres(
-                &config,
-                Arc::clone(&store),
-                &policy,
-                signer.as_ref(),
-                &Progress::default(),
-            )
-            .await;
-            let draft = match &result {
-                Ok(r) => event(
-                    Some(r.key.clone()),
-                    Outcome::Success,
-                    format!("{} bytes, {} tables", r.size_bytes, r.tables),
-                    Some(r.manifest_sha256.clone()),
-                ),
-                Err(e) => event(None, Outcome::Failure, e.to_string(), None),
-            };
-            record(&store, Some(&policy), &prefix, draft).await;
-            let report = result?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let report =
+                backup::run_recorded(&config, Arc::clone(&store), &Progress::default(), &cancel)
+                    .await?;
             if json {
                 println!(
                     "{}",
@@ -443,7 +478,8 @@ pub async fn run(command: Command, config: Config) -> Result<()> {
                 });
             }
         }
-        Command::Keygen { .. } => run_without_config(command)?,
+        Command::Keygen { .. } | Command::Status { .. } => run_without_config(command).await?,
+        Command::Run => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -38,6 +38,16 @@ pub mod defaults {
     pub const HTTP_TIMEOUT_SECONDS: u64 = 300;
     pub const HTTP_INTERVAL_SECONDS: u64 = 5;
     pub const HTTP_EXPECT_STATUS: u16 = 200;
+    /// The runbook's schedules (UTC).
+    pub const POSTGRESQL_SCHEDULE: &str = "0 2 * * *";
+    /// The agent's HTTP endpoints (probes, status, metrics).
+    pub const LISTEN: &str = "0.0.0.0:9550";
+    pub const READINESS_INTERVAL_SECONDS: u64 = 10;
+    pub const S3_CHECK_INTERVAL_SECONDS: u64 = 30;
+    /// Kubernetes' default terminationGracePeriodSeconds is 30; the chart raises both.
+    pub const SHUTDOWN_GRACE_SECONDS: u64 = 60;
+    pub const RETRY_INITIAL_SECONDS: u64 = 60;
+    pub const RETRY_MAX_SECONDS: u64 = 3600;
 
     pub(super) fn prefix() -> String {
         PREFIX.into()
@@ -75,6 +85,27 @@ pub mod defaults {
     pub(super) fn log_level() -> String {
         LOG_LEVEL.into()
     }
+    pub(super) fn postgresql_schedule() -> String {
+        POSTGRESQL_SCHEDULE.into()
+    }
+    pub(super) fn listen() -> String {
+        LISTEN.into()
+    }
+    pub(super) fn readiness_interval_seconds() -> u64 {
+        READINESS_INTERVAL_SECONDS
+    }
+    pub(super) fn s3_check_interval_seconds() -> u64 {
+        S3_CHECK_INTERVAL_SECONDS
+    }
+    pub(super) fn shutdown_grace_seconds() -> u64 {
+        SHUTDOWN_GRACE_SECONDS
+    }
+    pub(super) fn retry_initial_seconds() -> u64 {
+        RETRY_INITIAL_SECONDS
+    }
+    pub(super) fn retry_max_seconds() -> u64 {
+        RETRY_MAX_SECONDS
+    }
     pub(super) fn psql() -> std::path::PathBuf {
         PSQL.into()
     }
@@ -107,7 +138,66 @@ pub struct Config {
     #[serde(default)]
     pub restore: RestoreConfig,
     #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `strongroom run`: the sidecar's endpoints, readiness checks, retries and shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// `host:port` of /healthz, /readyz, /status, /backup/last, /metrics. Changing it needs a
+    /// restart.
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// How often readiness checks the database (and at most how stale /readyz can be).
+    #[serde(default = "defaults::readiness_interval_seconds")]
+    pub readiness_interval_seconds: u64,
+    /// How often readiness checks the bucket (S3 requests cost money; they are cached).
+    #[serde(default = "defaults::s3_check_interval_seconds")]
+    pub s3_check_interval_seconds: u64,
+    /// Whether an unreachable bucket makes the pod NotReady. The runbook wants it; set false if
+    /// an S3 outage must never take the database out of its Service.
+    #[serde(default = "defaults::yes")]
+    pub ready_requires_s3: bool,
+    /// How long SIGTERM waits for a running backup before aborting it.
+    #[serde(default = "defaults::shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
+    /// After a failed run, retry after this long, doubling up to `retry_max_seconds` (and
+    /// never later than the next scheduled run).
+    #[serde(default = "defaults::retry_initial_seconds")]
+    pub retry_initial_seconds: u64,
+    #[serde(default = "defaults::retry_max_seconds")]
+    pub retry_max_seconds: u64,
+    /// File holding the bearer token for `POST /backup`; without it the trigger is off.
+    #[serde(default)]
+    pub trigger_token_file: Option<PathBuf>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: defaults::listen(),
+            readiness_interval_seconds: defaults::readiness_interval_seconds(),
+            s3_check_interval_seconds: defaults::s3_check_interval_seconds(),
+            ready_requires_s3: true,
+            shutdown_grace_seconds: defaults::shutdown_grace_seconds(),
+            retry_initial_seconds: defaults::retry_initial_seconds(),
+            retry_max_seconds: defaults::retry_max_seconds(),
+            trigger_token_file: None,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// The trigger token, if configured (read on each use, so a rotated Secret is picked up).
+    pub fn trigger_token(&self) -> Result<Option<String>, ConfigError> {
+        self.trigger_token_file
+            .as_deref()
+            .map(|path| read_secret("daemon.trigger_token_file", path))
+            .transpose()
+    }
 }
 
 /// Manifest signing keys. The backup side needs only the private key, verify and restore only
@@ -352,6 +442,16 @@ pub struct PostgresConfig {
     pub compression_threads: usize,
     #[serde(default = "defaults::connect_timeout_seconds")]
     pub connect_timeout_seconds: u64,
+    /// When `strongroom run` backs up: cron, UTC (the runbook's `backups.postgresql.schedule`).
+    #[serde(default = "defaults::postgresql_schedule")]
+    pub schedule: String,
+    /// Up to this many seconds of random delay after each scheduled time.
+    #[serde(default)]
+    pub jitter_seconds: u64,
+    /// On start, back up at once if the newest complete backup in the bucket is older than one
+    /// schedule period (pods restart; the bucket, not local state, is the truth).
+    #[serde(default)]
+    pub catch_up: bool,
 }
 
 /// Reads a one-line secret file (a mounted Secret), without its trailing newline.
@@ -513,6 +613,7 @@ impl Config {
             validate_postgres(pg)?;
         }
         validate_restore(&self.restore)?;
+        validate_daemon(&self.daemon)?;
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty; use e.g. `info`"));
         }
@@ -649,10 +750,51 @@ fn validate_postgres(pg: &PostgresConfig) -> Result<(), Invalid> {
             ),
         ));
     }
+    if let Err(e) = crate::schedule::Schedule::parse(&pg.schedule) {
+        return Err(invalid(
+            "postgresql.schedule",
+            format!(
+                "{:?} is not a usable cron schedule ({e}); use 5 fields (m h dom mon dow, UTC), \
+                 6 with seconds first, or @daily/@hourly/...",
+                pg.schedule
+            ),
+        ));
+    }
     if pg.connect_timeout_seconds == 0 {
         return Err(invalid(
             "postgresql.connect_timeout_seconds",
             "0 would never connect; use e.g. 10",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_daemon(d: &DaemonConfig) -> Result<(), Invalid> {
+    if d.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid(
+            "daemon.listen",
+            format!("{:?} is not host:port; use e.g. 0.0.0.0:9550", d.listen),
+        ));
+    }
+    for (key, value) in [
+        (
+            "daemon.readiness_interval_seconds",
+            d.readiness_interval_seconds,
+        ),
+        (
+            "daemon.s3_check_interval_seconds",
+            d.s3_check_interval_seconds,
+        ),
+        ("daemon.retry_initial_seconds", d.retry_initial_seconds),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "0 would spin; use at least 1"));
+        }
+    }
+    if d.retry_max_seconds < d.retry_initial_seconds {
+        return Err(invalid(
+            "daemon.retry_max_seconds",
+            "must be at least daemon.retry_initial_seconds",
         ));
     }
     Ok(())
@@ -863,6 +1005,21 @@ mod tests {
         assert!(error_of(&https).contains("restore.validation.http[0].url"));
         let dup = ok.replace("name: health", "name: rows");
         assert!(error_of(&dup).contains("unique"));
+    }
+
+    #[test]
+    fn schedules_and_daemon_settings_are_validated() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.postgresql.unwrap().schedule, "0 2 * * *");
+        assert_eq!(c.daemon.listen, "0.0.0.0:9550");
+        let bad = MINIMAL.replace("database: app", "database: app\n  schedule: \"0 25 * * *\"");
+        let e = error_of(&bad);
+        assert!(
+            e.contains("`postgresql.schedule`") && e.contains("0 25 * * *"),
+            "{e}"
+        );
+        let listen = format!("{MINIMAL}daemon:\n  listen: localhost\n");
+        assert!(error_of(&listen).contains("`daemon.listen`"));
     }
 
     #[test]

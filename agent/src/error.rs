@@ -134,6 +134,27 @@ pub enum Error {
     /// A worker task panicked or was cancelled; a bug, reported with what it was doing.
     #[error("internal error: {task} task failed: {detail}; please report this")]
     TaskFailed { task: &'static str, detail: String },
+    /// The run was cancelled (shutdown grace period exceeded); its upload was aborted.
+    #[error(
+        "the backup into {key} was cancelled (the shutdown grace period ran out); its upload \
+         was aborted and no manifest was written"
+    )]
+    Cancelled { key: String },
+    /// `strongroom run` cannot bind its address.
+    #[error("cannot listen on {addr}: {source}; set daemon.listen to a free host:port")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// `strongroom status` could not read the agent.
+    #[error(
+        "cannot read {url}: {detail}. Is the agent running, and the port forwarded (kubectl \
+         port-forward pod/<pod> 9550)?"
+    )]
+    StatusUnreachable { url: String, detail: String },
+    /// `strongroom status`: an enabled engine has no recent success.
+    #[error("no successful backup within {max_age} for: {engines}")]
+    Stale { engines: String, max_age: String },
     /// The engine named on the command line has no section in the config file.
     #[error(
         "engine {engine} is not configured: add a `{engine}:` section to the config file \

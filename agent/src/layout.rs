@@ -11,13 +11,18 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 /// The engines whose backups live in the bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Postgresql,
 }
 
 impl Engine {
+    /// Every engine the agent knows; each gets its own scheduler.
+    pub const ALL: &'static [Engine] = &[Engine::Postgresql];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Postgresql => "postgresql",

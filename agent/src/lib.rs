@@ -27,6 +27,10 @@
 //! - [`verify`]: presence, size, retention (and with --deep, content) of backups.
 //! - [`validate`]: row counts, SQL and HTTP checks after a restore.
 //! - [`audit`]: the hash-chained audit trail and its verification.
+//! - [`daemon`]: `strongroom run`: schedulers, readiness checks, config reload, shutdown.
+//! - [`schedule`], [`clock`]: cron in UTC, retry backoff; wall time tests can pause.
+//! - [`state`], [`metrics`], [`http`]: what the agent knows, its Prometheus registry, and the
+//!   endpoints that show them; [`status_client`] reads them back (`strongroom status`).
 
 #![forbid(unsafe_code)]
 
@@ -34,19 +38,26 @@ pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod compress;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod error;
+pub mod http;
 pub mod layout;
 pub mod list;
 pub mod lock;
 pub mod locked_write;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod readback;
 pub mod restore;
+pub mod schedule;
 pub mod signing;
+pub mod state;
+pub mod status_client;
 pub mod store;
 pub mod telemetry;
 pub mod unpack;

@@ -21,7 +21,17 @@ fn main() -> ExitCode {
         }
     };
     if !cli.command.needs_config() {
-        return match strongroom::cli::run_without_config(cli.command) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("strongroom: cannot start the async runtime: {e}");
+                return exit(EXIT_FAILURE);
+            }
+        };
+        return match runtime.block_on(strongroom::cli::run_without_config(cli.command)) {
             Ok(()) => exit(0),
             Err(e) => {
                 eprintln!("strongroom: error: {e}");
@@ -29,10 +39,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(path) = cli.config.as_deref() else {
+    let Some(path) = cli.config.clone() else {
         eprintln!("strongroom: --config FILE (or STRONGROOM_CONFIG) is required for this command");
         return exit(EXIT_USAGE);
     };
+    let path = path.as_path();
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -51,7 +62,7 @@ fn main() -> ExitCode {
             return exit(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(strongroom::cli::run(cli.command, config)) {
+    match runtime.block_on(strongroom::cli::run(cli.command, config, path)) {
         Ok(()) => exit(0),
         Err(e) => {
             if json_logs {

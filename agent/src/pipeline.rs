@@ -4,8 +4,8 @@
 //! filled plus `upload_concurrency` parts in flight. [`stage`] uploads every part but does not
 //! complete the upload, because only the caller knows whether the source (pg_dump) exited
 //! cleanly; it then calls [`Staged::complete`] or [`Staged::abort`]. On any error inside
-//! `stage` the multipart upload is aborted before the error is returned, so no partial object
-//! ever becomes visible.
+//! `stage`, and on cancellation, the multipart upload is aborted before the error is returned,
+//! so no partial object ever becomes visible.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,7 @@ use futures::TryStreamExt as _;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::compress;
 use crate::error::{Error, Result};
@@ -119,7 +120,8 @@ async fn abort<S: ObjectStore>(store: &S, key: &str, upload_id: &str) {
     }
 }
 
-/// Uploads `source` compressed into `key`, without completing the upload.
+/// Uploads `source` compressed into `key`, without completing the upload. If `cancel` fires
+/// first, the upload is aborted and [`Error::Cancelled`] returned.
 pub async fn stage<S, R>(
     store: Arc<S>,
     key: &str,
@@ -127,13 +129,19 @@ pub async fn stage<S, R>(
     options: StreamOptions,
     lock: Option<&Retention>,
     progress: &Progress,
+    cancel: &CancellationToken,
 ) -> Result<Staged<S>>
 where
     S: ObjectStore + 'static,
     R: Read + Send + 'static,
 {
     let upload_id = store.create_multipart(key, options.integrity, lock).await?;
-    match upload_parts(&store, key, &upload_id, source, options, progress).await {
+    let uploaded = tokio::select! {
+        // Dropping the upload drops its part tasks and the compressor; then abort below.
+        _ = cancel.cancelled() => Err(Error::Cancelled { key: store.target(key) }),
+        outcome = upload_parts(&store, key, &upload_id, source, options, progress) => outcome,
+    };
+    match uploaded {
         Ok((parts, size, uncompressed_size, sha256)) => Ok(Staged {
             store,
             key: key.to_owned(),
@@ -345,6 +353,7 @@ mod tests {
             options(7_000),
             None,
             &progress,
+            &CancellationToken::new(),
         )
         .await
         .unwrap();
@@ -381,6 +390,7 @@ mod tests {
             options(7_000),
             None,
             &Progress::default(),
+            &CancellationToken::new(),
         )
         .await;
         let e = result.err().expect("the injected failure surfaces");
@@ -399,6 +409,7 @@ mod tests {
             options(7_000),
             None,
             &Progress::default(),
+            &CancellationToken::new(),
         )
         .await
         .unwrap();
@@ -410,5 +421,43 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert!(out.is_empty());
+    }
+
+    /// A source that trickles forever, like a pg_dump stuck behind a lock.
+    struct Trickle;
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let n = buf.len().min(3000);
+            buf[..n].fill(7);
+            Ok(n)
+        }
+    }
+
+    #[tokio::test]
+    async fn cancellation_aborts_the_upload() {
+        let store = Arc::new(MemoryStore::default());
+        let cancel = CancellationToken::new();
+        let canceller = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                cancel.cancel();
+            })
+        };
+        let result = stage(
+            store.clone(),
+            "k",
+            Trickle,
+            options(7_000),
+            None,
+            &Progress::default(),
+            &cancel,
+        )
+        .await;
+        canceller.await.unwrap();
+        assert!(matches!(result, Err(Error::Cancelled { .. })));
+        assert!(store.objects().is_empty());
+        assert_eq!(store.open_uploads(), 0);
     }
 }

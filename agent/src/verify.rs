@@ -75,9 +75,11 @@ pub async fn select<S: ObjectStore>(
             catalog::latest_complete(store, prefix, Engine::Postgresql, &config.release).await?,
             true,
         )],
-        Selection::All => {
-            catalog::backups(store, prefix, Engine::Postgresql, &config.release).await?
-        }
+        Selection::All => catalog::backups(store, prefix, Engine::Postgresql, &config.release)
+            .await?
+            .into_iter()
+            .map(|b| (b.snapshot, b.complete))
+            .collect(),
     })
 }
 

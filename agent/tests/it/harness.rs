@@ -313,7 +313,16 @@ pub async fn backup(
     progress: &Progress,
 ) -> Result<BackupReport, Error> {
     let policy = WritePolicy::prepare(&**store, &config.s3).await?;
-    backup_postgres(config, Arc::clone(store), &policy, signer, progress).await
+    let cancel = tokio_util::sync::CancellationToken::new();
+    backup_postgres(
+        config,
+        Arc::clone(store),
+        &policy,
+        signer,
+        progress,
+        &cancel,
+    )
+    .await
 }
 
 /// One restore as the CLI runs it, into `database` (created if missing).

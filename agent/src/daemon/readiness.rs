@@ -1,0 +1,138 @@
+//! The readiness checks, run in the background so a probe never waits on I/O: the local
+//! database answers (and no restore is loading into it), the bucket is reachable and protected.
+//!
+//! The database is checked every `daemon.readiness_interval_seconds`; the bucket at most every
+//! `daemon.s3_check_interval_seconds` (S3 requests cost money). A restore in progress is a
+//! `strongroom-psql` session in this database: the restore Job's psql, seen in
+//! `pg_stat_activity`, which the least-privilege backup role may read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Config, PostgresConfig, S3Config};
+use crate::engine::postgres;
+use crate::metrics::Metrics;
+use crate::state::{AgentState, Check};
+use crate::store::ObjectStore;
+use crate::store::s3::S3Store;
+
+const RESTORE_SESSIONS: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE application_name = 'strongroom-psql' AND datname = current_database() \
+       AND pid <> pg_backend_pid()";
+
+/// Runs the checks until `stop` fires.
+pub async fn run(
+    state: Arc<AgentState>,
+    metrics: Arc<Metrics>,
+    mut config: watch::Receiver<Arc<Config>>,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    let mut store: Option<(String, S3Store)> = None;
+    let mut s3_checked: Option<Instant> = None;
+    loop {
+        let current = config.borrow_and_update().clone();
+        let interval = Duration::from_secs(current.daemon.readiness_interval_seconds);
+        let (check, restoring) = match &current.postgresql {
+            Some(pg) => check_database(pg, interval, clock).await,
+            None => (ok("no database configured", clock), false),
+        };
+        metrics.dependency("postgresql", check.ok);
+        state.set_database(check, restoring);
+
+        let s3_due = s3_checked.is_none_or(|t| {
+            t.elapsed() >= Duration::from_secs(current.daemon.s3_check_interval_seconds)
+        });
+        if s3_due {
+            let digest = serde_json::to_string(&current.s3).expect("serialisable");
+            if store.as_ref().is_none_or(|(d, _)| *d != digest) {
+                store = Some((digest, S3Store::connect(&current.s3).await));
+            }
+            let (_, client) = store.as_ref().expect("set above");
+            let check = check_s3(client, &current.s3, interval, clock).await;
+            metrics.dependency("s3", check.ok);
+            state.set_s3(check);
+            s3_checked = Some(Instant::now());
+        }
+
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            changed = config.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+fn ok(detail: impl Into<String>, clock: Clock) -> Check {
+    Check {
+        ok: true,
+        detail: detail.into(),
+        checked_at: Some(clock.now()),
+    }
+}
+
+fn failed(detail: impl Into<String>, clock: Clock) -> Check {
+    Check {
+        ok: false,
+        detail: detail.into(),
+        checked_at: Some(clock.now()),
+    }
+}
+
+/// Connects as the backup role and counts restore sessions in the database.
+async fn check_database(pg: &PostgresConfig, limit: Duration, clock: Clock) -> (Check, bool) {
+    let params = match pg.backup_params() {
+        Ok(p) => p,
+        Err(e) => return (failed(e.to_string(), clock), false),
+    };
+    let probe = async {
+        let client = postgres::connect(&params)
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(RESTORE_SESSIONS, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<i64, String>(row.get(0))
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(restores)) => (ok(format!("{} answers", pg.host), clock), restores > 0),
+        Ok(Err(e)) => (failed(e, clock), false),
+        Err(_) => (
+            failed(
+                format!("{} did not answer within {}s", pg.host, limit.as_secs()),
+                clock,
+            ),
+            false,
+        ),
+    }
+}
+
+/// The bucket answers, and has Object Lock if the config requires it.
+async fn check_s3(store: &S3Store, s3: &S3Config, limit: Duration, clock: Clock) -> Check {
+    match tokio::time::timeout(limit, store.protection()).await {
+        Ok(Ok(p)) if p.object_lock_enabled || !s3.object_lock.required => {
+            ok(format!("bucket {} reachable", s3.bucket), clock)
+        }
+        Ok(Ok(_)) => failed(
+            format!(
+                "bucket {} has no Object Lock; backups would be refused",
+                s3.bucket
+            ),
+            clock,
+        ),
+        Ok(Err(e)) => failed(e.to_string(), clock),
+        Err(_) => failed(
+            format!(
+                "bucket {} did not answer within {}s",
+                s3.bucket,
+                limit.as_secs()
+            ),
+            clock,
+        ),
+    }
+}

@@ -62,7 +62,10 @@ fn main() -> ExitCode {
             return exit(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(strongroom::cli::run(cli.command, config, path)) {
+    let result = runtime.block_on(strongroom::cli::run(cli.command, config, path));
+    // A blocking reader stuck on a wedged child must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => exit(0),
         Err(e) => {
             if json_logs {

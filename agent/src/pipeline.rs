@@ -37,13 +37,13 @@ pub struct StreamOptions {
     pub integrity: Integrity,
 }
 
-/// Live counters for status reporting.
-#[derive(Debug, Default)]
+/// Live counters for status reporting, updated as work happens (shared with part tasks).
+#[derive(Debug, Default, Clone)]
 pub struct Progress {
     /// Uncompressed bytes read from the source.
-    pub bytes_read: AtomicU64,
-    /// Compressed bytes accepted by the store.
-    pub bytes_uploaded: AtomicU64,
+    pub bytes_read: Arc<AtomicU64>,
+    /// Compressed bytes accepted by the store, counted as each part completes.
+    pub bytes_uploaded: Arc<AtomicU64>,
 }
 
 /// Part `number` (1-based) is `base` bytes, doubling every 1000 parts up to 8x: 8 MiB parts
@@ -192,6 +192,7 @@ where
         key,
         upload_id,
         integrity: options.integrity,
+        uploaded: Arc::clone(&progress.bytes_uploaded),
     };
     while let Some(member) = members
         .try_next()
@@ -215,7 +216,7 @@ where
             rest = &rest[take..];
             if buffer.len() == target {
                 while in_flight.len() >= options.upload_concurrency {
-                    parts.push(joined(in_flight.join_next().await, progress)?);
+                    parts.push(joined(in_flight.join_next().await)?);
                 }
                 let next = BytesMut::with_capacity(part_size(number + 1, options.part_size));
                 uploader.spawn(&mut in_flight, number, std::mem::replace(&mut buffer, next))?;
@@ -228,7 +229,7 @@ where
         uploader.spawn(&mut in_flight, number, buffer)?;
     }
     while let Some(done) = in_flight.join_next().await {
-        parts.push(joined(Some(done), progress)?);
+        parts.push(joined(Some(done))?);
     }
     parts.sort_by_key(|p| p.number);
     Ok((parts, size, uncompressed, hasher.finalize().into()))
@@ -236,18 +237,12 @@ where
 
 fn joined(
     done: Option<std::result::Result<Result<UploadedPart>, tokio::task::JoinError>>,
-    progress: &Progress,
 ) -> Result<UploadedPart> {
-    let part = done
-        .expect("called only with parts in flight")
+    done.expect("called only with parts in flight")
         .map_err(|e| Error::TaskFailed {
             task: "part upload",
             detail: e.to_string(),
-        })??;
-    progress
-        .bytes_uploaded
-        .fetch_add(part.size, Ordering::Relaxed);
-    Ok(part)
+        })?
 }
 
 struct PartUploader<'a, S> {
@@ -255,6 +250,7 @@ struct PartUploader<'a, S> {
     key: &'a str,
     upload_id: &'a str,
     integrity: Integrity,
+    uploaded: Arc<AtomicU64>,
 }
 
 impl<S: ObjectStore + 'static> PartUploader<'_, S> {
@@ -276,7 +272,7 @@ impl<S: ObjectStore + 'static> PartUploader<'_, S> {
             self.key.to_owned(),
             self.upload_id.to_owned(),
         );
-        let integrity = self.integrity;
+        let (integrity, uploaded) = (self.integrity, Arc::clone(&self.uploaded));
         let body = body.freeze();
         tracing::debug!(
             key = self.key,
@@ -297,6 +293,7 @@ impl<S: ObjectStore + 'static> PartUploader<'_, S> {
                 .upload_part(&key, &upload_id, number, body, checksum)
                 .await
                 .map_err(|e: StoreError| Error::from(e))?;
+            uploaded.fetch_add(part.size, Ordering::Relaxed);
             tracing::debug!(key, part = number, "part uploaded");
             Ok(part)
         });

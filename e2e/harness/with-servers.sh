@@ -6,6 +6,7 @@
 #   VENV      the project venv holding moto (default .venv)
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
 #   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
+#   STRONGROOM_TEST_VENV (for tests that start their own moto),
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
 # A server that cannot start fails the run with its log; nothing is skipped.
 set -euo pipefail
@@ -61,6 +62,8 @@ for server in $servers; do
       port=$(free_port)
       "$here/moto.sh" "$work/moto" "$port" "$venv"
       export STRONGROOM_TEST_S3_MOTO="http://127.0.0.1:$port"
+      STRONGROOM_TEST_VENV=$(cd "$venv" && pwd)
+      export STRONGROOM_TEST_VENV
       ;;
     *) echo "with-servers: unknown server '$server' (known: postgres rgw moto)" >&2; exit 64 ;;
   esac

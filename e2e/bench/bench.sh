@@ -11,13 +11,21 @@
 #   (d) strongroom restore --create (download, verify, load, row-count validation)
 #   (e) createdb && gunzip -c dump.sql.gz | psql --single-transaction  (dump already local)
 #
+# The agent (strongroom run), with backups triggered through its API:
+#   idle RSS and CPU over 60 s;
+#   (f) backup wall time without HTTP load, $AGENT_ROUNDS rounds (default 3);
+#   (g) the same while hey holds 500 requests/s on /status: /status p50/p99 and the wall time.
+#
 # Prints median wall time, MB/s (uncompressed dump bytes), CPU seconds (user+sys of the command
-# and its children), peak RSS (the largest process), and the ratios a/b, a/c and d/e.
-# Usage: bench.sh PATH/TO/strongroom     Env: ROUNDS (5), RESTORE_ROUNDS (3), SCALE (60)
+# and its children), peak RSS (the largest process), and the ratios a/b, a/c, d/e and g/f.
+# Usage: bench.sh PATH/TO/strongroom
+# Env: ROUNDS (5), RESTORE_ROUNDS (3), AGENT_ROUNDS (3), SCALE (60), IDLE_SECONDS (60)
 set -euo pipefail
 strongroom=$(realpath "$1")
 rounds=${ROUNDS:-5}
 restore_rounds=${RESTORE_ROUNDS:-3}
+agent_rounds=${AGENT_ROUNDS:-3}
+idle_seconds=${IDLE_SECONDS:-60}
 scale=${SCALE:-60}
 out=target/bench
 mkdir -p "$out"
@@ -93,11 +101,21 @@ echo "== restore" >&2
 key=$("$strongroom" list --config "$work/strongroom.yaml" --json |
   python3 -c 'import json,sys; print([b for b in json.load(sys.stdin) if b["complete"]][-1]["key"])')
 aws s3 cp --quiet "s3://bench/$key" "$work/dump.sql.gz"
+restore_d="$strongroom restore --config $work/strongroom.yaml --engine postgresql \
+  --snapshot $key --database restored_d --create"
+restore_e="createdb -U postgres restored_e && gunzip -c $work/dump.sql.gz | \
+  psql -X -q -U postgres --single-transaction -v ON_ERROR_STOP=1 -d restored_e"
+# Untimed warm-up; then the two alternate which goes first, so neither always pays for a cold
+# start.
+bash -o pipefail -c "$restore_e" >/dev/null && as_admin -d postgres -c "DROP DATABASE restored_e"
 for round in $(seq 1 "$restore_rounds"); do
-  time_run d "$round" "$strongroom restore --config $work/strongroom.yaml --engine postgresql \
-    --snapshot $key --database restored_d --create"
-  time_run e "$round" "createdb -U postgres restored_e && gunzip -c $work/dump.sql.gz | \
-    psql -X -q -U postgres --single-transaction -v ON_ERROR_STOP=1 -d restored_e"
+  if [ $((round % 2)) = 1 ]; then
+    time_run d "$round" "$restore_d"
+    time_run e "$round" "$restore_e"
+  else
+    time_run e "$round" "$restore_e"
+    time_run d "$round" "$restore_d"
+  fi
   for db in restored_d restored_e; do
     rows=$(as_admin -d "$db" -c "SELECT count(*) FROM pgbench_accounts")
     [ "$rows" = $((scale * 100000)) ] || { echo "bench: $db has $rows accounts" >&2; exit 1; }
@@ -105,9 +123,91 @@ for round in $(seq 1 "$restore_rounds"); do
   done
 done
 
-python3 - "$results" "$dump_bytes" "$rounds" "$restore_rounds" "$db_size" "$scale" <<'PY' | tee "$out/summary.txt"
+echo "== agent" >&2
+agent_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+agent_url="http://127.0.0.1:$agent_port"
+printf 'bench-token\n' >"$work/token"
+sed '/^log:/,$d' "$work/strongroom.yaml" >"$work/agent.yaml"
+cat >>"$work/agent.yaml" <<YAML
+daemon:
+  listen: 127.0.0.1:$agent_port
+  trigger_token_file: $work/token
+log:
+  format: json
+  level: warn
+YAML
+"$strongroom" run --config "$work/agent.yaml" 2>"$work/agent.log" &
+agent_pid=$!
+trap 'kill $agent_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do curl -sf "$agent_url/healthz" >/dev/null && break; sleep 0.1; done
+sleep 2
+ticks0=$(awk '{print $14+$15}' /proc/$agent_pid/stat)
+peak_idle=0
+for _ in $(seq 1 "$idle_seconds"); do
+  rss=$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)
+  [ "$rss" -gt "$peak_idle" ] && peak_idle=$rss
+  sleep 1
+done
+ticks1=$(awk '{print $14+$15}' /proc/$agent_pid/stat)
+idle_cpu=$(python3 -c "print(($ticks1 - $ticks0) / $(getconf CLK_TCK))")
+echo "idle: peak RSS ${peak_idle} kB, CPU ${idle_cpu} s over ${idle_seconds} s" >&2
+
+# agent_backup: triggers one backup and prints its duration (from /status) once it finished.
+# One small Python process polls 4 times a second, so the harness itself adds little load.
+agent_backup() {
+  python3 - "$agent_url" <<'PY'
+import json, sys, time, urllib.request
+url = sys.argv[1]
+def last():
+    doc = json.load(urllib.request.urlopen(url + "/status"))
+    return (doc["engines"].get("postgresql") or {}).get("last_attempt") or {}
+before = last().get("finished_at")
+request = urllib.request.Request(url + "/backup?engine=postgresql", method="POST",
+                                 headers={"authorization": "Bearer bench-token"})
+urllib.request.urlopen(request)
+while True:
+    time.sleep(0.25)
+    attempt = last()
+    if attempt.get("finished_at") not in (None, before):
+        if not attempt["success"]:
+            sys.exit("bench: agent backup failed: %s" % attempt["error"])
+        print(attempt["duration_seconds"])
+        break
+PY
+}
+: >"$out/agent.tsv"
+for round in $(seq 1 "$agent_rounds"); do
+  sleep 1
+  seconds=$(agent_backup) && [ -n "$seconds" ] || exit 1
+  printf '%s\tf\t%s\n' "$round" "$seconds" >>"$out/agent.tsv"
+  echo "round $round (f): ${seconds}s" >&2
+done
+load_seconds=$(python3 -c "import statistics; print(int(statistics.median(float(l.split()[2]) for l in open('$out/agent.tsv'))) + 3)")
+for round in $(seq 1 "$agent_rounds"); do
+  sleep 1
+  hey -z "${load_seconds}s" -c 5 -q 100 "$agent_url/status" >"$work/hey-$round.txt" &
+  hey_pid=$!
+  sleep 0.5
+  seconds=$(agent_backup) && [ -n "$seconds" ] || exit 1
+  wait $hey_pid
+  python3 - "$work/hey-$round.txt" "$round" "$seconds" >>"$out/agent.tsv" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+pct = lambda p: float(re.search(r"%s%% in ([0-9.]+) secs" % p, text).group(1)) * 1000
+rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
+codes = re.search(r"\[200\]\s+(\d+) responses", text)
+print("%s\tg\t%s\t%.3f\t%.3f\t%.1f\t%s" % (sys.argv[2], sys.argv[3], pct(50), pct(99), rps, codes.group(1) if codes else "0"))
+PY
+  echo "round $round (g): ${seconds}s under load" >&2
+done
+kill -TERM $agent_pid
+wait $agent_pid || { echo "bench: the agent did not exit cleanly" >&2; exit 1; }
+
+python3 - "$results" "$dump_bytes" "$rounds" "$restore_rounds" "$db_size" "$scale" \
+  "$out/agent.tsv" "$agent_rounds" "$peak_idle" "$idle_cpu" "$idle_seconds" <<'PY' | tee "$out/summary.txt"
 import os, statistics, sys
 path, dump_bytes, rounds, restore_rounds, db_size, scale = sys.argv[1:7]
+agent_path, agent_rounds, peak_idle, idle_cpu, idle_seconds = sys.argv[7:12]
 dump_bytes = int(dump_bytes)
 runs = {}
 for line in open(path):
@@ -134,4 +234,21 @@ print("a/c = %.2f (target <= 1.15): %s" % (ac, verdict(ac <= 1.15)))
 print("d/e = %.2f (target <= 1.10): %s" % (de, verdict(de <= 1.10)))
 print("peak RSS of strongroom backup = %.1f MiB (target <= 64): %s" % (med["a"]["rss"] / 1024, verdict(med["a"]["rss"] <= 64 * 1024)))
 print("peak RSS of strongroom restore = %.1f MiB (target <= 64): %s" % (med["d"]["rss"] / 1024, verdict(med["d"]["rss"] <= 64 * 1024)))
+f, g = [], []
+for line in open(agent_path):
+    cols = line.split()
+    (f if cols[1] == "f" else g).append(cols)
+f_wall = statistics.median(float(c[2]) for c in f)
+g_wall = statistics.median(float(c[2]) for c in g)
+p50 = statistics.median(float(c[3]) for c in g)
+p99 = max(float(c[4]) for c in g)
+rps = statistics.median(float(c[5]) for c in g)
+idle_mib = int(peak_idle) / 1024
+print("agent (strongroom run, backups triggered with POST /backup; %s rounds each):" % agent_rounds)
+print("  idle: peak RSS %.1f MiB, CPU %.2f s over %s s (%.2f%%)" % (idle_mib, float(idle_cpu), idle_seconds, 100 * float(idle_cpu) / float(idle_seconds)))
+print("  f  backup without HTTP load                 %6.2f s" % f_wall)
+print("  g  backup while hey holds /status at %3.0f/s %6.2f s; /status p50 %.2f ms, p99 %.2f ms (worst round)" % (rps, g_wall, p50, p99))
+print("idle RSS = %.1f MiB (target <= 20): %s" % (idle_mib, verdict(idle_mib <= 20)))
+print("/status p99 = %.2f ms at %.0f rps during a backup (target <= 5 ms at 500 rps): %s" % (p99, rps, verdict(p99 <= 5 and rps >= 490)))
+print("g/f = %.2f (target <= 1.10): %s" % (g_wall / f_wall, verdict(g_wall / f_wall <= 1.10)))
 PY

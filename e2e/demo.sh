@@ -10,7 +10,7 @@ strongroom=$(realpath "$1")
 aws() { .venv/bin/aws --endpoint-url "$STRONGROOM_TEST_S3_RGW" --output json "$@"; }
 work=$(mktemp -d)
 app_pid=
-trap 'rm -rf "$work"; [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null' EXIT
+trap 'rm -rf "$work"; [ -z "$app_pid" ] || kill "$app_pid" 2>/dev/null || true' EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Sample database 'llama_mapper' (storage_records: 20000 rows)"

@@ -77,12 +77,7 @@ async fn prepare_pg(pg: &PostgresConfig, params: &ConnParams) -> Result<(Snapsho
 /// The PostgreSQL section and how to connect: local checks only (engine configured, password
 /// readable), so a bad config fails before any request.
 pub fn preflight(config: &Config) -> Result<(&PostgresConfig, ConnParams)> {
-    let pg = config
-        .postgresql
-        .as_ref()
-        .ok_or(Error::EngineNotConfigured {
-            engine: "postgresql",
-        })?;
+    let pg = config.postgresql()?;
     Ok((pg, pg.backup_params()?))
 }
 

@@ -582,6 +582,15 @@ fn invalid(key: &str, problem: impl Into<String>) -> Invalid {
 }
 
 impl Config {
+    /// The PostgreSQL section, or the error telling the user to add it.
+    pub fn postgresql(&self) -> Result<&PostgresConfig, crate::error::Error> {
+        self.postgresql
+            .as_ref()
+            .ok_or(crate::error::Error::EngineNotConfigured {
+                engine: "postgresql",
+            })
+    }
+
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -246,12 +246,7 @@ pub fn preflight<'c>(
     config: &'c Config,
     options: &RestoreOptions,
 ) -> Result<(&'c crate::config::PostgresConfig, ConnParams)> {
-    let pg = config
-        .postgresql
-        .as_ref()
-        .ok_or(Error::EngineNotConfigured {
-            engine: "postgresql",
-        })?;
+    let pg = config.postgresql()?;
     let database = options.database.as_deref().unwrap_or(&pg.database);
     if database.is_empty() || database.len() > 63 {
         return Err(Error::BadTarget {

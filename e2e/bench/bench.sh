@@ -138,7 +138,7 @@ log:
 YAML
 "$strongroom" run --config "$work/agent.yaml" 2>"$work/agent.log" &
 agent_pid=$!
-trap 'kill $agent_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $agent_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "$agent_url/healthz" >/dev/null && break; sleep 0.1; done
 sleep 2
 ticks0=$(awk '{print $14+$15}' /proc/$agent_pid/stat)

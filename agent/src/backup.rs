@@ -1,4 +1,6 @@
 //! One PostgreSQL backup, from snapshot to manifest; the rule "complete means manifest".
+//! [`clickhouse`] does the same for ClickHouse; [`run_recorded`] runs either with its audit
+//! event.
 //!
 //! Order: check the bucket is protected, resolve the integrity header and open the snapshot
 //! (concurrently; nothing is written yet), stream `pg_dump` into a multipart upload while
@@ -6,6 +8,8 @@
 //! object back (size, checksum, retention) while writing the `.sha256` file, write the manifest's
 //! signature (when a key is configured), and only then write the manifest, also read back. Any failure before the manifest leaves no manifest; a failure
 //! before completion leaves no object at all.
+
+pub mod clickhouse;
 
 use std::sync::Arc;
 
@@ -181,13 +185,13 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
                 key: dump.key.clone(),
                 version_id: dump.version_id.clone(),
                 size_bytes: dump.size,
-                sha256: sha256.clone(),
+                sha256: Some(sha256.clone()),
             },
             ManifestObject {
                 key: checksum.key.clone(),
                 version_id: checksum.version_id.clone(),
                 size_bytes: checksum.size,
-                sha256: checksum_sha,
+                sha256: Some(checksum_sha),
             },
         ],
         postgresql: Some(PostgresDetails {
@@ -204,6 +208,7 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
             snapshot_id,
             tables: tables.clone(),
         }),
+        clickhouse: None,
     };
     let manifest_bytes = manifest.to_bytes();
     let manifest_sha256 = sha256_hex(&manifest_bytes);
@@ -244,11 +249,15 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
 /// recording the result, whatever it is.
 pub async fn run_recorded<S: ObjectStore + 'static>(
     config: &Config,
+    engine: Engine,
     store: Arc<S>,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<BackupReport> {
-    preflight(config)?;
+    match engine {
+        Engine::Postgresql => drop(preflight(config)?),
+        Engine::Clickhouse => drop(clickhouse::preflight(config)?),
+    }
     let signer = match &config.signing.private_key_file {
         Some(path) => Some(ManifestSigner::load(path)?),
         None => None,
@@ -256,7 +265,7 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
     let prefix = &config.s3.prefix;
     let event = |snapshot, result, detail, manifest_sha256| EventDraft {
         action: Action::Backup,
-        engine: Engine::Postgresql,
+        engine,
         release: config.release.clone(),
         snapshot,
         result,
@@ -271,15 +280,30 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
             return Err(e);
         }
     };
-    let result = backup_postgres(
-        config,
-        Arc::clone(&store),
-        &policy,
-        signer.as_ref(),
-        progress,
-        cancel,
-    )
-    .await;
+    let result = match engine {
+        Engine::Postgresql => {
+            backup_postgres(
+                config,
+                Arc::clone(&store),
+                &policy,
+                signer.as_ref(),
+                progress,
+                cancel,
+            )
+            .await
+        }
+        Engine::Clickhouse => {
+            clickhouse::backup_clickhouse(
+                config,
+                &*store,
+                &policy,
+                signer.as_ref(),
+                progress,
+                cancel,
+            )
+            .await
+        }
+    };
     let draft = match &result {
         Ok(r) => event(
             Some(r.key.clone()),

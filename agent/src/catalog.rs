@@ -139,7 +139,7 @@ pub async fn fetch_manifest<S: ObjectStore>(
         },
     };
     let manifest = Manifest::from_bytes(&keys.manifest, &bytes)?;
-    if manifest.engine != Engine::Postgresql
+    if manifest.engine != snapshot.engine
         || manifest.release != snapshot.release
         || manifest.timestamp != snapshot.timestamp.to_string()
     {
@@ -166,7 +166,7 @@ pub struct Listed {
     pub snapshot: SnapshotRef,
     /// Whether its manifest exists.
     pub complete: bool,
-    /// The dump's current size.
+    /// The dump's current size (ClickHouse: every object in the backup's folder).
     pub size_bytes: u64,
 }
 
@@ -179,8 +179,18 @@ pub async fn backups<S: ObjectStore>(
 ) -> Result<Vec<Listed>> {
     let folder = layout::engine_folder(prefix, engine, release);
     let mut dumps: BTreeMap<Timestamp, u64> = BTreeMap::new();
+    let mut folder_sizes: BTreeMap<Timestamp, u64> = BTreeMap::new();
     let mut manifests = BTreeSet::new();
     for object in store.list(&folder).await? {
+        if engine == Engine::Clickhouse
+            && let Some(ts) = object
+                .key
+                .strip_prefix(folder.as_str())
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(stamp, _)| Timestamp::parse(stamp))
+        {
+            *folder_sizes.entry(ts).or_default() += object.size;
+        }
         match layout::classify(&folder, &object.key) {
             Some(BackupObject::Dump(ts)) => {
                 dumps.insert(ts, object.size);
@@ -191,13 +201,19 @@ pub async fn backups<S: ObjectStore>(
             _ => {}
         }
     }
+    for (ts, size) in dumps.iter_mut() {
+        if let Some(total) = folder_sizes.get(ts) {
+            *size = *total;
+        }
+    }
     Ok(dumps
         .into_iter()
         .map(|(ts, size_bytes)| Listed {
             snapshot: SnapshotRef {
+                engine,
                 release: release.to_owned(),
                 timestamp: ts,
-                keys: layout::postgres_keys(prefix, release, ts),
+                keys: layout::backup_keys(prefix, engine, release, ts),
             },
             complete: manifests.contains(&ts),
             size_bytes,

@@ -158,12 +158,14 @@ pub struct WhichOne {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum EngineArg {
     Postgresql,
+    Clickhouse,
 }
 
 impl From<EngineArg> for Engine {
     fn from(e: EngineArg) -> Engine {
         match e {
             EngineArg::Postgresql => Engine::Postgresql,
+            EngineArg::Clickhouse => Engine::Clickhouse,
         }
     }
 }
@@ -265,11 +267,15 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
     let prefix = config.s3.prefix.clone();
     match command {
         Command::Backup { engine, json } => {
-            let Engine::Postgresql = Engine::from(engine);
             let cancel = tokio_util::sync::CancellationToken::new();
-            let report =
-                backup::run_recorded(&config, Arc::clone(&store), &Progress::default(), &cancel)
-                    .await?;
+            let report = backup::run_recorded(
+                &config,
+                Engine::from(engine),
+                Arc::clone(&store),
+                &Progress::default(),
+                &cancel,
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -309,7 +315,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             deep,
             json,
         } => {
-            let Engine::Postgresql = Engine::from(engine);
+            let engine = Engine::from(engine);
             let selection = match (which.snapshot, which.latest) {
                 (Some(key), _) => Selection::Snapshot(key),
                 (None, true) => Selection::Latest,
@@ -317,10 +323,10 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             };
             // Key checks first: a bad key makes no request at all.
             if let Selection::Snapshot(key) = &selection {
-                crate::layout::parse_snapshot(&prefix, Engine::Postgresql, key)?;
+                crate::layout::parse_snapshot(&prefix, engine, key)?;
             }
             let verifier = load_verifier(&config)?;
-            let backups = verify::select(&*store, &config, &selection).await?;
+            let backups = verify::select(&*store, &config, engine, &selection).await?;
             let policy = WritePolicy::prepare(&*store, &config.s3).await;
             if let Err(e) = &policy {
                 tracing::warn!(error = %e, "audit events will only be logged");
@@ -339,7 +345,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 if verdict.status != Status::Incomplete {
                     let draft = EventDraft {
                         action: Action::Verify,
-                        engine: Engine::Postgresql,
+                        engine,
                         release: snapshot.release.clone(),
                         snapshot: Some(snapshot.keys.dump.clone()),
                         result: if verdict.status == Status::Ok {
@@ -385,7 +391,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             force,
             create,
         } => {
-            let Engine::Postgresql = Engine::from(engine);
+            let engine = Engine::from(engine);
             let choice = match which.snapshot {
                 Some(key) => SnapshotChoice::Key(key),
                 None => SnapshotChoice::Latest,
@@ -397,24 +403,42 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             };
             // Key checks and local files first: a bad key makes no request at all.
             if let SnapshotChoice::Key(key) = &choice {
-                crate::layout::parse_snapshot(&prefix, Engine::Postgresql, key)?;
+                crate::layout::parse_snapshot(&prefix, engine, key)?;
             }
-            restore::preflight(&config, &options)?;
+            match engine {
+                Engine::Postgresql => drop(restore::preflight(&config, &options)?),
+                Engine::Clickhouse => drop(restore::clickhouse::preflight(&config, &options)?),
+            }
             let verifier = load_verifier(&config)?;
-            let snapshot = restore::resolve_snapshot(&*store, &config, &choice).await?;
+            let snapshot = restore::resolve_snapshot(&*store, &config, engine, &choice).await?;
             let policy = WritePolicy::prepare(&*store, &config.s3).await?;
-            let result = restore::restore_postgres(
-                &config,
-                &*store,
-                &policy,
-                verifier.as_ref(),
-                &snapshot,
-                &options,
-            )
-            .await;
+            let result = match engine {
+                Engine::Postgresql => {
+                    restore::restore_postgres(
+                        &config,
+                        &*store,
+                        &policy,
+                        verifier.as_ref(),
+                        &snapshot,
+                        &options,
+                    )
+                    .await
+                }
+                Engine::Clickhouse => {
+                    restore::clickhouse::restore_clickhouse(
+                        &config,
+                        &*store,
+                        &policy,
+                        verifier.as_ref(),
+                        &snapshot,
+                        &options,
+                    )
+                    .await
+                }
+            };
             let draft = EventDraft {
                 action: Action::Restore,
-                engine: Engine::Postgresql,
+                engine,
                 release: snapshot.release.clone(),
                 snapshot: Some(snapshot.keys.dump.clone()),
                 result: match &result {

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::engine::postgres::ConnParams;
 
 /// Every default value, in one place, so the README and the code cannot drift apart silently.
+pub mod clickhouse;
+
+pub use clickhouse::{ClickHouseConfig, ClickHouseRestoreConfig};
+
 pub mod defaults {
     pub const PREFIX: &str = "backups";
     pub const REGION: &str = "us-east-1";
@@ -133,6 +137,9 @@ pub struct Config {
     /// Present when this agent backs up a PostgreSQL database.
     #[serde(default)]
     pub postgresql: Option<PostgresConfig>,
+    /// Present when this agent backs up a ClickHouse server.
+    #[serde(default)]
+    pub clickhouse: Option<ClickHouseConfig>,
     #[serde(default)]
     pub signing: SigningConfig,
     #[serde(default)]
@@ -226,6 +233,9 @@ pub struct RestoreConfig {
     pub psql: PathBuf,
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// The ClickHouse restore's login and SQL checks.
+    #[serde(default)]
+    pub clickhouse: ClickHouseRestoreConfig,
 }
 
 impl Default for RestoreConfig {
@@ -235,6 +245,7 @@ impl Default for RestoreConfig {
             password_file: None,
             psql: defaults::psql(),
             validation: ValidationConfig::default(),
+            clickhouse: ClickHouseRestoreConfig::default(),
         }
     }
 }
@@ -591,6 +602,23 @@ impl Config {
             })
     }
 
+    /// The ClickHouse section, or the error telling the user to add it.
+    pub fn clickhouse(&self) -> Result<&ClickHouseConfig, crate::error::Error> {
+        self.clickhouse
+            .as_ref()
+            .ok_or(crate::error::Error::EngineNotConfigured {
+                engine: "clickhouse",
+            })
+    }
+
+    /// Whether `engine` has a section in this config.
+    pub fn has_engine(&self, engine: crate::layout::Engine) -> bool {
+        match engine {
+            crate::layout::Engine::Postgresql => self.postgresql.is_some(),
+            crate::layout::Engine::Clickhouse => self.clickhouse.is_some(),
+        }
+    }
+
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -620,6 +648,9 @@ impl Config {
         validate_s3(&self.s3)?;
         if let Some(pg) = &self.postgresql {
             validate_postgres(pg)?;
+        }
+        if let Some(ch) = &self.clickhouse {
+            clickhouse::validate(ch)?;
         }
         validate_restore(&self.restore)?;
         validate_daemon(&self.daemon)?;

@@ -48,9 +48,8 @@ impl Runner for BackupRunner {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, std::result::Result<RunOutcome, String>> {
         Box::pin(async move {
-            let Engine::Postgresql = engine;
             let store = Arc::new(S3Store::connect(&config.s3).await);
-            backup::run_recorded(&config, store, &progress, &cancel)
+            backup::run_recorded(&config, engine, store, &progress, &cancel)
                 .await
                 .map(|r| RunOutcome {
                     key: Some(r.key),

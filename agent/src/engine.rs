@@ -1,10 +1,11 @@
 //! Database engines: how to dump one, load one, and count what is in it.
 //!
-//! [`postgres`] runs `pg_dump` in a snapshot shared with the row counts and `psql` for restores;
+//! [`clickhouse`] drives ClickHouse's own BACKUP/RESTORE over HTTP; [`postgres`] runs `pg_dump` in a snapshot shared with the row counts and `psql` for restores;
 //! [`process`] turns a child process into one end of a byte stream whose success is decided at
 //! exit. What gets uploaded where, and when a backup or restore counts as done, is decided in
 //! `backup` and `restore`, not here.
 
+pub mod clickhouse;
 pub mod postgres;
 pub mod process;
 
@@ -38,5 +39,34 @@ pub enum EngineError {
         what: &'static str,
         database: String,
         detail: String,
+    },
+    #[error("ClickHouse at {url} as {user}: {what} failed: {detail}")]
+    ClickHouse {
+        url: String,
+        user: String,
+        what: &'static str,
+        detail: String,
+    },
+    #[error(
+        "ClickHouse at {url} is version {version}; BACKUP/RESTORE to S3 needs {minimum} or \
+         newer. Upgrade the server (or disable clickhouse in the agent's config)"
+    )]
+    ClickHouseTooOld {
+        url: String,
+        version: String,
+        minimum: String,
+    },
+    #[error(
+        "ClickHouse operation {id} did not finish within {seconds} s; it may still be running \
+         on the server (see system.backups). Raise clickhouse.backup_timeout_seconds or \
+         restore_timeout_seconds if the data needs longer"
+    )]
+    ClickHouseTimeout { id: String, seconds: u64 },
+    #[error("ClickHouse {what} {id} ended {status}: {error}")]
+    ClickHouseFailed {
+        what: &'static str,
+        id: String,
+        status: String,
+        error: String,
     },
 }

@@ -161,6 +161,27 @@ pub enum Error {
          (see agent/examples/)"
     )]
     EngineNotConfigured { engine: &'static str },
+    /// ClickHouse target tables hold data and `--force` was not given; nothing was touched.
+    #[error(
+        "ClickHouse tables already hold data: {tables}; nothing was restored. Drop or empty \
+         them, or pass --force to let ClickHouse add the backup's parts to them \
+         (allow_non_empty_tables: rows are added, not replaced)"
+    )]
+    TablesNotEmpty { tables: String },
+    /// The backup's objects do not match its manifest; ClickHouse was not asked to restore.
+    #[error(
+        "restore of {snapshot} refused before ClickHouse was asked to read it: {problems}. \
+         ClickHouse reads the newest version of each object and does not verify checksums, so \
+         it would restore other bytes than were backed up. Restore another backup (strongroom \
+         list), and find out who wrote to the bucket"
+    )]
+    RestoreRefused { snapshot: String, problems: String },
+    /// An option that does not apply to the engine.
+    #[error("{option} does not apply to {engine} restores")]
+    OptionNotForEngine {
+        option: &'static str,
+        engine: &'static str,
+    },
 }
 
 impl Error {
@@ -171,6 +192,7 @@ impl Error {
             | Error::EngineNotConfigured { .. }
             | Error::SnapshotKey(_)
             | Error::BadTarget { .. }
+            | Error::OptionNotForEngine { .. }
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }

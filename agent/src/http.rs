@@ -65,6 +65,9 @@ pub fn enabled_engines(config: &Config) -> Vec<Engine> {
     if config.postgresql.is_some() {
         engines.push(Engine::Postgresql);
     }
+    if config.clickhouse.is_some() {
+        engines.push(Engine::Clickhouse);
+    }
     engines
 }
 
@@ -352,7 +355,11 @@ mod tests {
             checked_at: None,
         };
         app.state.set_database(ok.clone(), false);
-        app.state.set_s3(ok);
+        app.state.set_s3(ok.clone());
+        let (status, text) = get(&app, "/readyz", None);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.contains("clickhouse: not checked yet"), "{text}");
+        app.state.set_clickhouse(ok, false);
         assert_eq!(get(&app, "/readyz", None).0, StatusCode::OK);
         assert_eq!(get(&app, "/healthz", None).0, StatusCode::OK);
     }

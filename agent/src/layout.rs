@@ -2,6 +2,8 @@
 //!
 //! PostgreSQL: `<prefix>/postgresql/<release>/<timestamp>.sql.gz`, with
 //! `<timestamp>.sql.gz.sha256` (sha256sum format) and `<timestamp>.manifest.json` beside it.
+//! ClickHouse: `<prefix>/clickhouse/<release>/<timestamp>/`, the folder ClickHouse's own BACKUP
+//! writes (its `.backup` metadata inside), with `<timestamp>.manifest.json` beside the folder.
 //! Timestamps are UTC `YYYYMMDDTHHMMSSZ`, so keys sort by time as text.
 //! This module only builds and parses names; it does no I/O.
 
@@ -17,15 +19,17 @@ use time::macros::format_description;
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Postgresql,
+    Clickhouse,
 }
 
 impl Engine {
     /// Every engine the agent knows; each gets its own scheduler.
-    pub const ALL: &'static [Engine] = &[Engine::Postgresql];
+    pub const ALL: &'static [Engine] = &[Engine::Postgresql, Engine::Clickhouse];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Postgresql => "postgresql",
+            Engine::Clickhouse => "clickhouse",
         }
     }
 }
@@ -76,10 +80,13 @@ pub fn engine_folder(prefix: &str, engine: Engine, release: &str) -> String {
     format!("{prefix}/{engine}/{release}/")
 }
 
-/// The objects that make up one PostgreSQL backup.
+/// The objects that make up one backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresKeys {
+pub struct BackupKeys {
+    /// The data: PostgreSQL's `.sql.gz` dump, or ClickHouse's backup folder (ends in `/`).
     pub dump: String,
+    /// The checksum file: PostgreSQL's `.sql.gz.sha256`, or ClickHouse's `.backup` metadata
+    /// (every file with its size and checksum) inside the folder.
     pub checksum: String,
     pub manifest: String,
     /// Detached Ed25519 signature of the manifest's bytes (when a signing key is configured).
@@ -90,14 +97,34 @@ pub const DUMP_SUFFIX: &str = ".sql.gz";
 pub const CHECKSUM_SUFFIX: &str = ".sql.gz.sha256";
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const SIGNATURE_SUFFIX: &str = ".manifest.json.sig";
+/// ClickHouse's metadata file inside its backup folder.
+pub const CLICKHOUSE_METADATA: &str = ".backup";
 
-pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> PostgresKeys {
+pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys {
     let base = format!("{}{at}", engine_folder(prefix, Engine::Postgresql, release));
-    PostgresKeys {
+    BackupKeys {
         dump: format!("{base}{DUMP_SUFFIX}"),
         checksum: format!("{base}{CHECKSUM_SUFFIX}"),
         manifest: format!("{base}{MANIFEST_SUFFIX}"),
         signature: format!("{base}{SIGNATURE_SUFFIX}"),
+    }
+}
+
+pub fn clickhouse_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys {
+    let base = format!("{}{at}", engine_folder(prefix, Engine::Clickhouse, release));
+    BackupKeys {
+        dump: format!("{base}/"),
+        checksum: format!("{base}/{CLICKHOUSE_METADATA}"),
+        manifest: format!("{base}{MANIFEST_SUFFIX}"),
+        signature: format!("{base}{SIGNATURE_SUFFIX}"),
+    }
+}
+
+/// The keys of `engine`'s backup taken at `at`.
+pub fn backup_keys(prefix: &str, engine: Engine, release: &str, at: Timestamp) -> BackupKeys {
+    match engine {
+        Engine::Postgresql => postgres_keys(prefix, release, at),
+        Engine::Clickhouse => clickhouse_keys(prefix, release, at),
     }
 }
 
@@ -112,6 +139,9 @@ pub enum BackupObject {
 /// Classify a key found by listing `folder` (which ends in '/').
 pub fn classify(folder: &str, key: &str) -> Option<BackupObject> {
     let name = key.strip_prefix(folder)?;
+    if let Some(ts) = name.strip_suffix(&format!("/{CLICKHOUSE_METADATA}")) {
+        return Timestamp::parse(ts).map(BackupObject::Dump);
+    }
     if let Some(ts) = name.strip_suffix(CHECKSUM_SUFFIX) {
         return Timestamp::parse(ts).map(BackupObject::Checksum);
     }
@@ -128,9 +158,10 @@ pub fn classify(folder: &str, key: &str) -> Option<BackupObject> {
 /// configured prefix and engine without any request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRef {
+    pub engine: Engine,
     pub release: String,
     pub timestamp: Timestamp,
-    pub keys: PostgresKeys,
+    pub keys: BackupKeys,
 }
 
 /// Why a snapshot key was refused.
@@ -145,14 +176,19 @@ pub struct SnapshotKeyError {
     pub example: String,
 }
 
-/// Parses `<prefix>/postgresql/<release>/<timestamp>.sql.gz`: no `..`, no absolute path, no
+/// Parses `<prefix>/postgresql/<release>/<timestamp>.sql.gz` or
+/// `<prefix>/clickhouse/<release>/<timestamp>` (a trailing `/` allowed): no `..`, no absolute path, no
 /// characters outside S3's safe set, nothing outside the configured prefix and engine.
 pub fn parse_snapshot(
     prefix: &str,
     engine: Engine,
     key: &str,
 ) -> Result<SnapshotRef, SnapshotKeyError> {
-    let example = format!("{prefix}/{engine}/<release>/20261123T020000Z{DUMP_SUFFIX}");
+    let suffix = match engine {
+        Engine::Postgresql => DUMP_SUFFIX,
+        Engine::Clickhouse => "",
+    };
+    let example = format!("{prefix}/{engine}/<release>/20261123T020000Z{suffix}");
     let refuse = |problem: &str| SnapshotKeyError {
         key: key.chars().take(200).collect(),
         problem: problem.to_owned(),
@@ -171,14 +207,18 @@ pub fn parse_snapshot(
     if key.starts_with('/') {
         return Err(refuse("it is an absolute path"));
     }
-    if key
+    let trimmed = match engine {
+        Engine::Clickhouse => key.strip_suffix('/').unwrap_or(key),
+        Engine::Postgresql => key,
+    };
+    if trimmed
         .split('/')
         .any(|seg| seg.is_empty() || seg == "." || seg == "..")
     {
         return Err(refuse("it has an empty, '.' or '..' path segment"));
     }
     let folder = format!("{prefix}/{engine}/");
-    let Some(rest) = key.strip_prefix(&folder) else {
+    let Some(rest) = trimmed.strip_prefix(&folder) else {
         return Err(refuse(&format!(
             "it is not under the configured prefix and engine ({folder})"
         )));
@@ -189,7 +229,7 @@ pub fn parse_snapshot(
     if !is_release_name(release) {
         return Err(refuse(&format!("{release:?} is not a release name")));
     }
-    let Some(stamp) = file.strip_suffix(DUMP_SUFFIX) else {
+    let Some(stamp) = file.strip_suffix(suffix) else {
         return Err(refuse(&format!("it does not name a {DUMP_SUFFIX} dump")));
     };
     let Some(timestamp) = Timestamp::parse(stamp) else {
@@ -198,9 +238,10 @@ pub fn parse_snapshot(
         )));
     };
     Ok(SnapshotRef {
+        engine,
         release: release.to_owned(),
         timestamp,
-        keys: postgres_keys(prefix, release, timestamp),
+        keys: backup_keys(prefix, engine, release, timestamp),
     })
 }
 
@@ -312,6 +353,50 @@ mod tests {
                 .to_string();
             assert!(e.contains(why), "{key}: {e}");
             assert!(e.contains("backups/app/postgresql/<release>/"), "{e}");
+        }
+    }
+
+    #[test]
+    fn clickhouse_snapshots_are_folders() {
+        let snap = parse_snapshot(
+            "backups/app",
+            Engine::Clickhouse,
+            "backups/app/clickhouse/prod/20261123T023000Z",
+        )
+        .unwrap();
+        assert_eq!(
+            snap.keys.dump,
+            "backups/app/clickhouse/prod/20261123T023000Z/"
+        );
+        assert_eq!(
+            snap.keys.checksum,
+            "backups/app/clickhouse/prod/20261123T023000Z/.backup"
+        );
+        assert_eq!(
+            snap.keys.manifest,
+            "backups/app/clickhouse/prod/20261123T023000Z.manifest.json"
+        );
+        let same = parse_snapshot(
+            "backups/app",
+            Engine::Clickhouse,
+            "backups/app/clickhouse/prod/20261123T023000Z/",
+        )
+        .unwrap();
+        assert_eq!(same, snap);
+        let folder = engine_folder("backups/app", Engine::Clickhouse, "prod");
+        assert_eq!(
+            classify(&folder, &snap.keys.checksum),
+            Some(BackupObject::Dump(snap.timestamp))
+        );
+        for bad in [
+            "backups/app/clickhouse/prod/20261123T023000Z//",
+            "backups/app/clickhouse/prod/20261123T023000Z/data",
+            "backups/app/postgresql/prod/20261123T023000Z",
+        ] {
+            assert!(
+                parse_snapshot("backups/app", Engine::Clickhouse, bad).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -4,15 +4,14 @@
 //! object was read back and locked). Retention is read per backup with GetObjectRetention, a
 //! metadata call that both the writer and the reader roles may make. Reads no backup data.
 
-use std::collections::BTreeMap;
-
 use futures::StreamExt as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::catalog;
 use crate::config::{Config, LockMode};
 use crate::error::Result;
-use crate::layout::{self, BackupObject, Engine, Timestamp};
+use crate::layout::Engine;
 use crate::store::ObjectStore;
 
 /// One backup as found in the bucket.
@@ -35,41 +34,29 @@ pub async fn list_backups<S: ObjectStore>(
     config: &Config,
     engine: Engine,
 ) -> Result<Vec<BackupEntry>> {
-    let folder = layout::engine_folder(&config.s3.prefix, engine, &config.release);
-    let objects = store.list(&folder).await?;
-    let mut dumps: BTreeMap<Timestamp, (String, u64)> = BTreeMap::new();
-    let mut manifests = std::collections::BTreeSet::new();
-    for object in &objects {
-        match layout::classify(&folder, &object.key) {
-            Some(BackupObject::Dump(ts)) => {
-                dumps.insert(ts, (object.key.clone(), object.size));
-            }
-            Some(BackupObject::Manifest(ts)) => {
-                manifests.insert(ts);
-            }
-            _ => {}
-        }
-    }
-    let entries = futures::stream::iter(dumps)
-        .map(|(ts, (key, size))| {
-            let complete = manifests.contains(&ts);
-            async move {
-                let retention = match store.retention(&key, None).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(key, error = %e, "retention unknown");
-                        None
-                    }
-                };
-                BackupEntry {
-                    engine,
-                    timestamp: ts.to_string(),
-                    key,
-                    size_bytes: size,
-                    complete,
-                    lock_mode: retention.map(|r| r.mode),
-                    retain_until: retention.map(|r| r.retain_until),
+    let listed = catalog::backups(store, &config.s3.prefix, engine, &config.release).await?;
+    let entries = futures::stream::iter(listed)
+        .map(|b| async move {
+            // A ClickHouse backup's retention is read on its `.backup` metadata.
+            let locked_key = match engine {
+                Engine::Postgresql => &b.snapshot.keys.dump,
+                Engine::Clickhouse => &b.snapshot.keys.checksum,
+            };
+            let retention = match store.retention(locked_key, None).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(key = %locked_key, error = %e, "retention unknown");
+                    None
                 }
+            };
+            BackupEntry {
+                engine,
+                timestamp: b.snapshot.timestamp.to_string(),
+                key: b.snapshot.keys.dump.clone(),
+                size_bytes: b.size_bytes,
+                complete: b.complete,
+                lock_mode: retention.map(|r| r.mode),
+                retain_until: retention.map(|r| r.retain_until),
             }
         })
         .buffered(8)

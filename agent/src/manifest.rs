@@ -35,6 +35,8 @@ pub struct Manifest {
     pub objects: Vec<ManifestObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgresql: Option<PostgresDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<ClickHouseDetails>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +55,11 @@ pub struct ManifestObject {
     /// this backup.
     pub version_id: Option<String>,
     pub size_bytes: u64,
-    /// Lowercase hex SHA-256 of the object's bytes as stored.
-    pub sha256: String,
+    /// Lowercase hex SHA-256 of the object's bytes as stored: always for PostgreSQL. ClickHouse
+    /// uploads its files itself; for those, `.backup` holds each file's CityHash128, and the
+    /// manifest pins `.backup` by version and digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +76,40 @@ pub struct PostgresDetails {
     pub snapshot_id: String,
     /// Exact row counts, in the dump's snapshot.
     pub tables: Vec<TableRows>,
+}
+
+/// What a ClickHouse backup holds, as the server and its `.backup` metadata describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseDetails {
+    pub server_version: String,
+    /// The BACKUP operation's id in `system.backups`.
+    pub backup_id: String,
+    /// What was backed up, e.g. `database app`.
+    pub scope: Vec<String>,
+    /// The backup this one is incremental to (its folder key), if any.
+    pub base_backup: Option<String>,
+    /// 0 for a full backup, else how many incremental links lead back to the full one.
+    pub chain_length: u32,
+    /// Key, version and SHA-256 of ClickHouse's `.backup` metadata.
+    pub metadata_key: String,
+    pub metadata_sha256: String,
+    /// Files listed in `.backup` (including those held by the base backup).
+    pub files: u64,
+    /// Bytes of all those files.
+    pub total_size_bytes: u64,
+    /// Row counts read from the backup's own `count.txt` files (MergeTree tables);
+    /// `rows` is absent for engines that record none.
+    pub tables: Vec<ClickHouseTable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseTable {
+    pub database: String,
+    pub table: String,
+    pub rows: Option<u64>,
+    pub parts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +189,7 @@ mod tests {
                 key: "b/postgresql/prod/20261123T020000Z.sql.gz".into(),
                 version_id: Some("v1".into()),
                 size_bytes: 10,
-                sha256: "ab".repeat(32),
+                sha256: Some("ab".repeat(32)),
             }],
             postgresql: Some(PostgresDetails {
                 database: "app".into(),
@@ -170,6 +209,7 @@ mod tests {
                     rows: 42,
                 }],
             }),
+            clickhouse: None,
         }
     }
 

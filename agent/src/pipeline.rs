@@ -46,6 +46,15 @@ pub struct Progress {
     pub bytes_uploaded: Arc<AtomicU64>,
 }
 
+impl Progress {
+    /// Sets both counters, for work done elsewhere (ClickHouse uploads itself).
+    pub fn set(&self, read: u64, uploaded: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes_read.store(read, Relaxed);
+        self.bytes_uploaded.store(uploaded, Relaxed);
+    }
+}
+
 /// Part `number` (1-based) is `base` bytes, doubling every 1000 parts up to 8x: 8 MiB parts
 /// give ~500 GiB of compressed dump within S3's 10,000 parts, and small dumps stay small.
 pub fn part_size(number: i32, base: usize) -> usize {

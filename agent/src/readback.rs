@@ -157,7 +157,7 @@ async fn stored_version<S: ObjectStore>(
 }
 
 /// Reads the retention; sets it if missing or short; reads it again.
-async fn ensure_retention<S: ObjectStore>(
+pub async fn ensure_retention<S: ObjectStore>(
     store: &S,
     key: &str,
     version_id: Option<&str>,
@@ -167,7 +167,7 @@ async fn ensure_retention<S: ObjectStore>(
     if let Some(r) = current.filter(|r| satisfies(r, required)) {
         return Ok(r);
     }
-    tracing::info!(
+    tracing::debug!(
         key,
         found = ?current,
         "retention missing or short after upload (the server ignored the lock headers); \

@@ -6,7 +6,10 @@
 //! holds a duplicate of that stdin: the end comes only after the hash and size matched the
 //! manifest. On any mismatch or error psql is killed first, so the transaction rolls back and
 //! the target is unchanged. Then row counts, SQL checks and HTTP smoke checks run, and the
-//! report is printed and stored, locked, under `<prefix>/reports/`.
+//! report is printed and stored, locked, under `<prefix>/reports/`. [`clickhouse`] restores
+//! ClickHouse backups with the same report.
+
+pub mod clickhouse;
 
 use std::time::{Duration, Instant};
 
@@ -99,22 +102,13 @@ impl RestoreReport {
 pub async fn resolve_snapshot<S: ObjectStore>(
     store: &S,
     config: &Config,
+    engine: Engine,
     choice: &SnapshotChoice,
 ) -> Result<SnapshotRef> {
     match choice {
-        SnapshotChoice::Key(key) => Ok(layout::parse_snapshot(
-            &config.s3.prefix,
-            Engine::Postgresql,
-            key,
-        )?),
+        SnapshotChoice::Key(key) => Ok(layout::parse_snapshot(&config.s3.prefix, engine, key)?),
         SnapshotChoice::Latest => {
-            catalog::latest_complete(
-                store,
-                &config.s3.prefix,
-                Engine::Postgresql,
-                &config.release,
-            )
-            .await
+            catalog::latest_complete(store, &config.s3.prefix, engine, &config.release).await
         }
     }
 }
@@ -193,6 +187,7 @@ async fn load<S: ObjectStore>(
     key: &str,
 ) -> Result<Loaded> {
     let entry = manifest.object(key)?;
+    let expected = entry.sha256.clone().unwrap_or_default();
     let (psql, stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
     // While `hold` is open psql cannot see the end of its input, so it cannot commit, whatever
     // happens to the writer's handle.
@@ -209,13 +204,13 @@ async fn load<S: ObjectStore>(
                 download_seconds: unpacked.download_seconds,
             };
             let actual = hex::encode(loaded.sha256);
-            if actual != entry.sha256 || loaded.size != entry.size_bytes {
+            if actual != expected || loaded.size != entry.size_bytes {
                 psql.kill().await;
                 drop((unpacked.sink, hold));
                 return Err(Error::HashMismatch {
                     key: store.target(key),
                     version: entry.version_id.clone().unwrap_or_else(|| "(none)".into()),
-                    expected: entry.sha256.clone(),
+                    expected,
                     actual,
                     expected_size: entry.size_bytes,
                     actual_size: loaded.size,
@@ -318,7 +313,7 @@ pub async fn restore_postgres<S: ObjectStore>(
         signature_summary: manifest.signature.to_string(),
         signature: manifest.signature.clone(),
         target_database: database,
-        expected_sha256: entry.sha256.clone(),
+        expected_sha256: entry.sha256.clone().unwrap_or_default(),
         actual_sha256: hex::encode(unpacked.sha256),
         size_bytes: unpacked.size,
         uncompressed_size_bytes: unpacked.uncompressed,
@@ -340,7 +335,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     Ok(report)
 }
 
-/// Stores the report, locked, under `<prefix>/reports/postgresql/<release>/`.
+/// Stores the report, locked, under `<prefix>/reports/<engine>/<release>/`.
 async fn store_report<S: ObjectStore>(
     store: &S,
     policy: &WritePolicy,
@@ -350,8 +345,9 @@ async fn store_report<S: ObjectStore>(
 ) -> Result<String> {
     let now = OffsetDateTime::now_utc();
     let key = format!(
-        "{}/reports/postgresql/{}/{}-restore-of-{}.json",
+        "{}/reports/{}/{}/{}-restore-of-{}.json",
         config.s3.prefix,
+        snapshot.engine,
         snapshot.release,
         Timestamp::new(now),
         snapshot.timestamp

@@ -83,8 +83,10 @@ struct Inner {
     ready_requires_s3: bool,
     engines: BTreeMap<Engine, EngineStatus>,
     database: Check,
+    clickhouse: Check,
     s3: Check,
     restore_in_progress: bool,
+    clickhouse_restore_in_progress: bool,
 }
 
 /// The agent's shared state.
@@ -135,7 +137,9 @@ pub struct StatusDoc {
     pub ready: bool,
     /// What the agent is waiting for, in words (empty when ready).
     pub waiting_for: Vec<String>,
+    /// PostgreSQL.
     pub database: Check,
+    pub clickhouse: Check,
     pub s3: Check,
     pub restore_in_progress: bool,
     pub engines: BTreeMap<Engine, EngineDoc>,
@@ -150,8 +154,10 @@ impl AgentState {
                 ready_requires_s3,
                 engines: BTreeMap::new(),
                 database: Check::pending(),
+                clickhouse: Check::pending(),
                 s3: Check::pending(),
                 restore_in_progress: false,
+                clickhouse_restore_in_progress: false,
             }),
         }
     }
@@ -246,6 +252,13 @@ impl AgentState {
         });
     }
 
+    pub fn set_clickhouse(&self, check: Check, restore_in_progress: bool) {
+        self.with(|i| {
+            i.clickhouse = check;
+            i.clickhouse_restore_in_progress = restore_in_progress;
+        });
+    }
+
     pub fn set_s3(&self, check: Check) {
         self.with(|i| i.s3 = check);
     }
@@ -273,8 +286,14 @@ impl AgentState {
             if i.ready_requires_s3 && !i.s3.ok {
                 waiting.push(format!("s3: {}", i.s3.detail));
             }
+            if !i.clickhouse.ok {
+                waiting.push(format!("clickhouse: {}", i.clickhouse.detail));
+            }
             if i.restore_in_progress {
                 waiting.push("a restore into this database is in progress".into());
+            }
+            if i.clickhouse_restore_in_progress {
+                waiting.push("a ClickHouse RESTORE is in progress on this server".into());
             }
             (waiting.is_empty(), waiting)
         })
@@ -290,8 +309,9 @@ impl AgentState {
             ready,
             waiting_for,
             database: i.database.clone(),
+            clickhouse: i.clickhouse.clone(),
             s3: i.s3.clone(),
-            restore_in_progress: i.restore_in_progress,
+            restore_in_progress: i.restore_in_progress || i.clickhouse_restore_in_progress,
             engines: i
                 .engines
                 .iter()
@@ -389,13 +409,14 @@ mod tests {
         let state = AgentState::new("d".into(), true, datetime!(2026-11-23 00:00:00 UTC));
         let (ready, waiting) = state.readiness();
         assert!(!ready);
-        assert_eq!(waiting.len(), 2, "{waiting:?}");
+        assert_eq!(waiting.len(), 3, "{waiting:?}");
         let ok = |detail: &str| Check {
             ok: true,
             detail: detail.into(),
             checked_at: None,
         };
         state.set_database(ok("answers"), false);
+        state.set_clickhouse(ok("not configured"), false);
         state.set_s3(ok("reachable"));
         // Ready although the last backup failed and is ancient.
         state.finish(Engine::Postgresql, record(false));
@@ -404,6 +425,13 @@ mod tests {
         let (ready, waiting) = state.readiness();
         assert!(!ready && waiting[0].contains("restore"), "{waiting:?}");
         state.set_database(ok("answers"), false);
+        state.set_clickhouse(ok("answers"), true);
+        let (ready, waiting) = state.readiness();
+        assert!(
+            !ready && waiting[0].contains("ClickHouse RESTORE"),
+            "{waiting:?}"
+        );
+        state.set_clickhouse(ok("answers"), false);
         state.set_s3(Check {
             ok: false,
             detail: "connection refused".into(),

@@ -6,7 +6,10 @@
 //! carries a retention at least as strong and as long as the manifest's. `--deep` also streams
 //! the dump, checking its SHA-256 and that the gzip stream is complete, and checks the
 //! `.sha256` file's content. Backups without a manifest are reported as incomplete, not failed:
-//! they are the remains of failed runs, locked like everything else.
+//! they are the remains of failed runs, locked like everything else. ClickHouse backups get
+//! their own checks in [`clickhouse`].
+
+mod clickhouse;
 
 use std::io::sink;
 
@@ -61,21 +64,19 @@ pub struct Verdict {
 pub async fn select<S: ObjectStore>(
     store: &S,
     config: &Config,
+    engine: Engine,
     selection: &Selection,
 ) -> Result<Vec<(SnapshotRef, bool)>> {
     let prefix = &config.s3.prefix;
     Ok(match selection {
         Selection::Snapshot(key) => {
-            vec![(
-                crate::layout::parse_snapshot(prefix, Engine::Postgresql, key)?,
-                true,
-            )]
+            vec![(crate::layout::parse_snapshot(prefix, engine, key)?, true)]
         }
         Selection::Latest => vec![(
-            catalog::latest_complete(store, prefix, Engine::Postgresql, &config.release).await?,
+            catalog::latest_complete(store, prefix, engine, &config.release).await?,
             true,
         )],
-        Selection::All => catalog::backups(store, prefix, Engine::Postgresql, &config.release)
+        Selection::All => catalog::backups(store, prefix, engine, &config.release)
             .await?
             .into_iter()
             .map(|b| (b.snapshot, b.complete))
@@ -93,7 +94,7 @@ pub async fn verify_one<S: ObjectStore>(
     deep: bool,
 ) -> Verdict {
     let mut verdict = Verdict {
-        engine: Engine::Postgresql,
+        engine: snapshot.engine,
         snapshot: snapshot.keys.dump.clone(),
         timestamp: snapshot.timestamp.to_string(),
         status: Status::Ok,
@@ -115,8 +116,15 @@ pub async fn verify_one<S: ObjectStore>(
             verdict.signature = manifest.signature.to_string();
             verdict.manifest_sha256 = Some(manifest.sha256.clone());
             check_objects(store, config, &manifest, &mut verdict).await;
-            if deep && verdict.problems.is_empty() {
-                check_deep(store, snapshot, &manifest, &mut verdict).await;
+            match snapshot.engine {
+                Engine::Postgresql => {
+                    if deep && verdict.problems.is_empty() {
+                        check_deep(store, snapshot, &manifest, &mut verdict).await;
+                    }
+                }
+                Engine::Clickhouse => {
+                    clickhouse::check(store, config, verifier, &manifest, deep, &mut verdict).await;
+                }
             }
         }
         Err(e) => {
@@ -146,14 +154,17 @@ async fn check_objects<S: ObjectStore>(
             "the manifest records no retention: the backup was written without Object Lock".into(),
         );
     }
+    // One listing covers every object: they share the backup's key prefix.
+    let listing_prefix = common_prefix(manifest.manifest.objects.iter().map(|o| o.key.as_str()));
+    let listed = match store.list_versions(listing_prefix).await {
+        Ok(v) => v,
+        Err(e) => {
+            verdict.problems.push(e.to_string());
+            return;
+        }
+    };
     for object in &manifest.manifest.objects {
-        let versions = match store.list_versions(&object.key).await {
-            Ok(v) => v,
-            Err(e) => {
-                verdict.problems.push(e.to_string());
-                continue;
-            }
-        };
+        let versions: Vec<_> = listed.iter().filter(|v| v.key == object.key).collect();
         let mine = versions
             .iter()
             .find(|v| v.key == object.key && v.version_id == object.version_id);
@@ -165,14 +176,14 @@ async fn check_objects<S: ObjectStore>(
             ));
             continue;
         };
-        let others = versions.iter().filter(|v| v.key == object.key).count() - 1;
+        let others = versions.len() - 1;
         if others > 0 {
             verdict.warnings.push(format!(
                 "{} has {others} other version(s) the manifest does not pin",
                 object.key
             ));
         }
-        if found.size != object.size_bytes || found.size == 0 {
+        if found.size != object.size_bytes || (found.size == 0 && object.sha256.is_some()) {
             verdict.problems.push(format!(
                 "{} is {} bytes, the manifest says {}",
                 object.key, found.size, object.size_bytes
@@ -206,6 +217,24 @@ async fn check_objects<S: ObjectStore>(
     }
 }
 
+/// The longest common prefix of `keys`, cut back to a character boundary.
+fn common_prefix<'a>(mut keys: impl Iterator<Item = &'a str>) -> &'a str {
+    let Some(first) = keys.next() else { return "" };
+    let mut len = first.len();
+    for key in keys {
+        len = first
+            .bytes()
+            .zip(key.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    &first[..len]
+}
+
 /// Streams the dump (SHA-256, complete gzip, uncompressed size) and checks the `.sha256` file.
 async fn check_deep<S: ObjectStore>(
     store: &S,
@@ -220,13 +249,14 @@ async fn check_deep<S: ObjectStore>(
             .push(format!("the manifest does not list {}", keys.dump));
         return;
     };
+    let expected = dump.sha256.clone().unwrap_or_default();
     match unpack::gunzip_into(store, &keys.dump, dump.version_id.as_deref(), sink()).await {
         Ok(unpacked) => {
             let actual = hex::encode(unpacked.sha256);
-            if actual != dump.sha256 {
+            if actual != expected {
                 verdict.problems.push(format!(
-                    "{} hashes to {actual}, the manifest says {}",
-                    keys.dump, dump.sha256
+                    "{} hashes to {actual}, the manifest says {expected}",
+                    keys.dump
                 ));
             }
             let expected_plain = manifest
@@ -244,11 +274,7 @@ async fn check_deep<S: ObjectStore>(
             }
             verdict.deep = Some(format!(
                 "sha256 {}, gzip complete ({} bytes of SQL)",
-                if actual == dump.sha256 {
-                    "ok"
-                } else {
-                    "MISMATCH"
-                },
+                if actual == expected { "ok" } else { "MISMATCH" },
                 unpacked.uncompressed
             ));
         }
@@ -258,7 +284,7 @@ async fn check_deep<S: ObjectStore>(
         match read_small(store, &keys.checksum, entry.version_id.as_deref(), 4096).await {
             Ok(bytes) => {
                 let name = keys.dump.rsplit('/').next().unwrap_or_default();
-                if bytes != format!("{}  {name}\n", dump.sha256).as_bytes() {
+                if bytes != format!("{expected}  {name}\n").as_bytes() {
                     verdict.problems.push(format!(
                         "{} does not hold the dump's SHA-256 in sha256sum format",
                         keys.checksum

@@ -2,16 +2,19 @@
 # Start the servers the tests use on 127.0.0.1, run a command with their addresses in the
 # environment, and stop them whatever happens.
 # Usage: with-servers.sh COMMAND [ARGS...]
-#   SERVERS   which to start (default "postgres rgw moto")
+#   SERVERS   which to start (default "postgres rgw moto clickhouse clickhouse18")
 #   VENV      the project venv holding moto (default .venv)
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
 #   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
 #   STRONGROOM_TEST_VENV (for tests that start their own moto),
+#   STRONGROOM_TEST_CLICKHOUSE_URL (the chdb front end: ClickHouse 26.9 with BACKUP),
+#   STRONGROOM_TEST_CLICKHOUSE18_URL (Debian's clickhouse-server 18.16, too old to back up),
+#   STRONGROOM_TEST_CLICKHOUSE_USER, STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE (both servers),
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
 # A server that cannot start fails the run with its log; nothing is skipped.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-servers=${SERVERS:-postgres rgw moto}
+servers=${SERVERS:-postgres rgw moto clickhouse clickhouse18}
 venv=${VENV:-.venv}
 work=$(mktemp -d "${TMPDIR:-/tmp}/strongroom-servers.XXXXXX")
 chmod 755 "$work"
@@ -26,11 +29,11 @@ stop() {
       "$(pg_config --bindir)/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1
     fi
   fi
-  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid; do
+  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
   done
   sleep 0.5
-  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid; do
+  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid; do
     [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
   done
   if [ -n "${KEEP_SERVER_LOGS:-}" ]; then echo "server logs kept in $work" >&2; else rm -rf "$work"; fi
@@ -38,6 +41,11 @@ stop() {
 trap stop EXIT
 
 export AWS_ACCESS_KEY_ID=strongroomtest AWS_SECRET_ACCESS_KEY=strongroomtestsecret AWS_REGION=us-east-1
+export STRONGROOM_TEST_CLICKHOUSE_USER=strongroom
+mkdir -p "$work/secrets"
+head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$work/secrets/clickhouse-password"
+chmod 644 "$work/secrets/clickhouse-password"
+export STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE="$work/secrets/clickhouse-password"
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
 
 for server in $servers; do
@@ -65,7 +73,32 @@ for server in $servers; do
       STRONGROOM_TEST_VENV=$(cd "$venv" && pwd)
       export STRONGROOM_TEST_VENV
       ;;
-    *) echo "with-servers: unknown server '$server' (known: postgres rgw moto)" >&2; exit 64 ;;
+    clickhouse)
+      port=$(free_port)
+      mkdir -p "$work/chdb"
+      "$venv/bin/python" "$here/chdb_http.py" --data "$work/chdb/data" --port "$port" \
+        --user "$STRONGROOM_TEST_CLICKHOUSE_USER" --password-file "$STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE" \
+        > "$work/chdb/server.log" 2>&1 &
+      echo $! > "$work/chdb/chdb.pid"
+      up=
+      for _ in $(seq 1 300); do
+        if curl -sf "http://127.0.0.1:$port/ping" >/dev/null; then up=1; break; fi
+        kill -0 "$(cat "$work/chdb/chdb.pid")" 2>/dev/null || break
+        sleep 0.1
+      done
+      [ -n "$up" ] || { echo "with-servers: the chdb ClickHouse front end failed to start; its log:" >&2
+        cat "$work/chdb/server.log" >&2; exit 1; }
+      export STRONGROOM_TEST_CLICKHOUSE_URL="http://127.0.0.1:$port"
+      ;;
+    clickhouse18)
+      port=$(free_port)
+      "$here/clickhouse18.sh" "$work/ch18" "$port" "$STRONGROOM_TEST_CLICKHOUSE_USER" \
+        "$STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE" || {
+        echo "with-servers: clickhouse-server 18.16 failed to start; its logs:" >&2
+        tail -n 50 "$work"/ch18/log/*.log >&2 2>/dev/null; exit 1; }
+      export STRONGROOM_TEST_CLICKHOUSE18_URL="http://127.0.0.1:$port"
+      ;;
+    *) echo "with-servers: unknown server '$server' (known: postgres rgw moto clickhouse clickhouse18)" >&2; exit 64 ;;
   esac
   echo "with-servers: $server up in $(( ($(date +%s%N) - started) / 1000000 )) ms" >&2
 done

@@ -1,5 +1,7 @@
 //! The readiness checks, run in the background so a probe never waits on I/O: the local
 //! database answers (and no restore is loading into it), the bucket is reachable and protected.
+//! ClickHouse must answer with a version that can BACKUP to S3, and no RESTORE may be running
+//! in its `system.backups`.
 //!
 //! The database is checked every `daemon.readiness_interval_seconds`; the bucket at most every
 //! `daemon.s3_check_interval_seconds` (S3 requests cost money). A restore in progress is a
@@ -13,12 +15,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Config, PostgresConfig, S3Config};
+use crate::config::{ClickHouseConfig, Config, PostgresConfig, S3Config};
+use crate::engine::clickhouse::ClickHouse;
 use crate::engine::postgres;
 use crate::metrics::Metrics;
 use crate::state::{AgentState, Check};
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
+
+const RESTORE_OPERATIONS: &str = "SELECT count() FROM system.backups WHERE status = 'RESTORING'";
 
 const RESTORE_SESSIONS: &str = "SELECT count(*) FROM pg_stat_activity \
      WHERE application_name = 'strongroom-psql' AND datname = current_database() \
@@ -43,6 +48,12 @@ pub async fn run(
         };
         metrics.dependency("postgresql", check.ok);
         state.set_database(check, restoring);
+        let (check, restoring) = match &current.clickhouse {
+            Some(ch) => check_clickhouse(ch, interval, clock).await,
+            None => (ok("no ClickHouse configured", clock), false),
+        };
+        metrics.dependency("clickhouse", check.ok);
+        state.set_clickhouse(check, restoring);
 
         let s3_due = s3_checked.is_none_or(|t| {
             t.elapsed() >= Duration::from_secs(current.daemon.s3_check_interval_seconds)
@@ -105,6 +116,43 @@ async fn check_database(pg: &PostgresConfig, limit: Duration, clock: Clock) -> (
         Err(_) => (
             failed(
                 format!("{} did not answer within {}s", pg.host, limit.as_secs()),
+                clock,
+            ),
+            false,
+        ),
+    }
+}
+
+/// ClickHouse answers as the backup user, is new enough, and runs no RESTORE.
+async fn check_clickhouse(ch: &ClickHouseConfig, limit: Duration, clock: Clock) -> (Check, bool) {
+    let login = match ch.backup_login() {
+        Ok(l) => l,
+        Err(e) => return (failed(e.to_string(), clock), false),
+    };
+    let server = ClickHouse::new(&login);
+    let probe = async {
+        let version = server
+            .require_backup_support()
+            .await
+            .map_err(|e| e.to_string())?;
+        let restoring = server
+            .scalar(RESTORE_OPERATIONS)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((version, restoring.is_some_and(|n| n != "0")))
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok((version, restoring))) => (
+            ok(
+                format!("{} answers (ClickHouse {})", ch.url, version.text),
+                clock,
+            ),
+            restoring,
+        ),
+        Ok(Err(e)) => (failed(e, clock), false),
+        Err(_) => (
+            failed(
+                format!("{} did not answer within {}s", ch.url, limit.as_secs()),
                 clock,
             ),
             false,

@@ -77,6 +77,11 @@ fn schedule_of(engine: Engine, config: &Config) -> Option<(Schedule, u64, bool)>
                 .ok()
                 .map(|s| (s, pg.jitter_seconds, pg.catch_up))
         }),
+        Engine::Clickhouse => config.clickhouse.as_ref().and_then(|ch| {
+            Schedule::parse(&ch.schedule)
+                .ok()
+                .map(|s| (s, ch.jitter_seconds, ch.catch_up))
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ use aws_sdk_s3::Client;
 use strongroom::backup::{BackupReport, backup_postgres};
 use strongroom::config::Config;
 use strongroom::error::Error;
+use strongroom::layout::Engine;
 use strongroom::locked_write::WritePolicy;
 use strongroom::pipeline::Progress;
 use strongroom::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice};
@@ -343,7 +344,7 @@ pub async fn restore(
         None => None,
     };
     let choice = SnapshotChoice::Key(snapshot_key.to_owned());
-    let snapshot = restore::resolve_snapshot(&**store, config, &choice).await?;
+    let snapshot = restore::resolve_snapshot(&**store, config, Engine::Postgresql, &choice).await?;
     let policy = WritePolicy::prepare(&**store, &config.s3).await?;
     restore::restore_postgres(
         config,

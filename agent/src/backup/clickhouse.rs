@@ -1,0 +1,484 @@
+//! One ClickHouse backup: the server's own `BACKUP ... TO S3 ASYNC`, then the proof that it is
+//! complete and locked, and only then the manifest.
+//!
+//! After `BACKUP_CREATED` the agent reads ClickHouse's `.backup` metadata (through the server),
+//! lists the folder's object versions, checks that every file the metadata stores is there with
+//! its size and a single version, checks (and where the bucket default did not apply, sets) each
+//! object's retention, reads every part's row count from the backup's `count.txt` files
+//! (following `base_backup` links), and writes the signed manifest. A failed, timed-out or
+//! cancelled BACKUP leaves no manifest.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::BackupReport;
+use crate::catalog;
+use crate::config::clickhouse::Login;
+use crate::config::{ClickHouseConfig, Config};
+use crate::engine::EngineError;
+use crate::engine::clickhouse::metadata::BackupMetadata;
+use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope};
+use crate::error::{Error, Result};
+use crate::layout::{self, BackupKeys, Engine, Timestamp};
+use crate::locked_write::WritePolicy;
+use crate::manifest::{
+    ClickHouseDetails, ClickHouseTable, FORMAT_VERSION, Manifest, ManifestObject, ManifestRetention,
+};
+use crate::pipeline::Progress;
+use crate::readback::ensure_retention;
+use crate::signing::ManifestSigner;
+use crate::store::{ObjectStore, ObjectVersion, Retention};
+
+/// Retention checks run this many at a time (a backup has one object per file).
+const RETENTION_CONCURRENCY: usize = 16;
+
+/// The ClickHouse section and its login: local checks only.
+pub fn preflight(config: &Config) -> Result<(&ClickHouseConfig, Login)> {
+    let ch = config.clickhouse()?;
+    Ok((ch, ch.backup_login()?))
+}
+
+/// Where the server writes, as configured (named collection or environment credentials).
+pub fn destination(ch: &ClickHouseConfig) -> Destination {
+    match (&ch.named_collection, &ch.bucket_url) {
+        (Some(name), _) => Destination::Named(name.clone()),
+        (None, Some(url)) => Destination::Url(url.clone()),
+        (None, None) => unreachable!("config validation requires one of them"),
+    }
+}
+
+/// What to back up, as configured.
+pub fn scope(ch: &ClickHouseConfig) -> Scope {
+    if !ch.tables.is_empty() {
+        Scope::Tables(ch.tables.clone())
+    } else if !ch.databases.is_empty() {
+        Scope::Databases(ch.databases.clone())
+    } else {
+        Scope::All
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn fail(key: &str, problem: impl Into<String>) -> Error {
+    Error::Verification {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// The key of ClickHouse's lock file, written and deleted by every BACKUP.
+fn is_lock_file(folder: &str, key: &str) -> bool {
+    key.strip_prefix(folder) == Some(".lock")
+}
+
+/// The previous backup to base this one on, with the new chain length, when incremental
+/// backups are on and the chain is shorter than `full_every`. Any doubt means a full backup.
+async fn choose_base<S: ObjectStore>(
+    config: &Config,
+    ch: &ClickHouseConfig,
+    store: &S,
+    server: &ClickHouse,
+    destination: &Destination,
+) -> Option<(String, u32)> {
+    if ch.full_every <= 1 {
+        return None;
+    }
+    let latest = catalog::latest_complete(
+        store,
+        &config.s3.prefix,
+        Engine::Clickhouse,
+        &config.release,
+    )
+    .await
+    .ok()?;
+    let manifest = match server
+        .read_object(destination, &latest.keys.manifest)
+        .await
+        .map_err(Error::from)
+        .and_then(|bytes| Ok(Manifest::from_bytes(&latest.keys.manifest, &bytes)?))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(base = %latest.keys.manifest, error = %e,
+                "cannot read the previous backup's manifest; taking a full backup");
+            return None;
+        }
+    };
+    let length = manifest.clickhouse.as_ref()?.chain_length + 1;
+    (length < ch.full_every).then_some((latest.keys.dump, length))
+}
+
+/// Runs one ClickHouse backup now, writing under `policy`; `signer` signs the manifest.
+pub async fn backup_clickhouse<S: ObjectStore>(
+    config: &Config,
+    store: &S,
+    policy: &WritePolicy,
+    signer: Option<&ManifestSigner>,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    let (ch, login) = preflight(config)?;
+    let server = ClickHouse::new(&login);
+    let started = OffsetDateTime::now_utc();
+    let timestamp = Timestamp::new(started);
+    let keys = layout::clickhouse_keys(&config.s3.prefix, &config.release, timestamp);
+    let (version, existing) = tokio::try_join!(
+        async { Ok::<_, Error>(server.require_backup_support().await?) },
+        async { Ok(store.list_versions(&keys.dump).await?) },
+    )?;
+    if !existing.is_empty() {
+        return Err(Error::KeyTaken {
+            key: store.target(&keys.dump),
+        });
+    }
+    let destination = destination(ch);
+    let scope = scope(ch);
+    let base = choose_base(config, ch, store, &server, &destination).await;
+    let retention = policy.retention_from(started);
+    let id = format!(
+        "strongroom-{}-{timestamp}-{}",
+        config.release,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let statement = clickhouse::backup_statement(
+        &scope,
+        &destination,
+        &keys.dump,
+        &id,
+        base.as_ref().map(|(folder, _)| folder.as_str()),
+    );
+    tracing::info!(folder = %keys.dump, server_version = %version.text, %statement,
+        "ClickHouse backup started");
+    server.execute("BACKUP", &statement).await?;
+    let wait = server.wait(
+        &id,
+        Duration::from_secs(ch.backup_timeout_seconds),
+        Duration::from_millis(ch.poll_interval_ms),
+        |op| progress.set(op.bytes_read, op.total_size),
+    );
+    let op = tokio::select! {
+        op = wait => op?,
+        () = cancel.cancelled() => {
+            return Err(Error::Cancelled { key: store.target(&keys.dump) });
+        }
+    };
+    if !op.succeeded() {
+        return Err(EngineError::ClickHouseFailed {
+            what: "BACKUP",
+            id,
+            status: op.status,
+            error: op.error,
+        }
+        .into());
+    }
+    tracing::info!(
+        files = op.num_files,
+        bytes = op.total_size,
+        "BACKUP_CREATED; checking it"
+    );
+
+    let metadata_bytes = server.read_object(&destination, &keys.checksum).await?;
+    let metadata = BackupMetadata::parse(&metadata_bytes)
+        .map_err(|problem| fail(&store.target(&keys.checksum), problem))?;
+    let objects = check_listing(store, &keys, &metadata, metadata_bytes.len() as u64).await?;
+    if let Some(required) = &retention {
+        lock_all(store, &objects, required).await?;
+    }
+    let tables = row_counts(&server, &destination, &keys.dump, &metadata).await?;
+
+    let metadata_sha256 = sha256_hex(&metadata_bytes);
+    let metadata_version = objects
+        .iter()
+        .find(|o| o.key == keys.checksum)
+        .and_then(|o| o.version_id.clone());
+    let size_bytes: u64 = objects.iter().map(|o| o.size).sum();
+    let finished_at = OffsetDateTime::now_utc();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        engine: Engine::Clickhouse,
+        release: config.release.clone(),
+        timestamp: timestamp.to_string(),
+        started_at: started,
+        finished_at,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        retention: retention.map(|r| ManifestRetention {
+            mode: r.mode,
+            retain_until: r.retain_until,
+        }),
+        objects: objects
+            .iter()
+            .map(|o| ManifestObject {
+                key: o.key.clone(),
+                version_id: o.version_id.clone(),
+                size_bytes: o.size,
+                sha256: (o.key == keys.checksum).then(|| metadata_sha256.clone()),
+            })
+            .collect(),
+        postgresql: None,
+        clickhouse: Some(ClickHouseDetails {
+            server_version: version.text.clone(),
+            backup_id: id,
+            scope: scope.describe(),
+            base_backup: base.as_ref().map(|(folder, _)| folder.clone()),
+            chain_length: base.as_ref().map_or(0, |(_, length)| *length),
+            metadata_key: keys.checksum.clone(),
+            metadata_sha256: metadata_sha256.clone(),
+            files: metadata.files.len() as u64,
+            total_size_bytes: metadata.files.iter().map(|f| f.size).sum(),
+            tables: tables.clone(),
+        }),
+    };
+    let manifest_bytes = manifest.to_bytes();
+    let manifest_sha256 = sha256_hex(&manifest_bytes);
+    if let Some(signer) = signer {
+        let signature = signer.sign(&manifest_bytes).to_bytes();
+        policy
+            .put(store, &keys.signature, signature, retention.as_ref())
+            .await?;
+    }
+    policy
+        .put(store, &keys.manifest, manifest_bytes, retention.as_ref())
+        .await?;
+    let report = BackupReport {
+        engine: Engine::Clickhouse,
+        release: config.release.clone(),
+        timestamp: timestamp.to_string(),
+        key: keys.dump.clone(),
+        version_id: metadata_version,
+        manifest_key: keys.manifest.clone(),
+        manifest_sha256,
+        signed: signer.is_some(),
+        size_bytes,
+        uncompressed_size_bytes: op.total_size.max(size_bytes),
+        sha256: metadata_sha256,
+        integrity: policy.integrity,
+        retain_until: retention.map(|r| r.retain_until),
+        duration_seconds: (finished_at - started).as_seconds_f64(),
+        tables: tables.len(),
+    };
+    tracing::info!(manifest = %report.manifest_key, objects = objects.len(),
+        size = report.size_bytes, seconds = report.duration_seconds, "backup complete");
+    Ok(report)
+}
+
+/// Every object `.backup` stores must be listed with its size and exactly one version; returns
+/// the folder's objects (`.backup` first, ClickHouse's deleted `.lock` left out).
+async fn check_listing<S: ObjectStore>(
+    store: &S,
+    keys: &BackupKeys,
+    metadata: &BackupMetadata,
+    metadata_size: u64,
+) -> Result<Vec<ObjectVersion>> {
+    let folder = &keys.dump;
+    let mut by_key: BTreeMap<String, Vec<ObjectVersion>> = BTreeMap::new();
+    for v in store.list_versions(folder).await? {
+        if v.key.starts_with(folder.as_str()) && !is_lock_file(folder, &v.key) {
+            by_key.entry(v.key.clone()).or_default().push(v);
+        }
+    }
+    if let Some((key, versions)) = by_key.iter().find(|(_, v)| v.len() > 1) {
+        return Err(fail(
+            &store.target(key),
+            format!(
+                "{} versions exist; a backup folder is written once. Something else writes here",
+                versions.len()
+            ),
+        ));
+    }
+    let mut expected = metadata.stored_objects();
+    expected.insert(layout::CLICKHOUSE_METADATA.to_owned(), metadata_size);
+    for (name, size) in &expected {
+        let key = format!("{folder}{name}");
+        match by_key.get(&key).and_then(|v| v.first()) {
+            None => {
+                return Err(fail(
+                    &store.target(&key),
+                    "listed in .backup but not in the bucket",
+                ));
+            }
+            Some(v) if v.size != *size => {
+                return Err(fail(
+                    &store.target(&key),
+                    format!("{} bytes stored, .backup says {size}", v.size),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut objects: Vec<ObjectVersion> = by_key.into_values().flatten().collect();
+    objects.sort_by_key(|o| (o.key != keys.checksum, o.key.clone()));
+    Ok(objects)
+}
+
+/// Checks every object's retention, setting it where the bucket default did not apply.
+async fn lock_all<S: ObjectStore>(
+    store: &S,
+    objects: &[ObjectVersion],
+    required: &Retention,
+) -> Result<()> {
+    let checks: Vec<_> = objects
+        .iter()
+        .map(|o| ensure_retention(store, &o.key, o.version_id.as_deref(), required))
+        .collect();
+    futures::stream::iter(checks)
+        .buffer_unordered(RETENTION_CONCURRENCY)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
+/// One backup of a chain: its folder, metadata and the row counts stored in it.
+struct Level {
+    folder: String,
+    metadata: BackupMetadata,
+    counts: BTreeMap<String, u64>,
+}
+
+/// The folder a recorded `base_backup` (e.g. `S3(collection, 'b/x/')`) points at.
+fn base_folder(recorded: &str, destination: &Destination) -> Option<String> {
+    let start = recorded.find('\'')? + 1;
+    let end = recorded.rfind('\'')?;
+    let quoted = recorded.get(start..end)?;
+    match destination {
+        Destination::Named(_) => Some(quoted.to_owned()),
+        Destination::Url(url) => quoted.strip_prefix(url.as_str()).map(str::to_owned),
+    }
+}
+
+/// Per-table row counts from each part's `count.txt`, found in this backup or along its base
+/// chain. Tables without parts have 0 rows; tables whose engine keeps no counts have none.
+async fn row_counts(
+    server: &ClickHouse,
+    destination: &Destination,
+    folder: &str,
+    metadata: &BackupMetadata,
+) -> Result<Vec<ClickHouseTable>> {
+    let mut chain = vec![Level {
+        folder: folder.to_owned(),
+        metadata: metadata.clone(),
+        counts: server.part_row_counts(destination, folder).await?,
+    }];
+    let mut tables: BTreeMap<(String, String), ClickHouseTable> = BTreeMap::new();
+    for (database, table) in metadata.tables() {
+        tables.insert(
+            (database.clone(), table.clone()),
+            ClickHouseTable {
+                database,
+                table,
+                rows: None,
+                parts: 0,
+            },
+        );
+    }
+    for (database, table, entry) in metadata.part_counts() {
+        let mut name = entry.name.clone();
+        let mut level = 0;
+        let rows = loop {
+            let here = &chain[level];
+            let Some(file) = here.metadata.file(&name) else {
+                return Err(fail(
+                    &format!("{}{name}", here.folder),
+                    "not listed in that backup's .backup, although an incremental backup \
+                     refers to it",
+                ));
+            };
+            if !file.in_base() {
+                break here.counts.get(file.stored_as()).copied().ok_or_else(|| {
+                    fail(
+                        &format!("{}{}", here.folder, file.stored_as()),
+                        "the part's row count could not be read",
+                    )
+                })?;
+            }
+            name = file.name.clone();
+            level += 1;
+            if level == chain.len() {
+                let recorded = here.metadata.base_backup.clone().unwrap_or_default();
+                let base = base_folder(&recorded, destination).ok_or_else(|| {
+                    fail(
+                        &format!("{}.backup", here.folder),
+                        format!("its base backup {recorded:?} is not in this bucket"),
+                    )
+                })?;
+                let bytes = server
+                    .read_object(
+                        destination,
+                        &format!("{base}{}", layout::CLICKHOUSE_METADATA),
+                    )
+                    .await?;
+                let metadata = BackupMetadata::parse(&bytes)
+                    .map_err(|p| fail(&format!("{base}.backup"), p))?;
+                let counts = server.part_row_counts(destination, &base).await?;
+                chain.push(Level {
+                    folder: base,
+                    metadata,
+                    counts,
+                });
+            }
+        };
+        let t = tables
+            .entry((database.clone(), table.clone()))
+            .or_insert_with(|| ClickHouseTable {
+                database,
+                table,
+                rows: None,
+                parts: 0,
+            });
+        t.rows = Some(t.rows.unwrap_or(0) + rows);
+        t.parts += 1;
+    }
+    // A MergeTree table without parts is empty; other engines keep no count.
+    for t in tables.values_mut() {
+        if t.rows.is_none() && is_mergetree_without_parts(metadata, t) {
+            t.rows = Some(0);
+        }
+    }
+    Ok(tables.into_values().collect())
+}
+
+/// No `data/<db>/<table>/` files at all: nothing was stored for the table, so it is empty.
+fn is_mergetree_without_parts(metadata: &BackupMetadata, table: &ClickHouseTable) -> bool {
+    let prefix = format!("data/{}/{}/", escape(&table.database), escape(&table.table));
+    !metadata.files.iter().any(|f| f.name.starts_with(&prefix))
+}
+
+/// ClickHouse's `escapeForFileName`.
+fn escape(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_folders_are_read_from_the_recorded_expression() {
+        let named = Destination::Named("nc".into());
+        assert_eq!(
+            base_folder("S3(nc, 'b/clickhouse/r/20261122T023000Z/')", &named).as_deref(),
+            Some("b/clickhouse/r/20261122T023000Z/")
+        );
+        let url = Destination::Url("https://bucket.s3.amazonaws.com/".into());
+        assert_eq!(
+            base_folder("S3('https://bucket.s3.amazonaws.com/b/x/')", &url).as_deref(),
+            Some("b/x/")
+        );
+        assert_eq!(base_folder("S3('https://other/b/x/')", &url), None);
+        assert_eq!(escape("my-table"), "my%2Dtable");
+    }
+}

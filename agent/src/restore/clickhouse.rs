@@ -1,0 +1,356 @@
+//! `strongroom restore --engine clickhouse`: verify every object, then ClickHouse's RESTORE,
+//! then validate.
+//!
+//! ClickHouse's RESTORE reads the newest version of each object and checks no checksums, so the
+//! agent proves first, with listings and the manifest, that what ClickHouse will read is exactly
+//! what was backed up: every object present at its pinned VersionId with its size and no newer
+//! version above it, `.backup` hashing to the manifest's digest, and the same for every backup
+//! of an incremental chain. Target tables must not hold data (unless `--force`). Then
+//! `RESTORE ... ASYNC` runs and is followed in `system.backups`; row counts are compared with the
+//! manifest's, and the configured SQL and HTTP checks run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::{Phases, RestoreOptions, RestoreReport};
+use crate::backup::clickhouse::destination;
+use crate::catalog::{self, FetchedManifest};
+use crate::config::Config;
+use crate::config::clickhouse::Login;
+use crate::engine::EngineError;
+use crate::engine::clickhouse::{self, ClickHouse, Scope};
+use crate::error::{Error, Result};
+use crate::layout::{self, Engine, SnapshotRef};
+use crate::manifest::ClickHouseDetails;
+use crate::signing::ManifestVerifier;
+use crate::store::{ObjectStore, ObjectVersion, read_small};
+use crate::validate::{self, CheckKind, CheckResult};
+
+/// `.backup` files are small; a bigger one is not ClickHouse's.
+const METADATA_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// The restore's login; options that only apply to PostgreSQL are refused.
+pub fn preflight(config: &Config, options: &RestoreOptions) -> Result<Login> {
+    let ch = config.clickhouse()?;
+    if options.database.is_some() {
+        return Err(Error::OptionNotForEngine {
+            option: "--database",
+            engine: "clickhouse",
+        });
+    }
+    if options.create {
+        return Err(Error::OptionNotForEngine {
+            option: "--create",
+            engine: "clickhouse",
+        });
+    }
+    Ok(ch.restore_login(&config.restore.clickhouse)?)
+}
+
+fn details(manifest: &FetchedManifest) -> Result<ClickHouseDetails> {
+    manifest
+        .manifest
+        .clickhouse
+        .clone()
+        .ok_or_else(|| Error::ManifestMismatch {
+            manifest: manifest.key.clone(),
+            problem: "it has no clickhouse section".into(),
+        })
+}
+
+/// The scope recorded in the manifest, as a RESTORE clause.
+fn recorded_scope(details: &ClickHouseDetails) -> Scope {
+    let pick = |prefix: &str| -> Vec<String> {
+        details
+            .scope
+            .iter()
+            .filter_map(|s| s.strip_prefix(prefix).map(str::to_owned))
+            .collect()
+    };
+    let (databases, tables) = (pick("database "), pick("table "));
+    if !tables.is_empty() {
+        Scope::Tables(tables)
+    } else if !databases.is_empty() {
+        Scope::Databases(databases)
+    } else {
+        Scope::All
+    }
+}
+
+/// Problems that make ClickHouse read other bytes than the manifest pins, for one backup.
+async fn check_backup<S: ObjectStore>(
+    store: &S,
+    manifest: &FetchedManifest,
+    folder: &str,
+) -> Result<Vec<String>> {
+    let details = details(manifest)?;
+    let mut listed: BTreeMap<String, Vec<ObjectVersion>> = BTreeMap::new();
+    for v in store.list_versions(folder).await? {
+        listed.entry(v.key.clone()).or_default().push(v);
+    }
+    let mut problems = Vec::new();
+    for object in &manifest.manifest.objects {
+        let versions = listed.get(&object.key).map(Vec::as_slice).unwrap_or(&[]);
+        let Some(pinned) = versions.iter().find(|v| v.version_id == object.version_id) else {
+            problems.push(format!(
+                "{} version {} is missing",
+                object.key,
+                object.version_id.as_deref().unwrap_or("(none)")
+            ));
+            continue;
+        };
+        if pinned.size != object.size_bytes {
+            problems.push(format!(
+                "{} is {} bytes, the manifest says {}",
+                object.key, pinned.size, object.size_bytes
+            ));
+        }
+        if !pinned.is_latest || versions.len() > 1 {
+            problems.push(format!(
+                "{} has {} version(s) besides the pinned {}; ClickHouse would read the newest",
+                object.key,
+                versions.len() - 1,
+                object.version_id.as_deref().unwrap_or("(none)")
+            ));
+        }
+    }
+    let metadata = manifest.object(&details.metadata_key)?;
+    let bytes = read_small(
+        store,
+        &details.metadata_key,
+        metadata.version_id.as_deref(),
+        METADATA_LIMIT,
+    )
+    .await?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if digest != details.metadata_sha256 {
+        problems.push(format!(
+            "{} hashes to {digest}, the manifest says {}",
+            details.metadata_key, details.metadata_sha256
+        ));
+    }
+    Ok(problems)
+}
+
+/// Checks the backup and every base it builds on, newest first; returns the chain's folders.
+async fn check_chain<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    verifier: Option<&ManifestVerifier>,
+    snapshot: &SnapshotRef,
+    manifest: &FetchedManifest,
+) -> Result<Vec<String>> {
+    let mut problems = check_backup(store, manifest, &snapshot.keys.dump).await?;
+    let mut chain = vec![snapshot.keys.dump.clone()];
+    let mut base = details(manifest)?.base_backup;
+    while let Some(folder) = base {
+        if chain.len() > 1000 {
+            problems.push("the base_backup chain is longer than 1000 links".into());
+            break;
+        }
+        let key = folder.trim_end_matches('/');
+        let base_snapshot = match layout::parse_snapshot(&config.s3.prefix, Engine::Clickhouse, key)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("base backup {folder}: {e}"));
+                break;
+            }
+        };
+        match catalog::fetch_manifest(store, &base_snapshot, verifier).await {
+            Ok(base_manifest) => {
+                problems.extend(check_backup(store, &base_manifest, &folder).await?);
+                base = details(&base_manifest)?.base_backup;
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "missing link in the chain: base backup {folder}: {e}"
+                ));
+                break;
+            }
+        }
+        chain.push(folder);
+    }
+    if problems.is_empty() {
+        Ok(chain)
+    } else {
+        Err(Error::RestoreRefused {
+            snapshot: snapshot.keys.dump.clone(),
+            problems: problems.join("; "),
+        })
+    }
+}
+
+/// Refuses tables that hold data, unless forced.
+async fn check_targets(
+    server: &ClickHouse,
+    details: &ClickHouseDetails,
+    force: bool,
+) -> Result<()> {
+    let mut full = Vec::new();
+    for t in &details.tables {
+        if let Some(rows) = server.table_rows(&t.database, &t.table).await?
+            && rows > 0
+        {
+            full.push(format!("{}.{} ({rows} rows)", t.database, t.table));
+        }
+    }
+    if full.is_empty() || force {
+        Ok(())
+    } else {
+        Err(Error::TablesNotEmpty {
+            tables: full.join(", "),
+        })
+    }
+}
+
+/// Row counts against the manifest, then the configured SQL checks.
+async fn validate_tables(
+    server: &ClickHouse,
+    details: &ClickHouseDetails,
+    config: &Config,
+) -> Result<Vec<CheckResult>> {
+    let mut checks = Vec::new();
+    for t in &details.tables {
+        let Some(expected) = t.rows else { continue };
+        let actual = server.table_rows(&t.database, &t.table).await?;
+        checks.push(CheckResult {
+            kind: CheckKind::RowCount,
+            name: format!("rows in {}.{}", t.database, t.table),
+            expected: expected.to_string(),
+            actual: actual.map_or("table missing".into(), |n| n.to_string()),
+            passed: actual == Some(expected),
+        });
+    }
+    for check in &config.restore.clickhouse.sql {
+        let (passed, actual) = match server.scalar(&check.query).await {
+            Ok(Some(value)) => (validate::meets(&check.expect, &value), value),
+            Ok(None) => (false, "no rows".into()),
+            Err(e) => (false, format!("query failed: {e}")),
+        };
+        checks.push(CheckResult {
+            kind: CheckKind::Sql,
+            name: check.name.clone(),
+            expected: validate::describe(&check.expect),
+            actual,
+            passed,
+        });
+    }
+    Ok(checks)
+}
+
+/// Restores `snapshot` into the configured ClickHouse server, validates it, stores the report.
+pub async fn restore_clickhouse<S: ObjectStore>(
+    config: &Config,
+    store: &S,
+    policy: &crate::locked_write::WritePolicy,
+    verifier: Option<&ManifestVerifier>,
+    snapshot: &SnapshotRef,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let login = preflight(config, options)?;
+    let ch = config.clickhouse()?;
+    let server = ClickHouse::new(&login);
+    let started_at = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let manifest = catalog::fetch_manifest(store, snapshot, verifier).await?;
+    let details = details(&manifest)?;
+    let (version, chain) = tokio::try_join!(
+        async { Ok::<_, Error>(server.require_backup_support().await?) },
+        check_chain(store, config, verifier, snapshot, &manifest),
+    )?;
+    check_targets(&server, &details, options.force).await?;
+    let download_seconds = started.elapsed().as_secs_f64();
+    let id = format!(
+        "strongroom-restore-{}-{}",
+        snapshot.timestamp,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let statement = clickhouse::restore_statement(
+        &recorded_scope(&details),
+        &destination(ch),
+        &snapshot.keys.dump,
+        &id,
+        options.force,
+    );
+    tracing::info!(snapshot = %snapshot.keys.dump, chain = chain.len(), server_version = %version.text,
+        signature = %manifest.signature, %statement, "objects match the manifest; ClickHouse restores");
+    server.execute("RESTORE", &statement).await?;
+    let op = server
+        .wait(
+            &id,
+            Duration::from_secs(ch.restore_timeout_seconds),
+            Duration::from_millis(ch.poll_interval_ms),
+            |_| {},
+        )
+        .await?;
+    if !op.succeeded() {
+        return Err(EngineError::ClickHouseFailed {
+            what: "RESTORE",
+            id,
+            status: op.status,
+            error: op.error,
+        }
+        .into());
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+
+    let validation_started = Instant::now();
+    let mut checks = validate_tables(&server, &details, config).await?;
+    let validation_seconds = validation_started.elapsed().as_secs_f64();
+    let smoke_started = Instant::now();
+    let v = &config.restore.validation;
+    checks.extend(
+        validate::http::http_checks(
+            &v.http,
+            Duration::from_secs(v.http_timeout_seconds),
+            Duration::from_secs(v.http_interval_seconds),
+        )
+        .await,
+    );
+    let smoke_seconds = smoke_started.elapsed().as_secs_f64();
+    let metadata = manifest.object(&details.metadata_key)?;
+    let size_bytes = manifest.manifest.objects.iter().map(|o| o.size_bytes).sum();
+    let passed = checks.iter().all(|c| c.passed);
+    let mut warnings = Vec::new();
+    if chain.len() > 1 {
+        warnings.push(format!(
+            "incremental backup: restored through {} base backup(s): {}",
+            chain.len() - 1,
+            chain[1..].join(", ")
+        ));
+    }
+    let mut report = RestoreReport {
+        format_version: 1,
+        engine: Engine::Clickhouse,
+        release: snapshot.release.clone(),
+        snapshot: snapshot.keys.dump.clone(),
+        version_id: metadata.version_id.clone(),
+        manifest_key: manifest.key.clone(),
+        manifest_sha256: manifest.sha256.clone(),
+        signature_summary: manifest.signature.to_string(),
+        signature: manifest.signature.clone(),
+        target_database: recorded_scope(&details).describe().join(", "),
+        expected_sha256: details.metadata_sha256.clone(),
+        actual_sha256: details.metadata_sha256.clone(),
+        size_bytes,
+        uncompressed_size_bytes: details.total_size_bytes,
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        phases: Phases {
+            download_seconds,
+            load_seconds,
+            validation_seconds,
+            smoke_seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+        },
+        checks,
+        warnings,
+        passed,
+        report_key: None,
+    };
+    report.report_key = Some(super::store_report(store, policy, config, snapshot, &report).await?);
+    Ok(report)
+}

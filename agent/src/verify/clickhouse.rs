@@ -29,23 +29,32 @@ pub(super) async fn check<S: ObjectStore>(
         return;
     };
     verdict.size_bytes = Some(manifest.manifest.objects.iter().map(|o| o.size_bytes).sum());
-    if let Some(base) = &details.base_backup {
-        let key = base.trim_end_matches('/');
-        let found = match layout::parse_snapshot(&config.s3.prefix, Engine::Clickhouse, key) {
-            Ok(snapshot) => catalog::fetch_manifest(store, &snapshot, verifier)
-                .await
-                .map(|_| ()),
+    // Every link of the chain down to the full backup must be there, complete and authentic.
+    let mut base = details.base_backup.clone();
+    let mut links = 0;
+    while let Some(folder) = base.take() {
+        links += 1;
+        let key = folder.trim_end_matches('/');
+        let fetched = match layout::parse_snapshot(&config.s3.prefix, Engine::Clickhouse, key) {
+            Ok(snapshot) => catalog::fetch_manifest(store, &snapshot, verifier).await,
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = found {
-            verdict.problems.push(format!(
-                "missing link in the chain: base backup {base}: {e}"
-            ));
-        } else {
-            verdict
-                .warnings
-                .push(format!("incremental: based on {base} (verify it too)"));
+        match fetched {
+            Ok(m) if links < 1000 => {
+                base = m.manifest.clickhouse.and_then(|d| d.base_backup);
+            }
+            Ok(_) => verdict
+                .problems
+                .push("the base_backup chain is longer than 1000 links".into()),
+            Err(e) => verdict.problems.push(format!(
+                "missing link in the chain: base backup {folder}: {e}"
+            )),
         }
+    }
+    if links > 0 && verdict.problems.is_empty() {
+        verdict.warnings.push(format!(
+            "incremental: {links} base backup(s) below it are present (verify them too)"
+        ));
     }
     if !deep || !verdict.problems.is_empty() {
         return;

@@ -19,7 +19,7 @@ on_each_s3!(
     sigterm_during_a_backup_aborts_its_upload,
 );
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,14 +28,14 @@ fn free_port() -> u16 {
 }
 
 /// A running `strongroom run`, killed if the test ends early.
-struct Agent {
+pub struct Agent {
     child: Child,
-    addr: String,
+    pub addr: String,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start(config: &Path, port: u16, log: PathBuf) -> Agent {
+    pub fn start(config: &Path, port: u16, log: PathBuf) -> Agent {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
             .args(["run", "--config"])
@@ -56,12 +56,12 @@ impl Agent {
         agent
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// A plain HTTP/1.1 request; (status, body). 0 when nothing answers.
-    fn request(&self, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    pub fn request(&self, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
         let Ok(mut stream) = TcpStream::connect(&self.addr) else {
             return (0, String::new());
         };
@@ -87,13 +87,13 @@ impl Agent {
         (status, body)
     }
 
-    fn status(&self) -> StatusDoc {
+    pub fn status(&self) -> StatusDoc {
         let (code, body) = self.request("GET", "/status", None);
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
     }
 
-    fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Agent) -> bool) {
+    pub fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Agent) -> bool) {
         let start = Instant::now();
         while start.elapsed() < limit {
             if done(self) {
@@ -105,7 +105,7 @@ impl Agent {
     }
 
     /// SIGTERM, then the exit status (within `limit`).
-    fn terminate(mut self, limit: Duration) -> ExitStatus {
+    pub fn terminate(mut self, limit: Duration) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let start = Instant::now();
@@ -123,7 +123,7 @@ impl Agent {
         }
     }
 
-    fn last_success(&self) -> Option<String> {
+    pub fn last_success(&self) -> Option<String> {
         self.status()
             .engines
             .values()
@@ -361,7 +361,7 @@ struct OwnPostgres {
 }
 
 impl OwnPostgres {
-    fn start() -> OwnPostgres {
+    pub fn start() -> OwnPostgres {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/harness/postgres.sh");
@@ -430,7 +430,7 @@ struct OwnMoto {
 }
 
 impl OwnMoto {
-    fn start(port: u16) -> OwnMoto {
+    pub fn start(port: u16) -> OwnMoto {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/harness/moto.sh");
         let out = Command::new(script)

@@ -1,6 +1,7 @@
 //! Integration tests, one binary, a module per area, against real servers (see `harness`).
 
 mod cli;
+mod clickhouse;
 mod daemon;
 mod harness;
 mod postgres_backup;

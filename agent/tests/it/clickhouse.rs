@@ -1,0 +1,617 @@
+//! ClickHouse against the real engine (chdb behind `e2e/harness/chdb_http.py`) and real S3
+//! servers: round trip with exact row counts and content checksums, incremental chains,
+//! tampered objects refused before ClickHouse reads them, failing BACKUPs leaving no manifest,
+//! the refusal of a server too old to back up (Debian's clickhouse-server 18.16), and the
+//! daemon running ClickHouse and PostgreSQL side by side.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strongroom::backup::{self, BackupReport};
+use strongroom::config::Config;
+use strongroom::error::Error;
+use strongroom::layout::Engine;
+use strongroom::locked_write::WritePolicy;
+use strongroom::manifest::Manifest;
+use strongroom::pipeline::Progress;
+use strongroom::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice};
+use strongroom::store::ObjectStore;
+use strongroom::store::s3::S3Store;
+use strongroom::verify::{self, Selection, Status};
+
+use crate::daemon::{Agent, free_port};
+use crate::harness::{self, S3Kind, TestId, env};
+use crate::on_each_s3;
+
+on_each_s3!(
+    clickhouse_round_trip_restores_exact_rows_and_content,
+    clickhouse_incremental_chain_round_trip,
+    clickhouse_tampered_objects_are_refused_before_restore,
+    clickhouse_failed_backup_leaves_no_manifest,
+);
+
+/// Runs SQL on the test ClickHouse (chdb) as the harness user; the result as TSV.
+async fn sql(query: &str) -> String {
+    sql_on(&env("STRONGROOM_TEST_CLICKHOUSE_URL"), query).await
+}
+
+async fn sql_on(url: &str, query: &str) -> String {
+    let password = std::fs::read_to_string(env("STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let client = clickhouse::Client::default()
+        .with_url(url)
+        .with_user(env("STRONGROOM_TEST_CLICKHOUSE_USER"))
+        .with_password(password)
+        .with_compression(clickhouse::Compression::None);
+    let bytes = client
+        .query(query)
+        .fetch_bytes("TabSeparated")
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The test's database and a named collection for its bucket (the server-side credentials
+/// an operator configures once).
+struct Fixture {
+    db: String,
+    collection: String,
+}
+
+async fn fixture(id: &TestId, bucket: &str) -> Fixture {
+    let db = id.database();
+    let collection = format!("nc_{db}");
+    sql(&format!("DROP DATABASE IF EXISTS {db} SYNC")).await;
+    sql(&format!("DROP NAMED COLLECTION IF EXISTS {collection}")).await;
+    sql(&format!(
+        "CREATE NAMED COLLECTION {collection} AS url = '{}/{bucket}/', \
+         access_key_id = '{}', secret_access_key = '{}'",
+        id.s3.endpoint(),
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY")
+    ))
+    .await;
+    sql(&format!("CREATE DATABASE {db}")).await;
+    Fixture { db, collection }
+}
+
+/// Several MergeTree tables (a Nullable, an Array, a partitioned table with several parts,
+/// an empty one) and `storage_records`.
+async fn load_tables(db: &str) {
+    for statement in [
+        format!(
+            "CREATE TABLE {db}.storage_records (id UInt64, body String, score Nullable(Float64), \
+             tags Array(String), created DateTime) ENGINE = MergeTree ORDER BY id"
+        ),
+        format!(
+            "INSERT INTO {db}.storage_records SELECT number, \
+             concat('record ', toString(number), ' ünïcødé'), \
+             if(number % 5 = 0, NULL, number / 7), arrayMap(x -> toString(x), range(number % 4)), \
+             toDateTime('2026-01-01 00:00:00') + number FROM numbers(20000)"
+        ),
+        format!(
+            "INSERT INTO {db}.storage_records SELECT 100000 + number, 'second part', NULL, [], \
+             toDateTime('2026-02-01 00:00:00') FROM numbers(777)"
+        ),
+        format!(
+            "CREATE TABLE {db}.events (day Date, kind LowCardinality(String), n UInt32) \
+             ENGINE = MergeTree PARTITION BY toYYYYMM(day) ORDER BY (day, kind)"
+        ),
+        format!(
+            "INSERT INTO {db}.events SELECT toDate('2026-01-01') + number % 90, \
+             ['a', 'b', 'c'][number % 3 + 1], number FROM numbers(9000)"
+        ),
+        format!("CREATE TABLE {db}.empty (x UInt8) ENGINE = MergeTree ORDER BY x"),
+    ] {
+        sql(&statement).await;
+    }
+}
+
+/// Per table: row count and a checksum over every column of every row.
+async fn fingerprint(db: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["storage_records", "events", "empty"] {
+        let line = sql(&format!(
+            "SELECT '{table}', count(), groupBitXor(cityHash64(*)) FROM {db}.{table}"
+        ))
+        .await;
+        out.push(line.trim().to_owned());
+    }
+    out
+}
+
+fn config_for(id: &TestId, bucket: &str, f: &Fixture, extra: &str) -> (String, Config) {
+    let yaml = format!(
+        "release: llama-mapper\n\
+         s3:\n  bucket: {bucket}\n  prefix: backups/{test}\n  endpoint: {endpoint}\n\
+         clickhouse:\n  url: {url}\n  user: {user}\n  password_file: {pw}\n  \
+         databases: [{db}]\n  named_collection: {collection}\n  poll_interval_ms: 100\n{extra}\
+         log:\n  format: text\n",
+        test = id.test.replace('_', "-"),
+        endpoint = id.s3.endpoint(),
+        url = env("STRONGROOM_TEST_CLICKHOUSE_URL"),
+        user = env("STRONGROOM_TEST_CLICKHOUSE_USER"),
+        pw = env("STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE"),
+        db = f.db,
+        collection = f.collection,
+    );
+    let config = harness::config(&yaml);
+    (yaml, config)
+}
+
+async fn run_backup(config: &Config, store: &Arc<S3Store>) -> Result<BackupReport, Error> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    backup::run_recorded(
+        config,
+        Engine::Clickhouse,
+        Arc::clone(store),
+        &Progress::default(),
+        &cancel,
+    )
+    .await
+}
+
+async fn run_restore(
+    config: &Config,
+    store: &Arc<S3Store>,
+    key: &str,
+    force: bool,
+) -> Result<RestoreReport, Error> {
+    let options = RestoreOptions {
+        database: None,
+        force,
+        create: false,
+    };
+    restore::clickhouse::preflight(config, &options)?;
+    let choice = SnapshotChoice::Key(key.to_owned());
+    let snapshot = restore::resolve_snapshot(&**store, config, Engine::Clickhouse, &choice).await?;
+    let policy = WritePolicy::prepare(&**store, &config.s3).await?;
+    restore::clickhouse::restore_clickhouse(config, &**store, &policy, None, &snapshot, &options)
+        .await
+}
+
+async fn manifest_of(store: &S3Store, report: &BackupReport) -> Manifest {
+    let bytes = strongroom::store::read_small(store, &report.manifest_key, None, 1 << 24)
+        .await
+        .unwrap();
+    Manifest::from_bytes(&report.manifest_key, &bytes).unwrap()
+}
+
+async fn verify_all(config: &Config, store: &S3Store, deep: bool) -> Vec<verify::Verdict> {
+    let selected = verify::select(store, config, Engine::Clickhouse, &Selection::All)
+        .await
+        .unwrap();
+    let mut verdicts = Vec::new();
+    for (snapshot, complete) in &selected {
+        verdicts.push(verify::verify_one(store, config, snapshot, *complete, None, deep).await);
+    }
+    verdicts
+}
+
+async fn clickhouse_round_trip_restores_exact_rows_and_content(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let before = fingerprint(&f.db).await;
+    let (_, config) = config_for(&id, &bucket, &f, "");
+
+    let report = run_backup(&config, &store).await.expect("backup succeeds");
+    assert!(report.key.ends_with('/'), "{}", report.key);
+    let manifest = manifest_of(&store, &report).await;
+    let details = manifest.clickhouse.clone().expect("clickhouse section");
+    assert_eq!(details.chain_length, 0);
+    assert!(details.base_backup.is_none());
+    let rows: Vec<(String, Option<u64>)> = details
+        .tables
+        .iter()
+        .map(|t| (t.table.clone(), t.rows))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("empty".to_owned(), Some(0)),
+            ("events".to_owned(), Some(9000)),
+            ("storage_records".to_owned(), Some(20777)),
+        ]
+    );
+    assert!(
+        details.tables.iter().any(|t| t.parts >= 3),
+        "partitioned table has several parts: {:?}",
+        details.tables
+    );
+    // Every object is pinned, sized, and carries the required retention.
+    assert!(manifest.objects.len() > 10, "{:?}", manifest.objects.len());
+    assert!(manifest.objects.iter().all(|o| o.version_id.is_some()));
+    assert!(!manifest.objects.iter().any(|o| o.key.ends_with("/.lock")));
+    let required = manifest.retention.clone().expect("locked");
+    for o in &manifest.objects {
+        let r = store
+            .retention(&o.key, o.version_id.as_deref())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} has no retention", o.key));
+        assert!(r.retain_until >= required.retain_until, "{}", o.key);
+    }
+    let verdicts = verify_all(&config, &store, true).await;
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].status, Status::Ok, "{:?}", verdicts[0].problems);
+    assert!(
+        verdicts[0]
+            .deep
+            .as_deref()
+            .unwrap()
+            .contains(".backup sha256 ok")
+    );
+
+    // Existing data is not overwritten without --force.
+    let e = run_restore(&config, &store, &report.key, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already hold data"), "{e}");
+
+    sql(&format!("DROP DATABASE {} SYNC", f.db)).await;
+    let restored = run_restore(&config, &store, &report.key, false)
+        .await
+        .expect("restore succeeds");
+    assert!(restored.passed, "{:?}", restored.checks);
+    assert_eq!(
+        restored
+            .checks
+            .iter()
+            .filter(|c| c.kind == strongroom::validate::CheckKind::RowCount)
+            .count(),
+        3
+    );
+    assert_eq!(fingerprint(&f.db).await, before);
+    assert!(
+        restored
+            .report_key
+            .unwrap()
+            .contains("/reports/clickhouse/")
+    );
+}
+
+async fn clickhouse_incremental_chain_round_trip(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let (_, config) = config_for(&id, &bucket, &f, "  full_every: 3\n");
+    let db = &f.db;
+
+    let full = run_backup(&config, &store).await.expect("full backup");
+    let mut states = vec![fingerprint(db).await];
+    let mut reports = vec![full];
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        sql(&format!(
+            "INSERT INTO {db}.storage_records SELECT 500000 + {round} * 1000 + number, \
+             'round {round}', {round}, ['r'], now() FROM numbers(100 + {round})"
+        ))
+        .await;
+        reports.push(run_backup(&config, &store).await.expect("backup"));
+        states.push(fingerprint(db).await);
+    }
+    let mut chain = Vec::new();
+    for r in &reports {
+        let details = manifest_of(&store, r).await.clickhouse.unwrap();
+        chain.push((details.chain_length, details.base_backup.clone()));
+    }
+    assert_eq!(chain[0], (0, None));
+    assert_eq!(chain[1], (1, Some(reports[0].key.clone())));
+    assert_eq!(chain[2], (2, Some(reports[1].key.clone())));
+    assert_eq!(chain[3], (0, None), "every 3rd backup is full again");
+    let incremental = manifest_of(&store, &reports[2]).await;
+    let full = manifest_of(&store, &reports[0]).await;
+    assert!(
+        incremental.objects.len() < full.objects.len(),
+        "the increment stores only new parts"
+    );
+    let records = |m: &Manifest| {
+        m.clickhouse
+            .as_ref()
+            .unwrap()
+            .tables
+            .iter()
+            .find(|t| t.table == "storage_records")
+            .unwrap()
+            .rows
+    };
+    assert_eq!(records(&incremental), Some(20777 + 100 + 101));
+
+    let verdicts = verify_all(&config, &store, true).await;
+    assert!(
+        verdicts.iter().all(|v| v.status == Status::Ok),
+        "{:?}",
+        verdicts.iter().map(|v| &v.problems).collect::<Vec<_>>()
+    );
+
+    sql(&format!("DROP DATABASE {db} SYNC")).await;
+    let restored = run_restore(&config, &store, &reports[2].key, false)
+        .await
+        .expect("restore through the chain");
+    assert!(restored.passed, "{:?}", restored.checks);
+    assert!(
+        restored
+            .warnings
+            .iter()
+            .any(|w| w.contains("2 base backup"))
+    );
+    assert_eq!(fingerprint(db).await, states[2]);
+
+    // A chain with a broken link is refused before ClickHouse is asked.
+    sql(&format!("DROP DATABASE {db} SYNC")).await;
+    let base_manifest = reports[0].manifest_key.clone();
+    store
+        .client()
+        .put_object()
+        .bucket(&bucket)
+        .key(&base_manifest)
+        .body(b"{}".to_vec().into())
+        .content_md5(base64_md5(b"{}"))
+        .send()
+        .await
+        .unwrap();
+    let e = run_restore(&config, &store, &reports[2].key, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("missing link"), "{e}");
+    assert!(e.to_string().contains(&reports[0].key), "{e}");
+    let tables = sql(&format!(
+        "SELECT count() FROM system.databases WHERE name = '{db}'"
+    ))
+    .await;
+    assert_eq!(tables.trim(), "0", "nothing restored");
+    let verdicts = verify_all(&config, &store, false).await;
+    let third = verdicts
+        .iter()
+        .find(|v| v.snapshot == reports[2].key)
+        .unwrap();
+    assert_eq!(third.status, Status::Failed);
+}
+
+fn base64_md5(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+}
+
+async fn clickhouse_tampered_objects_are_refused_before_restore(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let (_, config) = config_for(&id, &bucket, &f, "");
+    let report = run_backup(&config, &store).await.expect("backup");
+    let manifest = manifest_of(&store, &report).await;
+    sql(&format!("DROP DATABASE {} SYNC", f.db)).await;
+
+    // A new version under the same key: ClickHouse would read it instead of the backed-up one.
+    let altered = manifest
+        .objects
+        .iter()
+        .find(|o| o.key.ends_with("/data.bin"))
+        .expect("a data file")
+        .key
+        .clone();
+    let forged = b"not the original column data".to_vec();
+    store
+        .client()
+        .put_object()
+        .bucket(&bucket)
+        .key(&altered)
+        .content_md5(base64_md5(&forged))
+        .body(forged.into())
+        .send()
+        .await
+        .unwrap();
+    let e = run_restore(&config, &store, &report.key, false)
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("refused before ClickHouse was asked"),
+        "{text}"
+    );
+    assert!(text.contains(&altered), "{text}");
+    let dbs = sql(&format!(
+        "SELECT count() FROM system.databases WHERE name = '{}'",
+        f.db
+    ))
+    .await;
+    assert_eq!(dbs.trim(), "0", "ClickHouse restored nothing");
+
+    // A delete marker hides an object from ClickHouse: refused too.
+    let hidden = manifest
+        .objects
+        .iter()
+        .find(|o| o.key.ends_with("/count.txt"))
+        .unwrap()
+        .key
+        .clone();
+    store
+        .client()
+        .delete_object()
+        .bucket(&bucket)
+        .key(&hidden)
+        .send()
+        .await
+        .unwrap();
+    let e = run_restore(&config, &store, &report.key, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(&hidden), "{e}");
+    let verdicts = verify_all(&config, &store, false).await;
+    assert_eq!(
+        verdicts[0].status,
+        Status::Ok,
+        "pinned versions are still intact"
+    );
+    assert!(!verdicts[0].warnings.is_empty());
+}
+
+async fn clickhouse_failed_backup_leaves_no_manifest(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let broken = Fixture {
+        db: f.db.clone(),
+        collection: "no_such_collection".into(),
+    };
+    let (_, config) = config_for(&id, &bucket, &broken, "");
+    let e = run_backup(&config, &store).await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("no_such_collection"), "{text}");
+    assert!(
+        text.contains("BACKUP"),
+        "ClickHouse's own error text: {text}"
+    );
+    let listed = strongroom::list::list_backups(&*store, &config, Engine::Clickhouse)
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|b| !b.complete), "{listed:?}");
+    let manifests: Vec<_> = store
+        .list(&format!("{}/clickhouse/", config.s3.prefix))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.key.ends_with(".manifest.json"))
+        .collect();
+    assert!(manifests.is_empty(), "{manifests:?}");
+
+    // A BACKUP that ClickHouse reports failed (the database is gone) is reported with its text.
+    let (_, config) = config_for(&id, &bucket, &f, "");
+    sql(&format!("DROP DATABASE {} SYNC", f.db)).await;
+    let e = run_backup(&config, &store).await.unwrap_err();
+    assert!(e.to_string().contains(&f.db), "{e}");
+}
+
+fn write_config(dir: &std::path::Path, yaml: &str) -> PathBuf {
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_18_is_refused_with_versions_named() {
+    let id = TestId {
+        test: "clickhouse_18_is_refused",
+        s3: S3Kind::Rgw,
+    };
+    let old_url = env("STRONGROOM_TEST_CLICKHOUSE18_URL");
+    // The HTTP client against a real server binary.
+    assert_eq!(sql_on(&old_url, "SELECT version()").await.trim(), "18.16.1");
+    let (bucket, _store) = harness::bucket(&id, true).await;
+    let f = Fixture {
+        db: "app".into(),
+        collection: "backups_s3".into(),
+    };
+    let (yaml, _) = config_for(&id, &bucket, &f, "");
+    let yaml = yaml.replace(&env("STRONGROOM_TEST_CLICKHOUSE_URL"), &old_url);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["backup", "--engine", "clickhouse", "--config"])
+        .arg(write_config(dir.path(), &yaml))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "version 18.16.1",
+        "needs 22.8 or newer",
+        "Upgrade the server",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+
+    let port = free_port();
+    let daemon = format!(
+        "{yaml}daemon:\n  listen: 127.0.0.1:{port}\n  readiness_interval_seconds: 1\n  \
+         s3_check_interval_seconds: 1\n"
+    );
+    let agent = Agent::start(
+        &write_config(dir.path(), &daemon),
+        port,
+        dir.path().join("agent.log"),
+    );
+    agent.wait_for(
+        "readiness to name the version",
+        Duration::from_secs(20),
+        |a| {
+            let (code, body) = a.request("GET", "/readyz", None);
+            code == 503 && body.contains("18.16.1") && body.contains("22.8")
+        },
+    );
+    assert_eq!(agent.request("GET", "/healthz", None).0, 200);
+    let status = agent.status();
+    assert!(!status.clickhouse.ok);
+    assert!(
+        status.clickhouse.detail.contains("18.16.1"),
+        "{:?}",
+        status.clickhouse
+    );
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_runs_clickhouse_and_postgresql_side_by_side() {
+    let id = TestId {
+        test: "daemon_side_by_side",
+        s3: S3Kind::Rgw,
+    };
+    let pg_db = harness::fresh_database(&id.database()).await;
+    harness::load_sample(&pg_db).await;
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let (ch_yaml, _) = config_for(&id, &bucket, &f, "  schedule: \"*/2 * * * * *\"\n");
+    let ch_section: String = ch_yaml
+        .split_once("clickhouse:\n")
+        .map(|(_, rest)| format!("clickhouse:\n{}", rest.split_once("log:").unwrap().0))
+        .unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "{}{ch_section}daemon:\n  listen: 127.0.0.1:{port}\n  readiness_interval_seconds: 1\n  \
+         s3_check_interval_seconds: 1\n  retry_initial_seconds: 1\n  retry_max_seconds: 2\n",
+        harness::config_yaml(&id, &bucket, "", "  schedule: \"*/2 * * * * *\"\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(
+        &write_config(dir.path(), &yaml),
+        port,
+        dir.path().join("agent.log"),
+    );
+    agent.wait_for("a backup of each engine", Duration::from_secs(90), |a| {
+        let status = a.status();
+        [Engine::Postgresql, Engine::Clickhouse].iter().all(|e| {
+            status
+                .engines
+                .get(e)
+                .is_some_and(|d| d.last_success.is_some())
+        })
+    });
+    agent.wait_for("readiness", Duration::from_secs(10), |a| {
+        a.request("GET", "/readyz", None).0 == 200
+    });
+    let (_, metrics) = agent.request("GET", "/metrics", None);
+    for engine in ["postgresql", "clickhouse"] {
+        let needle =
+            format!("strongroom_backup_runs_total{{engine=\"{engine}\",result=\"success\"}}");
+        assert!(metrics.contains(&needle), "{needle}:\n{metrics}");
+    }
+    let status = agent.status();
+    let ch_key = status.engines[&Engine::Clickhouse]
+        .last_success
+        .clone()
+        .unwrap()
+        .key
+        .unwrap();
+    assert!(ch_key.contains("/clickhouse/llama-mapper/"), "{ch_key}");
+    assert!(agent.terminate(Duration::from_secs(60)).success());
+    let manifest = format!("{}.manifest.json", ch_key.trim_end_matches('/'));
+    assert_eq!(store.list_versions(&manifest).await.unwrap().len(), 1);
+}

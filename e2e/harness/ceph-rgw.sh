@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Start a single-node Ceph cluster (1 mon, 1 memstore OSD) and radosgw on 127.0.0.1.
-# Usage: ceph-rgw.sh DIR RGW_PORT ACCESS_KEY SECRET_KEY
+# Usage: ceph-rgw.sh DIR RGW_PORT ACCESS_KEY SECRET_KEY [UID:ACCESS:SECRET...]
+# The first user owns the test buckets; the others exist only to be granted access by bucket
+# policies (least-privilege tests: the ClickHouse server role, the writer, the reader).
 # Everything lives in DIR; stop it with `kill $(cat DIR/run/*.pid)`.
 set -euo pipefail
 dir=$1 port=$2 access=$3 secret=$4
+shift 4
 mkdir -p "$dir"/{mon,osd,run,log}
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 mon_port=$(free_port)
@@ -63,3 +66,8 @@ done
 [ -n "$up" ] || { echo "ceph-rgw.sh: radosgw did not answer on 127.0.0.1:$port" >&2; exit 1; }
 radosgw-admin -c "$conf" -n client.rgw --admin-socket="$dir/run/radosgw-admin.asok" user create --uid=strongroom --display-name=strongroom \
   --access-key="$access" --secret-key="$secret" >/dev/null
+for extra in "$@"; do
+  IFS=: read -r uid key secret_key <<<"$extra"
+  radosgw-admin -c "$conf" -n client.rgw --admin-socket="$dir/run/radosgw-admin.asok" user create \
+    --uid="$uid" --display-name="$uid" --access-key="$key" --secret-key="$secret_key" >/dev/null
+done

@@ -10,7 +10,9 @@
 #   STRONGROOM_TEST_CLICKHOUSE_URL (the chdb front end: ClickHouse 26.9 with BACKUP),
 #   STRONGROOM_TEST_CLICKHOUSE18_URL (Debian's clickhouse-server 18.16, too old to back up),
 #   STRONGROOM_TEST_CLICKHOUSE_USER, STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE (both servers),
-#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION.
+#   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (the bucket owner),
+#   STRONGROOM_TEST_RGW_{CLICKHOUSE,WRITER,READER}_{KEY,SECRET} (RGW users with no access of
+#   their own: uids clickhouse-server, backup-writer, restore-reader, for bucket policies).
 # A server that cannot start fails the run with its log; nothing is skipped.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -61,7 +63,14 @@ for server in $servers; do
       ;;
     rgw)
       port=$(free_port)
-      "$here/ceph-rgw.sh" "$work/rgw" "$port" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" || {
+      # Users that bucket policies grant access to, for the least-privilege tests.
+      export STRONGROOM_TEST_RGW_CLICKHOUSE_KEY=srchserver STRONGROOM_TEST_RGW_CLICKHOUSE_SECRET=srchserversecret
+      export STRONGROOM_TEST_RGW_WRITER_KEY=srwriter STRONGROOM_TEST_RGW_WRITER_SECRET=srwritersecret
+      export STRONGROOM_TEST_RGW_READER_KEY=srreader STRONGROOM_TEST_RGW_READER_SECRET=srreadersecret
+      "$here/ceph-rgw.sh" "$work/rgw" "$port" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" \
+        "clickhouse-server:$STRONGROOM_TEST_RGW_CLICKHOUSE_KEY:$STRONGROOM_TEST_RGW_CLICKHOUSE_SECRET" \
+        "backup-writer:$STRONGROOM_TEST_RGW_WRITER_KEY:$STRONGROOM_TEST_RGW_WRITER_SECRET" \
+        "restore-reader:$STRONGROOM_TEST_RGW_READER_KEY:$STRONGROOM_TEST_RGW_READER_SECRET" || {
         echo "with-servers: Ceph RGW failed to start; its logs:" >&2
         tail -n 50 "$work"/rgw/log/*.log >&2 2>/dev/null; exit 1; }
       export STRONGROOM_TEST_S3_RGW="http://127.0.0.1:$port"

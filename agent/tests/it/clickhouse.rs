@@ -615,3 +615,181 @@ async fn daemon_runs_clickhouse_and_postgresql_side_by_side() {
     let manifest = format!("{}.manifest.json", ch_key.trim_end_matches('/'));
     assert_eq!(store.list_versions(&manifest).await.unwrap().len(), 1);
 }
+
+/// The least privilege the ClickHouse server needs on `bucket` for backups under `prefix`:
+/// write, read (restores, incremental bases, the agent's checks through the server), list,
+/// abort its multipart uploads, and delete only its own `.lock` files. No version deletes, no
+/// governance bypass: on a versioned bucket the `.lock` delete only adds a delete marker.
+pub fn clickhouse_server_policy(bucket: &str, prefix: &str, principal: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ClickHouseBackupObjects",
+                "Effect": "Allow",
+                "Principal": {"AWS": [principal]},
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload",
+                           "s3:ListMultipartUploadParts"],
+                "Resource": [format!("arn:aws:s3:::{bucket}/{prefix}/clickhouse/*")]
+            },
+            {
+                "Sid": "ClickHouseList",
+                "Effect": "Allow",
+                "Principal": {"AWS": [principal]},
+                "Action": ["s3:ListBucket"],
+                "Resource": [format!("arn:aws:s3:::{bucket}")]
+            },
+            {
+                "Sid": "ClickHouseLockFileOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": [principal]},
+                "Action": ["s3:DeleteObject"],
+                // `*.lock`, not `*/.lock`: Ceph RGW 16 does not match the latter.
+                "Resource": [format!("arn:aws:s3:::{bucket}/{prefix}/clickhouse/*.lock")]
+            }
+        ]
+    })
+    .to_string()
+}
+
+/// An S3 client with the credentials of one of the harness's RGW policy users.
+async fn rgw_client_as(key_var: &str, secret_var: &str) -> aws_sdk_s3::Client {
+    let creds =
+        aws_sdk_s3::config::Credentials::new(env(key_var), env(secret_var), None, None, "test");
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(S3Kind::Rgw.endpoint())
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+fn denied<T, E: std::fmt::Debug>(result: Result<T, aws_sdk_s3::error::SdkError<E>>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    match result {
+        Ok(_) => false,
+        Err(e) => e.code() == Some("AccessDenied"),
+    }
+}
+
+/// On Ceph RGW, which enforces bucket policies: BACKUP succeeds with a server role that may
+/// delete nothing but `.lock` files, and that role cannot remove or hide backup data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_server_role_backs_up_but_cannot_delete() {
+    let id = TestId {
+        test: "clickhouse_least_privilege",
+        s3: S3Kind::Rgw,
+    };
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let prefix = format!("backups/{}", id.test.replace('_', "-"));
+    let mut policy: serde_json::Value = serde_json::from_str(&clickhouse_server_policy(
+        &bucket,
+        &prefix,
+        "arn:aws:iam:::user/clickhouse-server",
+    ))
+    .unwrap();
+    // RGW users are separate accounts: objects ClickHouse writes belong to its user, so the
+    // agent (the bucket owner here) needs a grant to check and set their retention, and this
+    // test's verify --deep reads `.backup`. On AWS, with ObjectOwnership BucketOwnerEnforced,
+    // the bucket's account owns every object and the agent's own IAM policy decides.
+    policy["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "Sid": "AgentChecksClickHouseObjects",
+            "Effect": "Allow",
+            "Principal": {"AWS": ["arn:aws:iam:::user/strongroom"]},
+            "Action": ["s3:GetObjectRetention", "s3:PutObjectRetention", "s3:GetObject",
+                       "s3:GetObjectVersion"],
+            "Resource": [format!("arn:aws:s3:::{bucket}/{prefix}/clickhouse/*")]
+        }));
+    let policy = policy.to_string();
+    store
+        .client()
+        .put_bucket_policy()
+        .bucket(&bucket)
+        .policy(&policy)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(e)));
+    let collection = format!("nc_{db}");
+    sql(&format!("DROP DATABASE IF EXISTS {db} SYNC")).await;
+    sql(&format!("DROP NAMED COLLECTION IF EXISTS {collection}")).await;
+    sql(&format!(
+        "CREATE NAMED COLLECTION {collection} AS url = '{}/{bucket}/', \
+         access_key_id = '{}', secret_access_key = '{}'",
+        S3Kind::Rgw.endpoint(),
+        env("STRONGROOM_TEST_RGW_CLICKHOUSE_KEY"),
+        env("STRONGROOM_TEST_RGW_CLICKHOUSE_SECRET"),
+    ))
+    .await;
+    sql(&format!("CREATE DATABASE {db}")).await;
+    load_tables(&db).await;
+    let f = Fixture { db, collection };
+    let (_, config) = config_for(&id, &bucket, &f, "");
+    let report = run_backup(&config, &store)
+        .await
+        .expect("BACKUP works with the least-privilege server role");
+    let manifest = manifest_of(&store, &report).await;
+
+    let server = rgw_client_as(
+        "STRONGROOM_TEST_RGW_CLICKHOUSE_KEY",
+        "STRONGROOM_TEST_RGW_CLICKHOUSE_SECRET",
+    )
+    .await;
+    let data = manifest
+        .objects
+        .iter()
+        .find(|o| o.key.ends_with("/data.bin"))
+        .unwrap();
+    // Hiding a backup object behind a delete marker: denied (only .lock may be deleted).
+    assert!(denied(
+        server
+            .delete_object()
+            .bucket(&bucket)
+            .key(&data.key)
+            .send()
+            .await
+    ));
+    // Deleting the data version itself: denied.
+    assert!(denied(
+        server
+            .delete_object()
+            .bucket(&bucket)
+            .key(&data.key)
+            .set_version_id(data.version_id.clone())
+            .send()
+            .await
+    ));
+    // Even the .lock file's data version cannot be deleted, only hidden.
+    let lock_key = format!("{}.lock", report.key);
+    let lock_versions = store.list_versions(&lock_key).await.unwrap();
+    assert!(!lock_versions.is_empty(), "ClickHouse wrote {lock_key}");
+    assert!(denied(
+        server
+            .delete_object()
+            .bucket(&bucket)
+            .key(&lock_key)
+            .set_version_id(lock_versions[0].version_id.clone())
+            .send()
+            .await
+    ));
+    // Outside its prefix it can do nothing.
+    assert!(denied(
+        server
+            .put_object()
+            .bucket(&bucket)
+            .key("elsewhere/x")
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+    ));
+    let verdicts = verify_all(&config, &store, true).await;
+    assert_eq!(verdicts[0].status, Status::Ok, "{:?}", verdicts[0].problems);
+}

@@ -666,9 +666,9 @@ async fn rgw_client_as(key_var: &str, secret_var: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
-fn denied<T, E: std::fmt::Debug>(result: Result<T, aws_sdk_s3::error::SdkError<E>>) -> bool
+fn denied<T, E>(result: Result<T, aws_sdk_s3::error::SdkError<E>>) -> bool
 where
-    E: aws_sdk_s3::error::ProvideErrorMetadata,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
 {
     use aws_sdk_s3::error::ProvideErrorMetadata as _;
     match result {

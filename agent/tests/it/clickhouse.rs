@@ -322,6 +322,22 @@ async fn clickhouse_incremental_chain_round_trip(id: TestId) {
             .rows
     };
     assert_eq!(records(&incremental), Some(20777 + 100 + 101));
+    // The increment names its base by collection, with no credential in the metadata that
+    // Object Lock keeps for years.
+    let metadata = harness::download(
+        store.client(),
+        &bucket,
+        &format!("{}.backup", reports[2].key),
+        None,
+    )
+    .await;
+    let metadata = String::from_utf8(metadata).unwrap();
+    assert!(
+        metadata.contains(&format!("<base_backup>S3({}, ", f.collection)),
+        "{metadata}"
+    );
+    assert!(!metadata.contains(&env("AWS_SECRET_ACCESS_KEY")));
+    assert!(!metadata.contains(&env("AWS_ACCESS_KEY_ID")));
 
     let verdicts = verify_all(&config, &store, true).await;
     assert!(

@@ -41,10 +41,13 @@ demo: deps
 	cargo build --bin strongroom
 	SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/demo.sh target/debug/strongroom
 
-## The benchmark of issue 2 (not a test): strongroom vs pg_dump|gzip|aws s3 cp vs pigz.
+## The benchmark (not a test): backup/restore vs pg_dump|gzip|aws s3 cp, pigz and gunzip|psql; the
+## agent under HTTP load; ClickHouse backup through the agent vs the same BACKUP run directly.
 bench: deps
 	cargo build --release --bin strongroom
 	SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/bench/bench.sh target/release/strongroom
+	RGW_MEMSTORE_BYTES=15032385536 SERVERS="rgw clickhouse" \
+	  e2e/harness/with-servers.sh e2e/bench/clickhouse.sh target/release/strongroom
 
 clean:
 	cargo clean

@@ -272,7 +272,25 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
         detail,
         manifest_sha256,
     };
-    let policy = match WritePolicy::prepare(&*store, &config.s3).await {
+    let (policy, clickhouse_run) = match engine {
+        Engine::Postgresql => (WritePolicy::prepare(&*store, &config.s3).await, None),
+        Engine::Clickhouse => {
+            // An unprotected bucket is refused before ClickHouse writes anything; the integrity
+            // probe then runs while the server is already backing up.
+            let s3 = &config.s3;
+            match crate::lock::require_protection(&*store, &s3.bucket, &s3.object_lock).await {
+                Err(e) => (Err(e), None),
+                Ok(_) => {
+                    let (policy, run) = tokio::join!(
+                        WritePolicy::prepare(&*store, s3),
+                        clickhouse::start(config, &*store)
+                    );
+                    (policy, Some(run))
+                }
+            }
+        }
+    };
+    let policy = match policy {
         Ok(policy) => policy,
         Err(e) => {
             let draft = event(None, Outcome::Failure, e.to_string(), None);
@@ -280,8 +298,8 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
             return Err(e);
         }
     };
-    let result = match engine {
-        Engine::Postgresql => {
+    let result = match clickhouse_run {
+        None => {
             backup_postgres(
                 config,
                 Arc::clone(&store),
@@ -292,10 +310,11 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
             )
             .await
         }
-        Engine::Clickhouse => {
-            clickhouse::backup_clickhouse(
+        Some(Ok(run)) => {
+            clickhouse::finish(
                 config,
                 &*store,
+                run,
                 &policy,
                 signer.as_ref(),
                 progress,
@@ -303,6 +322,7 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
             )
             .await
         }
+        Some(Err(e)) => Err(e),
     };
     let draft = match &result {
         Ok(r) => event(

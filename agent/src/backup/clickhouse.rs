@@ -22,7 +22,7 @@ use crate::config::clickhouse::Login;
 use crate::config::{ClickHouseConfig, Config};
 use crate::engine::EngineError;
 use crate::engine::clickhouse::metadata::BackupMetadata;
-use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope};
+use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope, ServerVersion};
 use crate::error::{Error, Result};
 use crate::layout::{self, BackupKeys, Engine, Timestamp};
 use crate::locked_write::WritePolicy;
@@ -116,15 +116,22 @@ async fn choose_base<S: ObjectStore>(
     (length < ch.full_every).then_some((latest.keys.dump, length))
 }
 
-/// Runs one ClickHouse backup now, writing under `policy`; `signer` signs the manifest.
-pub async fn backup_clickhouse<S: ObjectStore>(
-    config: &Config,
-    store: &S,
-    policy: &WritePolicy,
-    signer: Option<&ManifestSigner>,
-    progress: &Progress,
-    cancel: &CancellationToken,
-) -> Result<BackupReport> {
+/// A BACKUP the server is running.
+pub struct Started {
+    server: ClickHouse,
+    version: ServerVersion,
+    started: OffsetDateTime,
+    timestamp: Timestamp,
+    keys: BackupKeys,
+    destination: Destination,
+    scope: Scope,
+    base: Option<(String, u32)>,
+    id: String,
+}
+
+/// Checks the server and the destination, then starts `BACKUP ... ASYNC`. Needs no write
+/// policy, so callers may prepare one meanwhile.
+pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started> {
     let (ch, login) = preflight(config)?;
     let server = ClickHouse::new(&login);
     let started = OffsetDateTime::now_utc();
@@ -142,7 +149,6 @@ pub async fn backup_clickhouse<S: ObjectStore>(
     let destination = destination(ch);
     let scope = scope(ch);
     let base = choose_base(config, ch, store, &server, &destination).await;
-    let retention = policy.retention_from(started);
     let id = format!(
         "strongroom-{}-{timestamp}-{}",
         config.release,
@@ -158,6 +164,55 @@ pub async fn backup_clickhouse<S: ObjectStore>(
     tracing::info!(folder = %keys.dump, server_version = %version.text, %statement,
         "ClickHouse backup started");
     server.execute("BACKUP", &statement).await?;
+    Ok(Started {
+        server,
+        version,
+        started,
+        timestamp,
+        keys,
+        destination,
+        scope,
+        base,
+        id,
+    })
+}
+
+/// Runs one ClickHouse backup now, writing under `policy`; `signer` signs the manifest.
+pub async fn backup_clickhouse<S: ObjectStore>(
+    config: &Config,
+    store: &S,
+    policy: &WritePolicy,
+    signer: Option<&ManifestSigner>,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    let started = start(config, store).await?;
+    finish(config, store, started, policy, signer, progress, cancel).await
+}
+
+/// Waits for a started BACKUP, proves it complete and locked, and writes the manifest.
+pub async fn finish<S: ObjectStore>(
+    config: &Config,
+    store: &S,
+    run: Started,
+    policy: &WritePolicy,
+    signer: Option<&ManifestSigner>,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    let ch = config.clickhouse()?;
+    let Started {
+        server,
+        version,
+        started,
+        timestamp,
+        keys,
+        destination,
+        scope,
+        base,
+        id,
+    } = run;
+    let retention = policy.retention_from(started);
     let wait = server.wait(
         &id,
         Duration::from_secs(ch.backup_timeout_seconds),
@@ -185,14 +240,22 @@ pub async fn backup_clickhouse<S: ObjectStore>(
         "BACKUP_CREATED; checking it"
     );
 
-    let metadata_bytes = server.read_object(&destination, &keys.checksum).await?;
+    let (metadata_bytes, listed) = tokio::try_join!(
+        async { Ok::<_, Error>(server.read_object(&destination, &keys.checksum).await?) },
+        async { Ok(store.list_versions(&keys.dump).await?) },
+    )?;
     let metadata = BackupMetadata::parse(&metadata_bytes)
         .map_err(|problem| fail(&store.target(&keys.checksum), problem))?;
-    let objects = check_listing(store, &keys, &metadata, metadata_bytes.len() as u64).await?;
-    if let Some(required) = &retention {
-        lock_all(store, &objects, required).await?;
-    }
-    let tables = row_counts(&server, &destination, &keys.dump, &metadata).await?;
+    let objects = check_listing(store, &keys, listed, &metadata, metadata_bytes.len() as u64)?;
+    let ((), tables) = tokio::try_join!(
+        async {
+            match &retention {
+                Some(required) => lock_all(store, &objects, required).await,
+                None => Ok(()),
+            }
+        },
+        row_counts(&server, &destination, &keys.dump, &metadata),
+    )?;
 
     let metadata_sha256 = sha256_hex(&metadata_bytes);
     let metadata_version = objects
@@ -271,15 +334,16 @@ pub async fn backup_clickhouse<S: ObjectStore>(
 
 /// Every object `.backup` stores must be listed with its size and exactly one version; returns
 /// the folder's objects (`.backup` first, ClickHouse's deleted `.lock` left out).
-async fn check_listing<S: ObjectStore>(
+fn check_listing<S: ObjectStore>(
     store: &S,
     keys: &BackupKeys,
+    listed: Vec<ObjectVersion>,
     metadata: &BackupMetadata,
     metadata_size: u64,
 ) -> Result<Vec<ObjectVersion>> {
     let folder = &keys.dump;
     let mut by_key: BTreeMap<String, Vec<ObjectVersion>> = BTreeMap::new();
-    for v in store.list_versions(folder).await? {
+    for v in listed {
         if v.key.starts_with(folder.as_str()) && !is_lock_file(folder, &v.key) {
             by_key.entry(v.key.clone()).or_default().push(v);
         }

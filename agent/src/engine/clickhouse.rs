@@ -310,8 +310,9 @@ impl ClickHouse {
         ))
     }
 
-    /// Polls operation `id` every `poll` until it ends or `timeout` passes; `seen` gets each
-    /// state (for progress).
+    /// Polls operation `id` until it ends or `timeout` passes, first after 25 ms, then doubling
+    /// up to every `poll` (short operations end promptly, long ones cost few queries); `seen`
+    /// gets each state (for progress).
     pub async fn wait(
         &self,
         id: &str,
@@ -320,6 +321,7 @@ impl ClickHouse {
         mut seen: impl FnMut(&Operation),
     ) -> Result<Operation, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_millis(25).min(poll);
         loop {
             if let Some(op) = self.operation(id).await? {
                 seen(&op);
@@ -333,7 +335,8 @@ impl ClickHouse {
                     seconds: timeout.as_secs(),
                 });
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(poll);
         }
     }
 

@@ -2,9 +2,11 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
+VENV_CHECKOV := .venv-checkov
+VENV_LOCALSTACK := .venv-localstack
 PYTHON ?= python3
 
-.PHONY: all build deps lint unit test demo bench clean
+.PHONY: all build deps tf-deps lint unit test tf-check demo bench clean
 
 all: build
 
@@ -21,6 +23,22 @@ $(VENV)/.installed: e2e/harness/requirements.txt
 	$(VENV)/bin/pip install --quiet -r e2e/harness/requirements.txt
 	touch $@
 
+## checkov and LocalStack, each in its own venv (their pins conflict with moto's; LocalStack needs
+## Python 3.13).
+tf-deps: $(VENV_CHECKOV)/.installed $(VENV_LOCALSTACK)/.installed
+
+$(VENV_CHECKOV)/.installed: e2e/harness/requirements-checkov.txt
+	rm -rf $(VENV_CHECKOV)
+	$(PYTHON) -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/pip install --quiet -r e2e/harness/requirements-checkov.txt
+	touch $@
+
+$(VENV_LOCALSTACK)/.installed: e2e/harness/requirements-localstack.txt
+	rm -rf $(VENV_LOCALSTACK)
+	"$$(e2e/harness/python313.sh)" -m venv $(VENV_LOCALSTACK)
+	$(VENV_LOCALSTACK)/bin/pip install --quiet -r e2e/harness/requirements-localstack.txt
+	touch $@
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -34,6 +52,13 @@ unit:
 test: deps lint
 	cargo build --workspace --all-targets
 	e2e/harness/with-servers.sh cargo test --workspace --no-fail-fast
+	$(MAKE) tf-check
+
+## The Terraform module: fmt, validate, terraform test, checkov, apply against LocalStack, and its
+## role policies proven on Ceph RGW with real requests (e2e/terraform/check.sh).
+tf-check: deps tf-deps
+	cargo build --bin strongroom
+	SERVERS="postgres rgw localstack" e2e/harness/with-servers.sh e2e/terraform/check.sh target/debug/strongroom
 
 ## A local PostgreSQL with sample data and a local Ceph RGW with an Object-Lock bucket; one
 ## backup, the listing, and the manifest.

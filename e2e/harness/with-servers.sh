@@ -7,6 +7,7 @@
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
 #   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
 #   STRONGROOM_TEST_VENV (for tests that start their own moto),
+#   STRONGROOM_TEST_S3_LOCALSTACK (only when SERVERS names localstack; venv .venv-localstack),
 #   STRONGROOM_TEST_CLICKHOUSE_URL (the chdb front end: ClickHouse 26.9 with BACKUP),
 #   STRONGROOM_TEST_CLICKHOUSE18_URL (Debian's clickhouse-server 18.16, too old to back up),
 #   STRONGROOM_TEST_CLICKHOUSE_USER, STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE (both servers),
@@ -31,11 +32,12 @@ stop() {
       "$(pg_config --bindir)/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1
     fi
   fi
-  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid; do
+  pidfiles=("$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid "$work"/localstack/localstack.pid)
+  for pidfile in "${pidfiles[@]}"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
   done
   sleep 0.5
-  for pidfile in "$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid; do
+  for pidfile in "${pidfiles[@]}"; do
     [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
   done
   if [ -n "${KEEP_SERVER_LOGS:-}" ]; then echo "server logs kept in $work" >&2; else rm -rf "$work"; fi
@@ -107,7 +109,13 @@ for server in $servers; do
         tail -n 50 "$work"/ch18/log/*.log >&2 2>/dev/null; exit 1; }
       export STRONGROOM_TEST_CLICKHOUSE18_URL="http://127.0.0.1:$port"
       ;;
-    *) echo "with-servers: unknown server '$server' (known: postgres rgw moto clickhouse clickhouse18)" >&2; exit 64 ;;
+    localstack)
+      port=$(free_port)
+      "$here/localstack.sh" "$work/localstack" "$port" "${LOCALSTACK_VENV:-.venv-localstack}" || {
+        echo "with-servers: LocalStack failed to start" >&2; exit 1; }
+      export STRONGROOM_TEST_S3_LOCALSTACK="http://127.0.0.1:$port"
+      ;;
+    *) echo "with-servers: unknown server '$server' (known: postgres rgw moto clickhouse clickhouse18 localstack)" >&2; exit 64 ;;
   esac
   echo "with-servers: $server up in $(( ($(date +%s%N) - started) / 1000000 )) ms" >&2
 done

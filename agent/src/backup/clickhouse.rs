@@ -348,20 +348,32 @@ fn check_listing<S: ObjectStore>(
             by_key.entry(v.key.clone()).or_default().push(v);
         }
     }
-    if let Some((key, versions)) = by_key.iter().find(|(_, v)| v.len() > 1) {
-        return Err(fail(
-            &store.target(key),
-            format!(
-                "{} versions exist; a backup folder is written once. Something else writes here",
-                versions.len()
-            ),
-        ));
+    // ClickHouse retries a failed or slow upload, and on a versioned bucket each attempt is a
+    // version: the newest is the one RESTORE reads, so it is the one pinned. A key whose newest
+    // entry is a delete marker has no current version at all.
+    let mut current: BTreeMap<String, ObjectVersion> = BTreeMap::new();
+    for (key, versions) in by_key {
+        let count = versions.len();
+        let Some(newest) = versions.into_iter().find(|v| v.is_latest) else {
+            return Err(fail(
+                &store.target(&key),
+                "hidden by a delete marker right after the BACKUP: something deletes here",
+            ));
+        };
+        if count > 1 {
+            tracing::warn!(
+                key,
+                versions = count,
+                "ClickHouse wrote this file more than once (a retried upload); pinning the newest"
+            );
+        }
+        current.insert(key, newest);
     }
     let mut expected = metadata.stored_objects();
     expected.insert(layout::CLICKHOUSE_METADATA.to_owned(), metadata_size);
     for (name, size) in &expected {
         let key = format!("{folder}{name}");
-        match by_key.get(&key).and_then(|v| v.first()) {
+        match current.get(&key) {
             None => {
                 return Err(fail(
                     &store.target(&key),
@@ -377,7 +389,7 @@ fn check_listing<S: ObjectStore>(
             Some(_) => {}
         }
     }
-    let mut objects: Vec<ObjectVersion> = by_key.into_values().flatten().collect();
+    let mut objects: Vec<ObjectVersion> = current.into_values().collect();
     objects.sort_by_key(|o| (o.key != keys.checksum, o.key.clone()));
     Ok(objects)
 }

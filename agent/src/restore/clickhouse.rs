@@ -107,11 +107,12 @@ async fn check_backup<S: ObjectStore>(
                 object.key, pinned.size, object.size_bytes
             ));
         }
-        if !pinned.is_latest || versions.len() > 1 {
+        // Older versions (an upload ClickHouse retried) are harmless: it reads the newest.
+        if !pinned.is_latest {
             problems.push(format!(
-                "{} has {} version(s) besides the pinned {}; ClickHouse would read the newest",
+                "{} has a newer version or a delete marker above the pinned {}; ClickHouse \
+                 would read that instead",
                 object.key,
-                versions.len() - 1,
                 object.version_id.as_deref().unwrap_or("(none)")
             ));
         }

@@ -146,8 +146,13 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 resource "aws_s3_bucket_policy" "this" {
   bucket = aws_s3_bucket.this.id
   policy = local.bucket_policy_json
-  # The public access block must exist first, or S3 may evaluate the policy as public.
-  depends_on = [aws_s3_bucket_public_access_block.this]
+  # After the settings the policy then protects (it denies changing versioning and the lock
+  # configuration), and after the public access block, or S3 may judge the policy public.
+  depends_on = [
+    aws_s3_bucket_public_access_block.this,
+    aws_s3_bucket_versioning.this,
+    aws_s3_bucket_object_lock_configuration.this,
+  ]
 }
 
 locals {

@@ -1,0 +1,133 @@
+"""The module's role policies, proven with real requests on Ceph RGW (which enforces bucket
+policies).
+
+RGW has no IAM roles, so each identity policy from `terraform output` is granted to an RGW user
+through a bucket policy (the same statements with a Principal). Then:
+- backup-writer runs `strongroom backup` (the agent and the policy agree: everything the
+  backup path does, upload, read-back, retention, audit, is allowed), and cannot delete,
+  hide, read, or bypass retention; an overwrite only adds a version, the old one stays locked;
+- restore-reader (reader + reporter policies) runs `strongroom verify --deep` and reads the
+  backup, and cannot write backup data or delete anything.
+
+Usage: rgw_policies.py OUTPUTS_JSON STRONGROOM CONFIG_TEMPLATE
+Env: STRONGROOM_TEST_S3_RGW, AWS_ACCESS_KEY_ID/SECRET (bucket owner),
+     STRONGROOM_TEST_RGW_{WRITER,READER}_{KEY,SECRET}
+"""
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import boto3
+from botocore.exceptions import ClientError
+
+outputs_path, strongroom, config_template = sys.argv[1:4]
+outputs = {k: v["value"] for k, v in json.load(open(outputs_path)).items()}
+endpoint = os.environ["STRONGROOM_TEST_S3_RGW"]
+bucket = "sr-tf-policies-" + uuid.uuid4().hex[:8]
+prefix = "backups/llama-mapper"
+
+
+def client(key=None, secret=None):
+    kwargs = {} if key is None else {"aws_access_key_id": key, "aws_secret_access_key": secret}
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **kwargs)
+
+
+owner = client()
+writer_creds = (os.environ["STRONGROOM_TEST_RGW_WRITER_KEY"], os.environ["STRONGROOM_TEST_RGW_WRITER_SECRET"])
+reader_creds = (os.environ["STRONGROOM_TEST_RGW_READER_KEY"], os.environ["STRONGROOM_TEST_RGW_READER_SECRET"])
+writer, reader = client(*writer_creds), client(*reader_creds)
+
+
+def granted(policy_json, user):
+    """The identity policy's statements, re-targeted at this bucket and granted to an RGW user."""
+    statements = []
+    for s in json.loads(policy_json)["Statement"]:
+        if any(a.startswith("kms:") for a in s["Action"]):
+            continue
+        s = dict(s, Principal={"AWS": [f"arn:aws:iam:::user/{user}"]})
+        s["Resource"] = [r.replace(f":::{outputs['bucket_name']}", f":::{bucket}") for r in s["Resource"]]
+        s["Sid"] = (s.get("Sid", "") + user.replace("-", "")).replace("_", "")
+        statements.append(s)
+    return statements
+
+
+owner.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+owner.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+    "ObjectLockEnabled": "Enabled",
+    "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Years": 7}}})
+policy = {"Version": "2012-10-17", "Statement":
+          granted(outputs["writer_policy_json"], "backup-writer")
+          + granted(outputs["reader_policy_json"], "restore-reader")
+          + granted(outputs["reporter_policy_json"], "restore-reader")}
+owner.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+def run(args, creds):
+    config = open(config_template).read()
+    config = config.replace(config.split("bucket: ")[1].split("\n")[0], bucket, 1)
+    config = config.replace(config.split("endpoint: ")[1].split("\n")[0], endpoint, 1)
+    path = os.path.join(os.path.dirname(outputs_path), f"rgw-{uuid.uuid4().hex[:6]}.yaml")
+    open(path, "w").write(config)
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=creds[0], AWS_SECRET_ACCESS_KEY=creds[1])
+    env.pop("RUST_LOG", None)
+    done = subprocess.run([strongroom, *args, "--config", path], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"strongroom {' '.join(args)} failed under the module's policy:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def denied(what, call):
+    try:
+        call()
+    except ClientError as e:
+        code = e.response["Error"]["Code"]
+        if code == "AccessDenied":
+            print(f"  denied as it must be: {what}")
+            return
+        sys.exit(f"{what}: expected AccessDenied, got {code}")
+    sys.exit(f"{what}: allowed, but the policy must deny it")
+
+
+print(f"writer (backup-writer, writer_policy_json) on s3://{bucket}:")
+out = run(["backup", "--engine", "postgresql"], writer_creds)
+print("  " + out.strip().splitlines()[0])
+dump_key = out.split("backup complete: ")[1].split(" ")[0]
+versions = owner.list_object_versions(Bucket=bucket, Prefix=dump_key)["Versions"]
+dump_version = versions[0]["VersionId"]
+denied("DeleteObject (a delete marker) on the dump",
+       lambda: writer.delete_object(Bucket=bucket, Key=dump_key))
+denied("DeleteObject of the dump's version",
+       lambda: writer.delete_object(Bucket=bucket, Key=dump_key, VersionId=dump_version))
+denied("GetObject of the dump (reading backup data)",
+       lambda: writer.get_object(Bucket=bucket, Key=dump_key))
+denied("shortening retention with x-amz-bypass-governance-retention",
+       lambda: writer.put_object_retention(
+           Bucket=bucket, Key=dump_key, VersionId=dump_version, BypassGovernanceRetention=True,
+           Retention={"Mode": "GOVERNANCE", "RetainUntilDate": "2027-01-01T00:00:00Z"}))
+denied("PutObject outside the prefix",
+       lambda: writer.put_object(Bucket=bucket, Key="elsewhere/x", Body=b"x"))
+# An overwrite is a new version; the backed-up version stays, locked, and is what the manifest pins.
+import base64, hashlib
+body = b"overwrite attempt"
+writer.put_object(Bucket=bucket, Key=dump_key, Body=body,
+                  ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode())
+after = owner.list_object_versions(Bucket=bucket, Prefix=dump_key)["Versions"]
+assert any(v["VersionId"] == dump_version for v in after), "the original version must remain"
+retention = owner.get_object_retention(Bucket=bucket, Key=dump_key, VersionId=dump_version)["Retention"]
+print(f"  overwrite added a version; the original {dump_version} remains, {retention['Mode']} until "
+      f"{retention['RetainUntilDate']}")
+
+print("reader (restore-reader, reader_policy_json + reporter_policy_json):")
+verify = run(["verify", "--engine", "postgresql", "--all", "--deep"], reader_creds)
+print("  " + verify.strip().splitlines()[0])
+assert verify.startswith("OK"), verify
+reader.get_object(Bucket=bucket, Key=dump_key, VersionId=dump_version)["Body"].read(16)
+print("  GetObject of the pinned dump version: allowed")
+denied("PutObject of backup data", lambda: reader.put_object(
+    Bucket=bucket, Key=f"{prefix}/postgresql/llama-mapper/forged.sql.gz", Body=b"x"))
+denied("DeleteObject", lambda: reader.delete_object(Bucket=bucket, Key=dump_key))
+denied("DeleteObject of a version",
+       lambda: reader.delete_object(Bucket=bucket, Key=dump_key, VersionId=dump_version))
+print("RGW policy checks passed")

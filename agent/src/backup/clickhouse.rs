@@ -35,7 +35,7 @@ use crate::signing::ManifestSigner;
 use crate::store::{ObjectStore, ObjectVersion, Retention};
 
 /// Retention checks run this many at a time (a backup has one object per file).
-const RETENTION_CONCURRENCY: usize = 16;
+const RETENTION_CONCURRENCY: usize = 64;
 
 /// The ClickHouse section and its login: local checks only.
 pub fn preflight(config: &Config) -> Result<(&ClickHouseConfig, Login)> {

@@ -110,6 +110,9 @@ s3:
   bucket: $bucket
   prefix: backups/llama-mapper
   endpoint: $ls_url
+  # LocalStack 2026.3 verifies part checksums but returns no composite checksum from
+  # CompleteMultipartUpload, so the read-back could not compare one; its ETags are MD5-based.
+  integrity: md5
 postgresql:
   host: $STRONGROOM_TEST_PGHOST
   port: $STRONGROOM_TEST_PGPORT
@@ -120,7 +123,9 @@ log:
   format: text
 YAML
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$strongroom" backup --engine postgresql \
-  --config "$work/localstack.yaml" 2>"$work/backup.log" | tee "$work/backup.out"
+  --config "$work/localstack.yaml" 2>"$work/backup.log" >"$work/backup.out" \
+  || { cat "$work/backup.out" "$work/backup.log" >&2; exit 1; }
+cat "$work/backup.out"
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$strongroom" list --engine postgresql \
   --config "$work/localstack.yaml" 2>/dev/null
 

@@ -33,6 +33,9 @@ locals {
 }
 
 resource "aws_s3_bucket" "this" {
+  #checkov:skip=CKV_AWS_18:Access logging needs a log bucket the operator owns; it is optional (var.access_logging). Every backup, verify and restore is in the agent's locked audit trail.
+  #checkov:skip=CKV_AWS_144:Cross-region replication of a locked bucket needs a second Object-Lock bucket and a replication role; a separate disaster-recovery decision, not part of this module.
+  #checkov:skip=CKV2_AWS_62:Nothing consumes bucket events; backups are scheduled by the agent, not triggered by S3.
   bucket              = var.bucket_name
   object_lock_enabled = true
   # Never: a backup bucket is not emptied by Terraform.
@@ -98,11 +101,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   bucket = aws_s3_bucket.this.id
 
   rule {
-    id     = "abort-incomplete-multipart-uploads"
+    # The writer may not delete, so S3 aborts failed multipart uploads. Old versions and the
+    # delete markers left behind (e.g. ClickHouse's .lock files) go only after the retention has
+    # passed; S3 never expires a version that is still locked.
+    id     = "backups"
     status = "Enabled"
     filter {}
     abort_incomplete_multipart_upload {
       days_after_initiation = var.abort_incomplete_multipart_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = local.noncurrent_days
+    }
+    expiration {
+      expired_object_delete_marker = true
     }
   }
 
@@ -112,24 +124,13 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
       id     = "transition-current-versions"
       status = "Enabled"
       filter {}
+      abort_incomplete_multipart_upload {
+        days_after_initiation = var.abort_incomplete_multipart_days
+      }
       transition {
         days          = rule.value.days
         storage_class = rule.value.storage_class
       }
-    }
-  }
-
-  rule {
-    # Old versions and the delete markers left behind (e.g. ClickHouse's .lock files) go only
-    # after the retention has passed; S3 never expires a version that is still locked.
-    id     = "expire-after-retention"
-    status = "Enabled"
-    filter {}
-    noncurrent_version_expiration {
-      noncurrent_days = local.noncurrent_days
-    }
-    expiration {
-      expired_object_delete_marker = true
     }
   }
 
@@ -141,6 +142,13 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
       error_message = "noncurrent_version_expiration_days must exceed the retention (${local.retention_days} days, counting 366 per year): versions must not be scheduled to expire while locked."
     }
   }
+}
+
+resource "aws_s3_bucket_logging" "this" {
+  count         = var.access_logging == null ? 0 : 1
+  bucket        = aws_s3_bucket.this.id
+  target_bucket = var.access_logging.target_bucket
+  target_prefix = var.access_logging.target_prefix
 }
 
 resource "aws_s3_bucket_policy" "this" {

@@ -127,3 +127,12 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "access_logging" {
+  description = "Optional S3 server access logging into a bucket you own: {target_bucket, target_prefix}. Null (default): off (the agent's audit trail records every backup, verify and restore)."
+  type = object({
+    target_bucket = string
+    target_prefix = optional(string, "s3-access/")
+  })
+  default = null
+}

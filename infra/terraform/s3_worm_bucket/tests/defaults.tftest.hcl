@@ -62,14 +62,14 @@ run "lifecycle_never_expires_before_retention" {
   assert {
     condition = one([
       for r in aws_s3_bucket_lifecycle_configuration.this.rule : r.abort_incomplete_multipart_upload[0].days_after_initiation
-      if r.id == "abort-incomplete-multipart-uploads"
+      if r.id == "backups"
     ]) == 7
     error_message = "Incomplete multipart uploads are aborted after 7 days."
   }
   assert {
     condition = one([
       for r in aws_s3_bucket_lifecycle_configuration.this.rule : r.noncurrent_version_expiration[0].noncurrent_days
-      if r.id == "expire-after-retention"
+      if r.id == "backups"
     ]) >= 7 * 366
     error_message = "Noncurrent versions must outlive the retention."
   }

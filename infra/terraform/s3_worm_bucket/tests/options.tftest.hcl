@@ -21,7 +21,7 @@ run "compliance_mode_in_days" {
   assert {
     condition = one([
       for r in aws_s3_bucket_lifecycle_configuration.this.rule : r.noncurrent_version_expiration[0].noncurrent_days
-      if r.id == "expire-after-retention"
+      if r.id == "backups"
     ]) == 401
     error_message = "Noncurrent versions expire one day after the retention."
   }

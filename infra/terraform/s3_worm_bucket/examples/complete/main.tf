@@ -123,3 +123,7 @@ output "reporter_policy_json" {
 output "clickhouse_server_policy_json" {
   value = module.backups.clickhouse_server_policy_json
 }
+
+output "bucket_policy_json" {
+  value = module.backups.bucket_policy_json
+}

@@ -10,11 +10,11 @@
 # system.backups, how long ClickHouse itself took for each BACKUP, so that the time spent outside
 # the BACKUP (the agent's own work) is shown apart from the BACKUP's own variation. Appends it all
 # to target/bench/summary.txt. Usage: clickhouse.sh PATH/TO/strongroom
-# Env: CH_ROUNDS (5), CH_ROWS (30000000)
+# Env: CH_ROUNDS (5), CH_ROWS (60000000)
 set -euo pipefail
 strongroom=$(realpath "$1")
 rounds=${CH_ROUNDS:-5}
-rows=${CH_ROWS:-30000000}
+rows=${CH_ROWS:-60000000}
 out=target/bench
 mkdir -p "$out"
 work=$(mktemp -d)

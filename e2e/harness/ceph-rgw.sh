@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Start a single-node Ceph cluster (1 mon, 1 memstore OSD) and radosgw on 127.0.0.1.
+# RGW_OBJECTSTORE=bluestore keeps the data in a sparse file of RGW_BLUESTORE_BYTES (32 GiB)
+# instead of RAM (memstore, RGW_MEMSTORE_BYTES, 8 GiB): the ClickHouse benchmark's copies do not
+# fit in memory.
 # Usage: ceph-rgw.sh DIR RGW_PORT ACCESS_KEY SECRET_KEY [UID:ACCESS:SECRET...]
 # The first user owns the test buckets; the others exist only to be granted access by bucket
 # policies (least-privilege tests: the ClickHouse server role, the writer, the reader).
@@ -30,8 +33,11 @@ osd pool default min size = 1
 osd pool default pg num = 8
 osd pool default pgp num = 8
 mon max pg per osd = 1000
-osd objectstore = memstore
+osd objectstore = ${RGW_OBJECTSTORE:-memstore}
 memstore device bytes = ${RGW_MEMSTORE_BYTES:-8589934592}
+bluestore block create = true
+bluestore block size = ${RGW_BLUESTORE_BYTES:-34359738368}
+bluestore cache size = 268435456
 osd crush chooseleaf type = 0
 run dir = $dir/run
 admin socket = $dir/run/\$name.asok

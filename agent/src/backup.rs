@@ -23,9 +23,7 @@ use crate::engine::postgres::{self, ConnParams, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
 use crate::locked_write::WritePolicy;
-use crate::manifest::{
-    Compression, FORMAT_VERSION, Manifest, ManifestObject, ManifestRetention, PostgresDetails,
-};
+use crate::manifest::{Compression, Manifest, ManifestObject, PostgresDetails};
 use crate::pipeline::{self, Progress, StreamOptions};
 use crate::readback;
 use crate::signing::ManifestSigner;
@@ -67,6 +65,28 @@ async fn ensure_key_free<S: ObjectStore>(store: &S, key: &str) -> Result<()> {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes the signature (when signing) and then the manifest, each locked and read back; the
+/// manifest is what marks the backup complete, so it goes last. Returns its SHA-256.
+pub(crate) async fn write_manifest<S: ObjectStore>(
+    store: &S,
+    policy: &WritePolicy,
+    signer: Option<&ManifestSigner>,
+    keys: &layout::BackupKeys,
+    manifest: &Manifest,
+    retention: Option<&crate::store::Retention>,
+) -> Result<String> {
+    let bytes = manifest.to_bytes();
+    let sha256 = sha256_hex(&bytes);
+    if let Some(signer) = signer {
+        let signature = signer.sign(&bytes).to_bytes();
+        policy
+            .put(store, &keys.signature, signature, retention)
+            .await?;
+    }
+    policy.put(store, &keys.manifest, bytes, retention).await?;
+    Ok(sha256)
 }
 
 /// The snapshot transaction and the pg_dump version.
@@ -169,17 +189,6 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
 
     let finished_at = OffsetDateTime::now_utc();
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        engine: Engine::Postgresql,
-        release: config.release.clone(),
-        timestamp: timestamp.to_string(),
-        started_at: started,
-        finished_at,
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        retention: retention.map(|r| ManifestRetention {
-            mode: r.mode,
-            retain_until: r.retain_until,
-        }),
         objects: vec![
             ManifestObject {
                 key: dump.key.clone(),
@@ -208,20 +217,23 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
             snapshot_id,
             tables: tables.clone(),
         }),
-        clickhouse: None,
+        ..Manifest::header(
+            Engine::Postgresql,
+            &config.release,
+            timestamp,
+            (started, finished_at),
+            retention.as_ref(),
+        )
     };
-    let manifest_bytes = manifest.to_bytes();
-    let manifest_sha256 = sha256_hex(&manifest_bytes);
-    // The signature goes first: the manifest is what marks the backup complete.
-    if let Some(signer) = signer {
-        let signature = signer.sign(&manifest_bytes).to_bytes();
-        policy
-            .put(&*store, &keys.signature, signature, retention.as_ref())
-            .await?;
-    }
-    policy
-        .put(&*store, &keys.manifest, manifest_bytes, retention.as_ref())
-        .await?;
+    let manifest_sha256 = write_manifest(
+        &*store,
+        policy,
+        signer,
+        &keys,
+        &manifest,
+        retention.as_ref(),
+    )
+    .await?;
     let report = BackupReport {
         engine: Engine::Postgresql,
         release: config.release.clone(),

@@ -137,6 +137,33 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// A manifest of `engine`'s backup with no objects or details yet (fill in with struct
+    /// update syntax).
+    pub fn header(
+        engine: Engine,
+        release: &str,
+        timestamp: crate::layout::Timestamp,
+        (started_at, finished_at): (OffsetDateTime, OffsetDateTime),
+        retention: Option<&crate::store::Retention>,
+    ) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            engine,
+            release: release.to_owned(),
+            timestamp: timestamp.to_string(),
+            started_at,
+            finished_at,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            retention: retention.map(|r| ManifestRetention {
+                mode: r.mode,
+                retain_until: r.retain_until,
+            }),
+            objects: Vec::new(),
+            postgresql: None,
+            clickhouse: None,
+        }
+    }
+
     /// The exact bytes stored (and, later, signed).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a manifest always serialises");

@@ -289,17 +289,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     let mut checks = validate::row_counts(&client, &database, &details.tables).await?;
     checks.extend(validate::sql_checks(&client, &config.restore.validation.sql).await);
     let validation_seconds = validation_started.elapsed().as_secs_f64();
-    let smoke_started = Instant::now();
-    let v = &config.restore.validation;
-    checks.extend(
-        validate::http::http_checks(
-            &v.http,
-            Duration::from_secs(v.http_timeout_seconds),
-            Duration::from_secs(v.http_interval_seconds),
-        )
-        .await,
-    );
-    let smoke_seconds = smoke_started.elapsed().as_secs_f64();
+    let smoke_seconds = smoke_checks(config, &mut checks).await;
 
     let passed = checks.iter().all(|c| c.passed);
     let mut report = RestoreReport {
@@ -333,6 +323,21 @@ pub async fn restore_postgres<S: ObjectStore>(
     };
     report.report_key = Some(store_report(store, policy, config, snapshot, &report).await?);
     Ok(report)
+}
+
+/// Runs the application's HTTP smoke checks into `checks`; returns how long they took.
+async fn smoke_checks(config: &Config, checks: &mut Vec<CheckResult>) -> f64 {
+    let started = Instant::now();
+    let v = &config.restore.validation;
+    checks.extend(
+        validate::http::http_checks(
+            &v.http,
+            Duration::from_secs(v.http_timeout_seconds),
+            Duration::from_secs(v.http_interval_seconds),
+        )
+        .await,
+    );
+    started.elapsed().as_secs_f64()
 }
 
 /// Stores the report, locked, under `<prefix>/reports/<engine>/<release>/`.

@@ -26,9 +26,7 @@ use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope, ServerVers
 use crate::error::{Error, Result};
 use crate::layout::{self, BackupKeys, Engine, Timestamp};
 use crate::locked_write::WritePolicy;
-use crate::manifest::{
-    ClickHouseDetails, ClickHouseTable, FORMAT_VERSION, Manifest, ManifestObject, ManifestRetention,
-};
+use crate::manifest::{ClickHouseDetails, ClickHouseTable, Manifest, ManifestObject};
 use crate::pipeline::Progress;
 use crate::readback::ensure_retention;
 use crate::signing::ManifestSigner;
@@ -265,17 +263,6 @@ pub async fn finish<S: ObjectStore>(
     let size_bytes: u64 = objects.iter().map(|o| o.size).sum();
     let finished_at = OffsetDateTime::now_utc();
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        engine: Engine::Clickhouse,
-        release: config.release.clone(),
-        timestamp: timestamp.to_string(),
-        started_at: started,
-        finished_at,
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        retention: retention.map(|r| ManifestRetention {
-            mode: r.mode,
-            retain_until: r.retain_until,
-        }),
         objects: objects
             .iter()
             .map(|o| ManifestObject {
@@ -298,18 +285,16 @@ pub async fn finish<S: ObjectStore>(
             total_size_bytes: metadata.files.iter().map(|f| f.size).sum(),
             tables: tables.clone(),
         }),
+        ..Manifest::header(
+            Engine::Clickhouse,
+            &config.release,
+            timestamp,
+            (started, finished_at),
+            retention.as_ref(),
+        )
     };
-    let manifest_bytes = manifest.to_bytes();
-    let manifest_sha256 = sha256_hex(&manifest_bytes);
-    if let Some(signer) = signer {
-        let signature = signer.sign(&manifest_bytes).to_bytes();
-        policy
-            .put(store, &keys.signature, signature, retention.as_ref())
-            .await?;
-    }
-    policy
-        .put(store, &keys.manifest, manifest_bytes, retention.as_ref())
-        .await?;
+    let manifest_sha256 =
+        super::write_manifest(store, policy, signer, &keys, &manifest, retention.as_ref()).await?;
     let report = BackupReport {
         engine: Engine::Clickhouse,
         release: config.release.clone(),

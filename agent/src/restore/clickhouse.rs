@@ -301,17 +301,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
     let validation_started = Instant::now();
     let mut checks = validate_tables(&server, &details, config).await?;
     let validation_seconds = validation_started.elapsed().as_secs_f64();
-    let smoke_started = Instant::now();
-    let v = &config.restore.validation;
-    checks.extend(
-        validate::http::http_checks(
-            &v.http,
-            Duration::from_secs(v.http_timeout_seconds),
-            Duration::from_secs(v.http_interval_seconds),
-        )
-        .await,
-    );
-    let smoke_seconds = smoke_started.elapsed().as_secs_f64();
+    let smoke_seconds = super::smoke_checks(config, &mut checks).await;
     let metadata = manifest.object(&details.metadata_key)?;
     let size_bytes = manifest.manifest.objects.iter().map(|o| o.size_bytes).sum();
     let passed = checks.iter().all(|c| c.passed);

@@ -30,6 +30,22 @@ locals {
   list_prefix_condition = {
     StringLike = { "s3:prefix" = [local.prefix, "${local.prefix}/*"] }
   }
+
+  # Shared by the writer and the reader: list the prefix (metadata only), and check that the
+  # bucket is protected.
+  list_prefix_statement = {
+    Sid       = "ListThePrefix"
+    Effect    = "Allow"
+    Action    = ["s3:ListBucket", "s3:ListBucketVersions"]
+    Resource  = [local.bucket_arn]
+    Condition = local.list_prefix_condition
+  }
+  bucket_protection_statement = {
+    Sid      = "CheckBucketProtection"
+    Effect   = "Allow"
+    Action   = ["s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning"]
+    Resource = [local.bucket_arn]
+  }
 }
 
 resource "aws_s3_bucket" "this" {
@@ -203,19 +219,8 @@ locals {
         Action   = ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObjectRetention", "s3:AbortMultipartUpload"]
         Resource = [local.objects_arn]
       },
-      {
-        Sid       = "ListThePrefix"
-        Effect    = "Allow"
-        Action    = ["s3:ListBucket", "s3:ListBucketVersions"]
-        Resource  = [local.bucket_arn]
-        Condition = local.list_prefix_condition
-      },
-      {
-        Sid      = "CheckBucketProtection"
-        Effect   = "Allow"
-        Action   = ["s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning"]
-        Resource = [local.bucket_arn]
-      },
+      local.list_prefix_statement,
+      local.bucket_protection_statement,
     ], local.kms_statements)
   })
 
@@ -229,19 +234,8 @@ locals {
         Action   = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention"]
         Resource = [local.objects_arn]
       },
-      {
-        Sid       = "ListThePrefix"
-        Effect    = "Allow"
-        Action    = ["s3:ListBucket", "s3:ListBucketVersions"]
-        Resource  = [local.bucket_arn]
-        Condition = local.list_prefix_condition
-      },
-      {
-        Sid      = "CheckBucketProtection"
-        Effect   = "Allow"
-        Action   = ["s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning"]
-        Resource = [local.bucket_arn]
-      },
+      local.list_prefix_statement,
+      local.bucket_protection_statement,
     ], local.kms_statements)
   })
 

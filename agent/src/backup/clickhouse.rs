@@ -3,7 +3,7 @@
 //!
 //! After `BACKUP_CREATED` the agent reads ClickHouse's `.backup` metadata (through the server),
 //! lists the folder's object versions, checks that every file the metadata stores is there with
-//! its size and a single version, checks (and where the bucket default did not apply, sets) each
+//! its size (pinning the newest version: ClickHouse retries uploads), checks (and where the bucket default did not apply, sets) each
 //! object's retention, reads every part's row count from the backup's `count.txt` files
 //! (following `base_backup` links), and writes the signed manifest. A failed, timed-out or
 //! cancelled BACKUP leaves no manifest.
@@ -272,7 +272,6 @@ pub async fn finish<S: ObjectStore>(
                 sha256: (o.key == keys.checksum).then(|| metadata_sha256.clone()),
             })
             .collect(),
-        postgresql: None,
         clickhouse: Some(ClickHouseDetails {
             server_version: version.text.clone(),
             backup_id: id,
@@ -317,8 +316,8 @@ pub async fn finish<S: ObjectStore>(
     Ok(report)
 }
 
-/// Every object `.backup` stores must be listed with its size and exactly one version; returns
-/// the folder's objects (`.backup` first, ClickHouse's deleted `.lock` left out).
+/// Every object `.backup` stores must be listed with its size, its newest version pinned;
+/// returns the folder's objects (`.backup` first, ClickHouse's deleted `.lock` left out).
 fn check_listing<S: ObjectStore>(
     store: &S,
     keys: &BackupKeys,

@@ -405,37 +405,19 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             if let SnapshotChoice::Key(key) = &choice {
                 crate::layout::parse_snapshot(&prefix, engine, key)?;
             }
-            match engine {
-                Engine::Postgresql => drop(restore::preflight(&config, &options)?),
-                Engine::Clickhouse => drop(restore::clickhouse::preflight(&config, &options)?),
-            }
+            restore::preflight_engine(&config, engine, &options)?;
             let verifier = load_verifier(&config)?;
             let snapshot = restore::resolve_snapshot(&*store, &config, engine, &choice).await?;
             let policy = WritePolicy::prepare(&*store, &config.s3).await?;
-            let result = match engine {
-                Engine::Postgresql => {
-                    restore::restore_postgres(
-                        &config,
-                        &*store,
-                        &policy,
-                        verifier.as_ref(),
-                        &snapshot,
-                        &options,
-                    )
-                    .await
-                }
-                Engine::Clickhouse => {
-                    restore::clickhouse::restore_clickhouse(
-                        &config,
-                        &*store,
-                        &policy,
-                        verifier.as_ref(),
-                        &snapshot,
-                        &options,
-                    )
-                    .await
-                }
-            };
+            let result = restore::restore_snapshot(
+                &config,
+                &*store,
+                &policy,
+                verifier.as_ref(),
+                &snapshot,
+                &options,
+            )
+            .await;
             let draft = EventDraft {
                 action: Action::Restore,
                 engine,

@@ -5,18 +5,21 @@
 //! database or a bucket, naming the offending key, the bad value and what is allowed.
 //! Secrets are never in this file: the PostgreSQL password comes from a file or `PGPASSWORD`
 //! ([`PostgresConfig::password`]), S3 credentials from the standard AWS chain.
-//! This module does not open connections; it only describes them.
+//! This module does not open connections; it only describes them. The engine and restore
+//! sections live in [`postgres`], [`clickhouse`] and [`restore`].
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::postgres::ConnParams;
-
 /// Every default value, in one place, so the README and the code cannot drift apart silently.
 pub mod clickhouse;
+pub mod postgres;
+pub mod restore;
 
 pub use clickhouse::{ClickHouseConfig, ClickHouseRestoreConfig};
+pub use postgres::PostgresConfig;
+pub use restore::{Expectation, HttpCheck, RestoreConfig, SqlCheck, ValidationConfig};
 
 pub mod defaults {
     pub const PREFIX: &str = "backups";
@@ -218,109 +221,6 @@ pub struct SigningConfig {
     pub public_key_file: Option<PathBuf>,
 }
 
-/// How `strongroom restore` loads a dump and what it checks afterwards.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestoreConfig {
-    /// The role that loads the dump (it owns what it creates); `postgresql.user` when absent.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// The restore role's password file (the runbook's `restore.postgresql.passwordSecretRef`);
-    /// `postgresql.password_file`, then `PGPASSWORD`, when absent.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    #[serde(default = "defaults::psql")]
-    pub psql: PathBuf,
-    #[serde(default)]
-    pub validation: ValidationConfig,
-    /// The ClickHouse restore's login and SQL checks.
-    #[serde(default)]
-    pub clickhouse: ClickHouseRestoreConfig,
-}
-
-impl Default for RestoreConfig {
-    fn default() -> Self {
-        RestoreConfig {
-            user: None,
-            password_file: None,
-            psql: defaults::psql(),
-            validation: ValidationConfig::default(),
-            clickhouse: ClickHouseRestoreConfig::default(),
-        }
-    }
-}
-
-/// Checks run after every restore, besides the row counts from the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidationConfig {
-    #[serde(default)]
-    pub sql: Vec<SqlCheck>,
-    #[serde(default)]
-    pub http: Vec<HttpCheck>,
-    #[serde(default = "defaults::http_timeout_seconds")]
-    pub http_timeout_seconds: u64,
-    #[serde(default = "defaults::http_interval_seconds")]
-    pub http_interval_seconds: u64,
-}
-
-impl Default for ValidationConfig {
-    fn default() -> Self {
-        ValidationConfig {
-            sql: Vec::new(),
-            http: Vec::new(),
-            http_timeout_seconds: defaults::http_timeout_seconds(),
-            http_interval_seconds: defaults::http_interval_seconds(),
-        }
-    }
-}
-
-/// A query whose first column of its first row must meet `expect`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlCheck {
-    pub name: String,
-    pub query: String,
-    pub expect: Expectation,
-}
-
-/// Conditions on a value, all of which must hold; at least one is required.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expectation {
-    /// The value as text, exactly.
-    #[serde(default)]
-    pub equals: Option<String>,
-    /// The value as a number, at least this.
-    #[serde(default)]
-    pub min: Option<f64>,
-    /// The value as a number, at most this.
-    #[serde(default)]
-    pub max: Option<f64>,
-}
-
-/// A request to the application, retried until it passes or the timeout ends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpCheck {
-    pub name: String,
-    #[serde(default = "defaults::http_method")]
-    pub method: String,
-    /// `http://` only: smoke checks talk to the application's in-cluster Service.
-    pub url: String,
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default = "defaults::http_expect_status")]
-    pub expect_status: u16,
-    #[serde(default)]
-    pub expect_body_contains: Option<String>,
-    /// Every key here must be in the JSON response with an equal value (nested objects too).
-    #[serde(default)]
-    pub expect_json: Option<serde_json::Value>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
@@ -427,46 +327,8 @@ impl Default for RetentionPeriod {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// A Unix-socket directory (starts with `/`) or a host name.
-    #[serde(default = "defaults::pg_host")]
-    pub host: String,
-    #[serde(default = "defaults::pg_port")]
-    pub port: u16,
-    #[serde(default = "defaults::pg_user")]
-    pub user: String,
-    pub database: String,
-    /// File holding the password (a mounted Secret). Without it, `PGPASSWORD` is used if set,
-    /// else no password (peer or trust authentication over the socket).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// The `pg_dump` binary; its major version must be >= the server's.
-    #[serde(default = "defaults::pg_dump")]
-    pub pg_dump: PathBuf,
-    /// gzip level 0-9.
-    #[serde(default = "defaults::compression_level")]
-    pub compression_level: u32,
-    /// Threads compressing in parallel; 0 means one per available core.
-    #[serde(default)]
-    pub compression_threads: usize,
-    #[serde(default = "defaults::connect_timeout_seconds")]
-    pub connect_timeout_seconds: u64,
-    /// When `strongroom run` backs up: cron, UTC (the runbook's `backups.postgresql.schedule`).
-    #[serde(default = "defaults::postgresql_schedule")]
-    pub schedule: String,
-    /// Up to this many seconds of random delay after each scheduled time.
-    #[serde(default)]
-    pub jitter_seconds: u64,
-    /// On start, back up at once if the newest complete backup in the bucket is older than one
-    /// schedule period (pods restart; the bucket, not local state, is the truth).
-    #[serde(default)]
-    pub catch_up: bool,
-}
-
 /// Reads a one-line secret file (a mounted Secret), without its trailing newline.
-fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+pub(super) fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
     let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Secret {
         key,
         path: path.to_owned(),
@@ -474,49 +336,6 @@ fn read_secret(key: &'static str, path: &Path) -> Result<String, ConfigError> {
     })?;
     let secret = raw.strip_suffix('\n').unwrap_or(&raw);
     Ok(secret.strip_suffix('\r').unwrap_or(secret).to_owned())
-}
-
-impl PostgresConfig {
-    /// The password from `password_file`, else from `PGPASSWORD`, else none.
-    pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        if let Some(path) = &self.password_file {
-            return read_secret("postgresql.password_file", path).map(Some);
-        }
-        Ok(std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()))
-    }
-
-    /// How the backup connects: the configured role and database.
-    pub fn backup_params(&self) -> Result<ConnParams, ConfigError> {
-        Ok(ConnParams {
-            host: self.host.clone(),
-            port: self.port,
-            user: self.user.clone(),
-            database: self.database.clone(),
-            password: self.password()?,
-            connect_timeout_seconds: self.connect_timeout_seconds,
-        })
-    }
-
-    /// How a restore connects: `restore.user` / `restore.password_file` when set, into
-    /// `database`.
-    pub fn restore_params(
-        &self,
-        restore: &RestoreConfig,
-        database: &str,
-    ) -> Result<ConnParams, ConfigError> {
-        let password = match &restore.password_file {
-            Some(path) => Some(read_secret("restore.password_file", path)?),
-            None => self.password()?,
-        };
-        Ok(ConnParams {
-            host: self.host.clone(),
-            port: self.port,
-            user: restore.user.clone().unwrap_or_else(|| self.user.clone()),
-            database: database.to_owned(),
-            password,
-            connect_timeout_seconds: self.connect_timeout_seconds,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -647,12 +466,12 @@ impl Config {
         validate_release(&self.release)?;
         validate_s3(&self.s3)?;
         if let Some(pg) = &self.postgresql {
-            validate_postgres(pg)?;
+            postgres::validate(pg)?;
         }
         if let Some(ch) = &self.clickhouse {
             clickhouse::validate(ch)?;
         }
-        validate_restore(&self.restore)?;
+        restore::validate(&self.restore)?;
         validate_daemon(&self.daemon)?;
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty; use e.g. `info`"));
@@ -756,59 +575,6 @@ pub fn validate_prefix(prefix: &str) -> Result<(), Invalid> {
     }
 }
 
-fn validate_postgres(pg: &PostgresConfig) -> Result<(), Invalid> {
-    if pg.host.trim().is_empty() {
-        return Err(invalid(
-            "postgresql.host",
-            "must not be empty; use a socket directory such as /var/run/postgresql or a host name",
-        ));
-    }
-    if pg.port == 0 {
-        return Err(invalid("postgresql.port", "0 is not a port; use e.g. 5432"));
-    }
-    if pg.user.is_empty() || pg.user.len() > 63 {
-        return Err(invalid("postgresql.user", "use a role name of 1-63 bytes"));
-    }
-    if pg.database.is_empty() || pg.database.len() > 63 {
-        return Err(invalid(
-            "postgresql.database",
-            format!("{:?}: use a database name of 1-63 bytes", pg.database),
-        ));
-    }
-    if pg.compression_level > 9 {
-        return Err(invalid(
-            "postgresql.compression_level",
-            format!("{} is out of range: use 0-9", pg.compression_level),
-        ));
-    }
-    if pg.compression_threads > 64 {
-        return Err(invalid(
-            "postgresql.compression_threads",
-            format!(
-                "{} is out of range: use 0 (one per core) to 64",
-                pg.compression_threads
-            ),
-        ));
-    }
-    if let Err(e) = crate::schedule::Schedule::parse(&pg.schedule) {
-        return Err(invalid(
-            "postgresql.schedule",
-            format!(
-                "{:?} is not a usable cron schedule ({e}); use 5 fields (m h dom mon dow, UTC), \
-                 6 with seconds first, or @daily/@hourly/...",
-                pg.schedule
-            ),
-        ));
-    }
-    if pg.connect_timeout_seconds == 0 {
-        return Err(invalid(
-            "postgresql.connect_timeout_seconds",
-            "0 would never connect; use e.g. 10",
-        ));
-    }
-    Ok(())
-}
-
 fn validate_daemon(d: &DaemonConfig) -> Result<(), Invalid> {
     if d.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(invalid(
@@ -835,64 +601,6 @@ fn validate_daemon(d: &DaemonConfig) -> Result<(), Invalid> {
         return Err(invalid(
             "daemon.retry_max_seconds",
             "must be at least daemon.retry_initial_seconds",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_restore(restore: &RestoreConfig) -> Result<(), Invalid> {
-    let v = &restore.validation;
-    let mut names = std::collections::BTreeSet::new();
-    for (i, check) in v.sql.iter().enumerate() {
-        let key = format!("restore.validation.sql[{i}]");
-        if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
-            return Err(invalid(&key, "every check needs a unique, non-empty name"));
-        }
-        if check.query.trim().is_empty() {
-            return Err(invalid(&format!("{key}.query"), "must not be empty"));
-        }
-        if check.expect == Expectation::default() {
-            return Err(invalid(
-                &format!("{key}.expect"),
-                "give at least one of equals, min or max",
-            ));
-        }
-    }
-    for (i, check) in v.http.iter().enumerate() {
-        let key = format!("restore.validation.http[{i}]");
-        if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
-            return Err(invalid(&key, "every check needs a unique, non-empty name"));
-        }
-        if !check.url.starts_with("http://") {
-            return Err(invalid(
-                &format!("{key}.url"),
-                format!(
-                    "{:?} is not an http:// URL; smoke checks call the application's \
-                     in-cluster Service over plain HTTP",
-                    check.url
-                ),
-            ));
-        }
-        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&check.method.as_str()) {
-            return Err(invalid(
-                &format!("{key}.method"),
-                format!(
-                    "{:?}: use GET, POST, PUT, PATCH, DELETE or HEAD",
-                    check.method
-                ),
-            ));
-        }
-        if !(100..=599).contains(&check.expect_status) {
-            return Err(invalid(
-                &format!("{key}.expect_status"),
-                format!("{} is not an HTTP status", check.expect_status),
-            ));
-        }
-    }
-    if v.http_interval_seconds == 0 || v.http_timeout_seconds == 0 {
-        return Err(invalid(
-            "restore.validation.http_timeout_seconds",
-            "the timeout and interval must be at least 1 second",
         ));
     }
     Ok(())

@@ -325,6 +325,34 @@ pub async fn restore_postgres<S: ObjectStore>(
     Ok(report)
 }
 
+/// Local checks for a restore of `engine` (its config section, passwords, options), so a bad
+/// config fails before any request.
+pub fn preflight_engine(config: &Config, engine: Engine, options: &RestoreOptions) -> Result<()> {
+    match engine {
+        Engine::Postgresql => preflight(config, options).map(drop),
+        Engine::Clickhouse => clickhouse::preflight(config, options).map(drop),
+    }
+}
+
+/// Restores `snapshot` with its engine's procedure, validates it and stores the report.
+pub async fn restore_snapshot<S: ObjectStore>(
+    config: &Config,
+    store: &S,
+    policy: &WritePolicy,
+    verifier: Option<&ManifestVerifier>,
+    snapshot: &SnapshotRef,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    match snapshot.engine {
+        Engine::Postgresql => {
+            restore_postgres(config, store, policy, verifier, snapshot, options).await
+        }
+        Engine::Clickhouse => {
+            clickhouse::restore_clickhouse(config, store, policy, verifier, snapshot, options).await
+        }
+    }
+}
+
 /// Runs the application's HTTP smoke checks into `checks`; returns how long they took.
 async fn smoke_checks(config: &Config, checks: &mut Vec<CheckResult>) -> f64 {
     let started = Instant::now();

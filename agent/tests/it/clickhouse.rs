@@ -64,6 +64,12 @@ struct Fixture {
 }
 
 async fn fixture(id: &TestId, bucket: &str) -> Fixture {
+    fixture_as(id, bucket, ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")).await
+}
+
+/// The fixture with the collection signing as the S3 user whose key and secret are in the
+/// environment variables `credentials` names.
+async fn fixture_as(id: &TestId, bucket: &str, credentials: (&str, &str)) -> Fixture {
     let db = id.database();
     let collection = format!("nc_{db}");
     sql(&format!("DROP DATABASE IF EXISTS {db} SYNC")).await;
@@ -72,8 +78,8 @@ async fn fixture(id: &TestId, bucket: &str) -> Fixture {
         "CREATE NAMED COLLECTION {collection} AS url = '{}/{bucket}/', \
          access_key_id = '{}', secret_access_key = '{}'",
         id.s3.endpoint(),
-        env("AWS_ACCESS_KEY_ID"),
-        env("AWS_SECRET_ACCESS_KEY")
+        env(credentials.0),
+        env(credentials.1)
     ))
     .await;
     sql(&format!("CREATE DATABASE {db}")).await;
@@ -702,7 +708,6 @@ async fn clickhouse_server_role_backs_up_but_cannot_delete() {
         s3: S3Kind::Rgw,
     };
     let (bucket, store) = harness::bucket(&id, true).await;
-    let db = id.database();
     let prefix = format!("backups/{}", id.test.replace('_', "-"));
     let mut policy: serde_json::Value = serde_json::from_str(&clickhouse_server_policy(
         &bucket,
@@ -734,20 +739,16 @@ async fn clickhouse_server_role_backs_up_but_cannot_delete() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("{}", aws_sdk_s3::error::DisplayErrorContext(e)));
-    let collection = format!("nc_{db}");
-    sql(&format!("DROP DATABASE IF EXISTS {db} SYNC")).await;
-    sql(&format!("DROP NAMED COLLECTION IF EXISTS {collection}")).await;
-    sql(&format!(
-        "CREATE NAMED COLLECTION {collection} AS url = '{}/{bucket}/', \
-         access_key_id = '{}', secret_access_key = '{}'",
-        S3Kind::Rgw.endpoint(),
-        env("STRONGROOM_TEST_RGW_CLICKHOUSE_KEY"),
-        env("STRONGROOM_TEST_RGW_CLICKHOUSE_SECRET"),
-    ))
+    let f = fixture_as(
+        &id,
+        &bucket,
+        (
+            "STRONGROOM_TEST_RGW_CLICKHOUSE_KEY",
+            "STRONGROOM_TEST_RGW_CLICKHOUSE_SECRET",
+        ),
+    )
     .await;
-    sql(&format!("CREATE DATABASE {db}")).await;
-    load_tables(&db).await;
-    let f = Fixture { db, collection };
+    load_tables(&f.db).await;
     let (_, config) = config_for(&id, &bucket, &f, "");
     let report = run_backup(&config, &store)
         .await

@@ -1,0 +1,168 @@
+//! The `restore:` section: who loads a backup, and the SQL and HTTP checks run afterwards.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClickHouseRestoreConfig, Invalid, defaults, invalid};
+
+/// How `strongroom restore` loads a dump and what it checks afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// The role that loads the dump (it owns what it creates); `postgresql.user` when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The restore role's password file (the runbook's `restore.postgresql.passwordSecretRef`);
+    /// `postgresql.password_file`, then `PGPASSWORD`, when absent.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "defaults::psql")]
+    pub psql: PathBuf,
+    #[serde(default)]
+    pub validation: ValidationConfig,
+    /// The ClickHouse restore's login and SQL checks.
+    #[serde(default)]
+    pub clickhouse: ClickHouseRestoreConfig,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            user: None,
+            password_file: None,
+            psql: defaults::psql(),
+            validation: ValidationConfig::default(),
+            clickhouse: ClickHouseRestoreConfig::default(),
+        }
+    }
+}
+
+/// Checks run after every restore, besides the row counts from the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    #[serde(default)]
+    pub sql: Vec<SqlCheck>,
+    #[serde(default)]
+    pub http: Vec<HttpCheck>,
+    #[serde(default = "defaults::http_timeout_seconds")]
+    pub http_timeout_seconds: u64,
+    #[serde(default = "defaults::http_interval_seconds")]
+    pub http_interval_seconds: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            sql: Vec::new(),
+            http: Vec::new(),
+            http_timeout_seconds: defaults::http_timeout_seconds(),
+            http_interval_seconds: defaults::http_interval_seconds(),
+        }
+    }
+}
+
+/// A query whose first column of its first row must meet `expect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCheck {
+    pub name: String,
+    pub query: String,
+    pub expect: Expectation,
+}
+
+/// Conditions on a value, all of which must hold; at least one is required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// The value as text, exactly.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The value as a number, at least this.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// The value as a number, at most this.
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// A request to the application, retried until it passes or the timeout ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub name: String,
+    #[serde(default = "defaults::http_method")]
+    pub method: String,
+    /// `http://` only: smoke checks talk to the application's in-cluster Service.
+    pub url: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "defaults::http_expect_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub expect_body_contains: Option<String>,
+    /// Every key here must be in the JSON response with an equal value (nested objects too).
+    #[serde(default)]
+    pub expect_json: Option<serde_json::Value>,
+}
+
+pub(super) fn validate(restore: &RestoreConfig) -> Result<(), Invalid> {
+    let v = &restore.validation;
+    let mut names = std::collections::BTreeSet::new();
+    for (i, check) in v.sql.iter().enumerate() {
+        let key = format!("restore.validation.sql[{i}]");
+        if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
+            return Err(invalid(&key, "every check needs a unique, non-empty name"));
+        }
+        if check.query.trim().is_empty() {
+            return Err(invalid(&format!("{key}.query"), "must not be empty"));
+        }
+        if check.expect == Expectation::default() {
+            return Err(invalid(
+                &format!("{key}.expect"),
+                "give at least one of equals, min or max",
+            ));
+        }
+    }
+    for (i, check) in v.http.iter().enumerate() {
+        let key = format!("restore.validation.http[{i}]");
+        if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
+            return Err(invalid(&key, "every check needs a unique, non-empty name"));
+        }
+        if !check.url.starts_with("http://") {
+            return Err(invalid(
+                &format!("{key}.url"),
+                format!(
+                    "{:?} is not an http:// URL; smoke checks call the application's \
+                     in-cluster Service over plain HTTP",
+                    check.url
+                ),
+            ));
+        }
+        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&check.method.as_str()) {
+            return Err(invalid(
+                &format!("{key}.method"),
+                format!(
+                    "{:?}: use GET, POST, PUT, PATCH, DELETE or HEAD",
+                    check.method
+                ),
+            ));
+        }
+        if !(100..=599).contains(&check.expect_status) {
+            return Err(invalid(
+                &format!("{key}.expect_status"),
+                format!("{} is not an HTTP status", check.expect_status),
+            ));
+        }
+    }
+    if v.http_interval_seconds == 0 || v.http_timeout_seconds == 0 {
+        return Err(invalid(
+            "restore.validation.http_timeout_seconds",
+            "the timeout and interval must be at least 1 second",
+        ));
+    }
+    Ok(())
+}

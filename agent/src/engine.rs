@@ -40,7 +40,11 @@ pub enum EngineError {
         database: String,
         detail: String,
     },
-    #[error("ClickHouse at {url} as {user}: {what} failed: {detail}")]
+    #[error(
+        "ClickHouse at {url} as {user}: {what} failed: {detail}. Check clickhouse.url, \
+         clickhouse.user and its password file, and for BACKUP/RESTORE the named collection or \
+         bucket_url and the server's grants (README, ClickHouse setup)"
+    )]
     ClickHouse {
         url: String,
         user: String,

@@ -47,7 +47,7 @@ mon data = $dir/mon/\$name
 osd data = $dir/osd/\$name
 keyring = $dir/keyring
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:$port
+rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw data = $dir/rgw
 ms mon client mode = crc
 ms client mode = crc

@@ -238,9 +238,10 @@ pub async fn finish<S: ObjectStore>(
         "BACKUP_CREATED; checking it"
     );
 
-    let (metadata_bytes, listed) = tokio::try_join!(
+    let (metadata_bytes, listed, counts) = tokio::try_join!(
         async { Ok::<_, Error>(server.read_object(&destination, &keys.checksum).await?) },
         async { Ok(store.list_versions(&keys.dump).await?) },
+        async { Ok(server.part_row_counts(&destination, &keys.dump).await?) },
     )?;
     let metadata = BackupMetadata::parse(&metadata_bytes)
         .map_err(|problem| fail(&store.target(&keys.checksum), problem))?;
@@ -252,7 +253,7 @@ pub async fn finish<S: ObjectStore>(
                 None => Ok(()),
             }
         },
-        row_counts(&server, &destination, &keys.dump, &metadata),
+        row_counts(&server, &destination, &keys.dump, &metadata, counts),
     )?;
 
     let metadata_sha256 = sha256_hex(&metadata_bytes);
@@ -412,18 +413,20 @@ fn base_folder(recorded: &str, destination: &Destination) -> Option<String> {
     }
 }
 
-/// Per-table row counts from each part's `count.txt`, found in this backup or along its base
-/// chain. Tables without parts have 0 rows; tables whose engine keeps no counts have none.
+/// Per-table row counts from each part's `count.txt`, found in this backup (`counts`, read
+/// while `.backup` was) or along its base chain. Tables without parts have 0 rows; tables whose
+/// engine keeps no counts have none.
 async fn row_counts(
     server: &ClickHouse,
     destination: &Destination,
     folder: &str,
     metadata: &BackupMetadata,
+    counts: BTreeMap<String, u64>,
 ) -> Result<Vec<ClickHouseTable>> {
     let mut chain = vec![Level {
         folder: folder.to_owned(),
         metadata: metadata.clone(),
-        counts: server.part_row_counts(destination, folder).await?,
+        counts,
     }];
     let mut tables: BTreeMap<(String, String), ClickHouseTable> = BTreeMap::new();
     for (database, table) in metadata.tables() {

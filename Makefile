@@ -71,7 +71,7 @@ demo: deps
 bench: deps
 	cargo build --release --bin strongroom
 	SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/bench/bench.sh target/release/strongroom
-	RGW_OBJECTSTORE=bluestore SERVERS="rgw clickhouse" \
+	RGW_OBJECTSTORE=bluestore RGW_BLUESTORE_BYTES=51539607552 SERVERS="rgw clickhouse" \
 	  e2e/harness/with-servers.sh e2e/bench/clickhouse.sh target/release/strongroom
 
 clean:

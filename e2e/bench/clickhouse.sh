@@ -10,10 +10,13 @@
 # system.backups, how long ClickHouse itself took for each BACKUP, so that the time spent outside
 # the BACKUP (the agent's own work) is shown apart from the BACKUP's own variation. Appends it all
 # to target/bench/summary.txt. Usage: clickhouse.sh PATH/TO/strongroom
-# Env: CH_ROUNDS (5), CH_ROWS (60000000)
+# Env: CH_ROUNDS (7), CH_ROWS (60000000). The RGW's block file must hold 2 + 2 x CH_ROUNDS
+# backups (about 1.8 GB each at 60M rows): a full Ceph OSD stalls writes instead of failing them,
+# so every request here has a time limit.
+# ClickHouse polls: the agent's default clickhouse.poll_interval_ms (100).
 set -euo pipefail
 strongroom=$(realpath "$1")
-rounds=${CH_ROUNDS:-5}
+rounds=${CH_ROUNDS:-7}
 rows=${CH_ROWS:-60000000}
 out=target/bench
 mkdir -p "$out"
@@ -24,7 +27,7 @@ aws() { .venv/bin/aws --endpoint-url "$STRONGROOM_TEST_S3_RGW" --output json "$@
 umask 077
 printf 'X-ClickHouse-User: %s\nX-ClickHouse-Key: %s\n' "$STRONGROOM_TEST_CLICKHOUSE_USER" \
   "$(tr -d '\n' < "$STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE")" > "$work/headers"
-ch() { curl -sS --fail-with-body -H @"$work/headers" "$STRONGROOM_TEST_CLICKHOUSE_URL/" --data-binary "$1"; }
+ch() { curl -sS --max-time 900 --fail-with-body -H @"$work/headers" "$STRONGROOM_TEST_CLICKHOUSE_URL/" --data-binary "$1"; }
 
 aws s3api create-bucket --bucket chbench --object-lock-enabled-for-bucket >/dev/null
 aws s3api put-object-lock-configuration --bucket chbench --object-lock-configuration \
@@ -58,6 +61,7 @@ clickhouse:
   password_file: $STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE
   databases: [bench]
   named_collection: chbench
+  backup_timeout_seconds: 900
 log:
   format: json
 YAML

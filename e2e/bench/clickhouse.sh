@@ -10,14 +10,14 @@
 # system.backups, how long ClickHouse itself took for each BACKUP, so that the time spent outside
 # the BACKUP (the agent's own work) is shown apart from the BACKUP's own variation. Appends it all
 # to target/bench/summary.txt. Usage: clickhouse.sh PATH/TO/strongroom
-# Env: CH_ROUNDS (7), CH_ROWS (60000000). The RGW's block file must hold 2 + 2 x CH_ROUNDS
-# backups (about 1.8 GB each at 60M rows): a full Ceph OSD stalls writes instead of failing them,
+# Env: CH_ROUNDS (7), CH_ROWS (80000000). The RGW's block file must hold 2 + 2 x CH_ROUNDS
+# backups (about 2.4 GB each at 80M rows): a full Ceph OSD stalls writes instead of failing them,
 # so every request here has a time limit.
 # ClickHouse polls: the agent's default clickhouse.poll_interval_ms (100).
 set -euo pipefail
 strongroom=$(realpath "$1")
 rounds=${CH_ROUNDS:-7}
-rows=${CH_ROWS:-60000000}
+rows=${CH_ROWS:-80000000}
 out=target/bench
 mkdir -p "$out"
 work=$(mktemp -d)

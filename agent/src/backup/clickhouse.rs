@@ -1,11 +1,12 @@
 //! One ClickHouse backup: the server's own `BACKUP ... TO S3 ASYNC`, then the proof that it is
 //! complete and locked, and only then the manifest.
 //!
-//! After `BACKUP_CREATED` the agent reads ClickHouse's `.backup` metadata (through the server),
-//! lists the folder's object versions, checks that every file the metadata stores is there with
-//! its size (pinning the newest version: ClickHouse retries uploads), checks (and where the bucket default did not apply, sets) each
-//! object's retention, reads every part's row count from the backup's `count.txt` files
-//! (following `base_backup` links), and writes the signed manifest. A failed, timed-out or
+//! After `BACKUP_CREATED` the agent reads, at the same time, ClickHouse's `.backup` metadata and
+//! every part's row count from the backup's `count.txt` files (both through the server) and the
+//! folder's object versions. It checks that every file the metadata stores is there with its
+//! size (pinning the newest version: ClickHouse retries uploads), checks (and where the bucket
+//! default did not apply, sets) each object's retention, follows `base_backup` links for row
+//! counts stored in earlier backups, and writes the signed manifest. A failed, timed-out or
 //! cancelled BACKUP leaves no manifest.
 
 use std::collections::BTreeMap;

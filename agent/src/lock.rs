@@ -8,6 +8,10 @@ use crate::config::{LockMode, ObjectLockConfig, RetentionPeriod};
 use crate::error::{Error, Result};
 use crate::store::{ObjectStore, Retention};
 
+/// Retention reads and writes run this many at a time (a ClickHouse backup has an object per
+/// file).
+pub const RETENTION_CONCURRENCY: usize = 64;
+
 /// The retention every object of a backup must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockPolicy {

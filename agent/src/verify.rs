@@ -11,7 +11,10 @@
 
 mod clickhouse;
 
+use std::collections::BTreeMap;
 use std::io::sink;
+
+use futures::StreamExt as _;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -20,9 +23,9 @@ use crate::catalog::{self, FetchedManifest};
 use crate::config::Config;
 use crate::error::Result;
 use crate::layout::{Engine, SnapshotRef};
-use crate::lock::satisfies;
+use crate::lock::{RETENTION_CONCURRENCY, satisfies};
 use crate::signing::ManifestVerifier;
-use crate::store::{ObjectStore, Retention, read_small};
+use crate::store::{ObjectStore, ObjectVersion, Retention, read_small};
 use crate::unpack;
 
 /// Which backups to verify.
@@ -163,12 +166,16 @@ async fn check_objects<S: ObjectStore>(
             return;
         }
     };
+    let mut by_key: BTreeMap<&str, Vec<&ObjectVersion>> = BTreeMap::new();
+    for v in &listed {
+        by_key.entry(v.key.as_str()).or_default().push(v);
+    }
+    let mut present = Vec::new();
     for object in &manifest.manifest.objects {
-        let versions: Vec<_> = listed.iter().filter(|v| v.key == object.key).collect();
-        let mine = versions
-            .iter()
-            .find(|v| v.key == object.key && v.version_id == object.version_id);
-        let Some(found) = mine else {
+        let versions = by_key
+            .get(object.key.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let Some(found) = versions.iter().find(|v| v.version_id == object.version_id) else {
             verdict.problems.push(format!(
                 "{} version {} is missing",
                 object.key,
@@ -192,11 +199,19 @@ async fn check_objects<S: ObjectStore>(
         if object.key == manifest.manifest.objects[0].key {
             verdict.size_bytes = Some(found.size);
         }
-        let Some(required) = required else { continue };
-        match store
+        present.push(object);
+    }
+    let Some(required) = required else { return };
+    // A ClickHouse backup has an object per file: their retentions are read many at a time.
+    let mut retentions = futures::stream::iter(present.into_iter().map(|object| async move {
+        let actual = store
             .retention(&object.key, object.version_id.as_deref())
-            .await
-        {
+            .await;
+        (object, actual)
+    }))
+    .buffered(RETENTION_CONCURRENCY);
+    while let Some((object, actual)) = retentions.next().await {
+        match actual {
             Ok(Some(actual)) if satisfies(&actual, &required) => {
                 let until = verdict.retain_until.get_or_insert(actual.retain_until);
                 *until = (*until).min(actual.retain_until);
@@ -327,4 +342,110 @@ pub fn render_line(v: &Verdict) -> String {
         line.push_str(&format!("\n       problem: {p}"));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::SignatureStatus;
+    use crate::config::LockMode;
+    use crate::layout::Timestamp;
+    use crate::manifest::{Manifest, ManifestObject};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Integrity, PartChecksum};
+    use bytes::Bytes;
+    use time::macros::datetime;
+
+    const REQUIRED: Retention = Retention {
+        mode: LockMode::Governance,
+        retain_until: datetime!(2033-11-23 02:00:00 UTC),
+    };
+
+    async fn put(store: &MemoryStore, key: &str, lock: Option<&Retention>) -> ManifestObject {
+        let body = Bytes::from(format!("contents of {key}"));
+        let sum = PartChecksum::compute(Integrity::Md5, &body);
+        let size = body.len() as u64;
+        let put = store.put_object(key, body, sum, lock).await.unwrap();
+        ManifestObject {
+            key: key.into(),
+            version_id: put.version_id,
+            size_bytes: size,
+            sha256: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_object_is_checked_for_presence_size_and_retention() {
+        let store = MemoryStore::default();
+        let longer = Retention {
+            retain_until: datetime!(2034-01-01 00:00:00 UTC),
+            ..REQUIRED
+        };
+        let mut objects = vec![
+            put(&store, "b/x/.backup", Some(&longer)).await,
+            put(&store, "b/x/data/a.bin", Some(&REQUIRED)).await,
+            put(&store, "b/x/data/short.bin", None).await,
+            put(&store, "b/x/data/resized.bin", Some(&REQUIRED)).await,
+        ];
+        objects[3].size_bytes += 1;
+        objects.push(ManifestObject {
+            key: "b/x/data/gone.bin".into(),
+            version_id: Some("v-gone".into()),
+            size_bytes: 1,
+            sha256: None,
+        });
+        let started = datetime!(2026-11-23 02:00:00 UTC);
+        let manifest = FetchedManifest {
+            key: "b/x.manifest.json".into(),
+            version_id: None,
+            sha256: String::new(),
+            manifest: Manifest {
+                objects,
+                ..Manifest::header(
+                    Engine::Clickhouse,
+                    "r",
+                    Timestamp::new(started),
+                    (started, started),
+                    Some(&REQUIRED),
+                )
+            },
+            signature: SignatureStatus::Unsigned {
+                signature_present: false,
+            },
+        };
+        let config = Config::from_yaml(
+            "release: r\ns3:\n  bucket: backups-1\nclickhouse:\n  named_collection: nc\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let mut verdict = Verdict {
+            engine: Engine::Clickhouse,
+            snapshot: "x".into(),
+            timestamp: "x".into(),
+            status: Status::Ok,
+            signature: String::new(),
+            manifest_sha256: None,
+            size_bytes: None,
+            retain_until: None,
+            deep: None,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        };
+        check_objects(&store, &config, &manifest, &mut verdict).await;
+        assert_eq!(
+            verdict.problems,
+            [
+                "b/x/data/resized.bin is 32 bytes, the manifest says 33".to_owned(),
+                "b/x/data/gone.bin version v-gone is missing".to_owned(),
+                "b/x/data/short.bin retention is missing, the manifest requires GOVERNANCE \
+                 until 2033-11-23 2:00:00.0 +00:00:00"
+                    .to_owned(),
+            ]
+        );
+        assert_eq!(verdict.retain_until, Some(REQUIRED.retain_until));
+        assert_eq!(
+            verdict.size_bytes,
+            Some("contents of b/x/.backup".len() as u64)
+        );
+    }
 }

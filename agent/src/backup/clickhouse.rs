@@ -26,15 +26,13 @@ use crate::engine::clickhouse::metadata::BackupMetadata;
 use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope, ServerVersion};
 use crate::error::{Error, Result};
 use crate::layout::{self, BackupKeys, Engine, Timestamp};
+use crate::lock::RETENTION_CONCURRENCY;
 use crate::locked_write::WritePolicy;
 use crate::manifest::{ClickHouseDetails, ClickHouseTable, Manifest, ManifestObject};
 use crate::pipeline::Progress;
 use crate::readback::ensure_retention;
 use crate::signing::ManifestSigner;
 use crate::store::{ObjectStore, ObjectVersion, Retention};
-
-/// Retention checks run this many at a time (a backup has one object per file).
-const RETENTION_CONCURRENCY: usize = 64;
 
 /// The ClickHouse section and its login: local checks only.
 pub fn preflight(config: &Config) -> Result<(&ClickHouseConfig, Login)> {

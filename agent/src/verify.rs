@@ -63,6 +63,25 @@ pub struct Verdict {
     pub warnings: Vec<String>,
 }
 
+impl Verdict {
+    /// A verdict with nothing found yet.
+    fn new(engine: Engine, snapshot: String, timestamp: String) -> Verdict {
+        Verdict {
+            engine,
+            snapshot,
+            timestamp,
+            status: Status::Ok,
+            signature: String::new(),
+            manifest_sha256: None,
+            size_bytes: None,
+            retain_until: None,
+            deep: None,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// The backups `selection` names, oldest first, each with whether it has a manifest.
 pub async fn select<S: ObjectStore>(
     store: &S,
@@ -96,19 +115,11 @@ pub async fn verify_one<S: ObjectStore>(
     verifier: Option<&ManifestVerifier>,
     deep: bool,
 ) -> Verdict {
-    let mut verdict = Verdict {
-        engine: snapshot.engine,
-        snapshot: snapshot.keys.dump.clone(),
-        timestamp: snapshot.timestamp.to_string(),
-        status: Status::Ok,
-        signature: String::new(),
-        manifest_sha256: None,
-        size_bytes: None,
-        retain_until: None,
-        deep: None,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut verdict = Verdict::new(
+        snapshot.engine,
+        snapshot.keys.dump.clone(),
+        snapshot.timestamp.to_string(),
+    );
     if !complete {
         verdict.status = Status::Incomplete;
         verdict.signature = "-".into();
@@ -418,19 +429,7 @@ mod tests {
             std::path::Path::new("t"),
         )
         .unwrap();
-        let mut verdict = Verdict {
-            engine: Engine::Clickhouse,
-            snapshot: "x".into(),
-            timestamp: "x".into(),
-            status: Status::Ok,
-            signature: String::new(),
-            manifest_sha256: None,
-            size_bytes: None,
-            retain_until: None,
-            deep: None,
-            problems: Vec::new(),
-            warnings: Vec::new(),
-        };
+        let mut verdict = Verdict::new(Engine::Clickhouse, "b/x/".into(), "x".into());
         check_objects(&store, &config, &manifest, &mut verdict).await;
         assert_eq!(
             verdict.problems,

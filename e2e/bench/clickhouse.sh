@@ -13,7 +13,7 @@
 # Env: CH_ROUNDS (7), CH_ROWS (80000000). The RGW's block file must hold 2 + 2 x CH_ROUNDS
 # backups (about 2.4 GB each at 80M rows): a full Ceph OSD stalls writes instead of failing them,
 # so every request here has a time limit.
-# ClickHouse polls: the agent's default clickhouse.poll_interval_ms (100).
+# The agent runs with its defaults (e.g. clickhouse.poll_interval_ms: 100).
 set -euo pipefail
 strongroom=$(realpath "$1")
 rounds=${CH_ROUNDS:-7}

@@ -2,7 +2,9 @@
 # Start a single-node Ceph cluster (1 mon, 1 memstore OSD) and radosgw on 127.0.0.1.
 # RGW_OBJECTSTORE=bluestore keeps the data in a sparse file of RGW_BLUESTORE_BYTES (32 GiB)
 # instead of RAM (memstore, RGW_MEMSTORE_BYTES, 8 GiB): the ClickHouse benchmark's copies do not
-# fit in memory.
+# fit in memory. A full OSD stalls writes rather than failing them: size the file for the data.
+# Beast runs with tcp_nodelay=1, as RGW is usually deployed: without it each small answer (headers
+# and XML body in two writes) waits ~40 ms for the client's delayed ACK.
 # Usage: ceph-rgw.sh DIR RGW_PORT ACCESS_KEY SECRET_KEY [UID:ACCESS:SECRET...]
 # The first user owns the test buckets; the others exist only to be granted access by bucket
 # policies (least-privilege tests: the ClickHouse server role, the writer, the reader).

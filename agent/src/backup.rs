@@ -292,9 +292,9 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
             let s3 = &config.s3;
             match crate::lock::require_protection(&*store, &s3.bucket, &s3.object_lock).await {
                 Err(e) => (Err(e), None),
-                Ok(_) => {
+                Ok(lock) => {
                     let (policy, run) = tokio::join!(
-                        WritePolicy::prepare(&*store, s3),
+                        WritePolicy::with_lock(&*store, s3, lock),
                         clickhouse::start(config, &*store)
                     );
                     (policy, Some(run))

@@ -29,6 +29,16 @@ impl WritePolicy {
     /// Writes nothing but aborted probe uploads.
     pub async fn prepare<S: ObjectStore>(store: &S, s3: &S3Config) -> Result<WritePolicy> {
         let lock = lock::require_protection(store, &s3.bucket, &s3.object_lock).await?;
+        WritePolicy::with_lock(store, s3, lock).await
+    }
+
+    /// The policy for a bucket whose protection [`lock::require_protection`] has already
+    /// checked: resolves `s3.integrity` only.
+    pub async fn with_lock<S: ObjectStore>(
+        store: &S,
+        s3: &S3Config,
+        lock: Option<LockPolicy>,
+    ) -> Result<WritePolicy> {
         let choice = probe::resolve(store, s3.integrity, &s3.prefix).await?;
         tracing::info!(integrity = choice.integrity.as_str(), reason = %choice.reason,
             "integrity header chosen");

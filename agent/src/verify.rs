@@ -9,7 +9,7 @@
 //! they are the remains of failed runs, locked like everything else. ClickHouse backups get
 //! their own checks in [`clickhouse`].
 
-mod clickhouse;
+pub(crate) mod clickhouse;
 
 use std::collections::BTreeMap;
 use std::io::sink;

@@ -174,19 +174,6 @@ pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started
     })
 }
 
-/// Runs one ClickHouse backup now, writing under `policy`; `signer` signs the manifest.
-pub async fn backup_clickhouse<S: ObjectStore>(
-    config: &Config,
-    store: &S,
-    policy: &WritePolicy,
-    signer: Option<&ManifestSigner>,
-    progress: &Progress,
-    cancel: &CancellationToken,
-) -> Result<BackupReport> {
-    let started = start(config, store).await?;
-    finish(config, store, started, policy, signer, progress, cancel).await
-}
-
 /// Waits for a started BACKUP, proves it complete and locked, and writes the manifest.
 pub async fn finish<S: ObjectStore>(
     config: &Config,

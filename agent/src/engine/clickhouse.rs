@@ -177,12 +177,10 @@ pub fn restore_statement(
 /// A row of `system.backups`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
-    pub id: String,
     pub status: String,
     pub error: String,
     pub num_files: u64,
     pub total_size: u64,
-    pub files_read: u64,
     pub bytes_read: u64,
 }
 
@@ -289,8 +287,8 @@ impl ClickHouse {
     /// The `system.backups` row of operation `id`, if the server knows it.
     pub async fn operation(&self, id: &str) -> Result<Option<Operation>, EngineError> {
         let sql = "SELECT toString(status), error, toUInt64(num_files), toUInt64(total_size), \
-                   toUInt64(files_read), toUInt64(bytes_read) FROM system.backups WHERE id = ?";
-        let row: Option<(String, String, u64, u64, u64, u64)> = self
+                   toUInt64(bytes_read) FROM system.backups WHERE id = ?";
+        let row: Option<(String, String, u64, u64, u64)> = self
             .within(
                 "reading system.backups",
                 QUERY_TIMEOUT,
@@ -298,13 +296,11 @@ impl ClickHouse {
             )
             .await?;
         Ok(row.map(
-            |(status, error, num_files, total_size, files_read, bytes_read)| Operation {
-                id: id.to_owned(),
+            |(status, error, num_files, total_size, bytes_read)| Operation {
                 status,
                 error,
                 num_files,
                 total_size,
-                files_read,
                 bytes_read,
             },
         ))

@@ -22,14 +22,12 @@ use crate::config::clickhouse::Login;
 use crate::engine::EngineError;
 use crate::engine::clickhouse::{self, ClickHouse, Scope};
 use crate::error::{Error, Result};
-use crate::layout::{self, Engine, SnapshotRef};
+use crate::layout::{Engine, SnapshotRef};
 use crate::manifest::ClickHouseDetails;
 use crate::signing::ManifestVerifier;
-use crate::store::{ObjectStore, ObjectVersion, read_small};
+use crate::store::{ObjectStore, ObjectVersion};
 use crate::validate::{self, CheckKind, CheckResult};
-
-/// `.backup` files are small; a bigger one is not ClickHouse's.
-const METADATA_LIMIT: u64 = 256 * 1024 * 1024;
+use crate::verify::clickhouse::{PinnedMetadata, base_chain};
 
 /// The restore's login; options that only apply to PostgreSQL are refused.
 pub fn preflight(config: &Config, options: &RestoreOptions) -> Result<Login> {
@@ -79,12 +77,13 @@ fn recorded_scope(details: &ClickHouseDetails) -> Scope {
     }
 }
 
-/// Problems that make ClickHouse read other bytes than the manifest pins, for one backup.
+/// Problems that make ClickHouse read other bytes than the manifest pins, for one backup, and
+/// the SHA-256 of its `.backup` as read.
 async fn check_backup<S: ObjectStore>(
     store: &S,
     manifest: &FetchedManifest,
     folder: &str,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, String)> {
     let details = details(manifest)?;
     let mut listed: BTreeMap<String, Vec<ObjectVersion>> = BTreeMap::new();
     for v in store.list_versions(folder).await? {
@@ -117,65 +116,41 @@ async fn check_backup<S: ObjectStore>(
             ));
         }
     }
-    let metadata = manifest.object(&details.metadata_key)?;
-    let bytes = read_small(
-        store,
-        &details.metadata_key,
-        metadata.version_id.as_deref(),
-        METADATA_LIMIT,
-    )
-    .await?;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    if digest != details.metadata_sha256 {
-        problems.push(format!(
-            "{} hashes to {digest}, the manifest says {}",
-            details.metadata_key, details.metadata_sha256
-        ));
-    }
-    Ok(problems)
+    let metadata = PinnedMetadata::read(store, manifest, &details).await?;
+    problems.extend(metadata.mismatch(&details));
+    Ok((problems, metadata.sha256))
 }
 
-/// Checks the backup and every base it builds on, newest first; returns the chain's folders.
+/// A backup whose every object, and every base backup's, is what its manifest pins.
+struct CheckedChain {
+    /// The backup's folder, then its base backups' (newest first).
+    folders: Vec<String>,
+    /// The SHA-256 of the backup's `.backup` as read.
+    metadata_sha256: String,
+}
+
+/// Checks the backup and every base it builds on, newest first.
 async fn check_chain<S: ObjectStore>(
     store: &S,
     config: &Config,
     verifier: Option<&ManifestVerifier>,
     snapshot: &SnapshotRef,
     manifest: &FetchedManifest,
-) -> Result<Vec<String>> {
-    let mut problems = check_backup(store, manifest, &snapshot.keys.dump).await?;
-    let mut chain = vec![snapshot.keys.dump.clone()];
-    let mut base = details(manifest)?.base_backup;
-    while let Some(folder) = base {
-        if chain.len() > 1000 {
-            problems.push("the base_backup chain is longer than 1000 links".into());
-            break;
-        }
-        let key = folder.trim_end_matches('/');
-        let base_snapshot = match layout::parse_snapshot(&config.s3.prefix, Engine::Clickhouse, key)
-        {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(format!("base backup {folder}: {e}"));
-                break;
-            }
-        };
-        match catalog::fetch_manifest(store, &base_snapshot, verifier).await {
-            Ok(base_manifest) => {
-                problems.extend(check_backup(store, &base_manifest, &folder).await?);
-                base = details(&base_manifest)?.base_backup;
-            }
-            Err(e) => {
-                problems.push(format!(
-                    "missing link in the chain: base backup {folder}: {e}"
-                ));
-                break;
-            }
-        }
-        chain.push(folder);
+) -> Result<CheckedChain> {
+    let (mut problems, metadata_sha256) =
+        check_backup(store, manifest, &snapshot.keys.dump).await?;
+    let (bases, broken) = base_chain(store, config, verifier, &details(manifest)?).await;
+    problems.extend(broken);
+    let mut folders = vec![snapshot.keys.dump.clone()];
+    for (folder, base_manifest) in bases {
+        problems.extend(check_backup(store, &base_manifest, &folder).await?.0);
+        folders.push(folder);
     }
     if problems.is_empty() {
-        Ok(chain)
+        Ok(CheckedChain {
+            folders,
+            metadata_sha256,
+        })
     } else {
         Err(Error::RestoreRefused {
             snapshot: snapshot.keys.dump.clone(),
@@ -276,7 +251,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         &id,
         options.force,
     );
-    tracing::info!(snapshot = %snapshot.keys.dump, chain = chain.len(), server_version = %version.text,
+    tracing::info!(snapshot = %snapshot.keys.dump, chain = chain.folders.len(), server_version = %version.text,
         signature = %manifest.signature, %statement, "objects match the manifest; ClickHouse restores");
     server.execute("RESTORE", &statement).await?;
     let op = server
@@ -306,11 +281,12 @@ pub async fn restore_clickhouse<S: ObjectStore>(
     let size_bytes = manifest.manifest.objects.iter().map(|o| o.size_bytes).sum();
     let passed = checks.iter().all(|c| c.passed);
     let mut warnings = Vec::new();
-    if chain.len() > 1 {
+    let bases = &chain.folders[1..];
+    if !bases.is_empty() {
         warnings.push(format!(
             "incremental backup: restored through {} base backup(s): {}",
-            chain.len() - 1,
-            chain[1..].join(", ")
+            bases.len(),
+            bases.join(", ")
         ));
     }
     let mut report = RestoreReport {
@@ -325,7 +301,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         signature: manifest.signature.clone(),
         target_database: recorded_scope(&details).describe().join(", "),
         expected_sha256: details.metadata_sha256.clone(),
-        actual_sha256: details.metadata_sha256.clone(),
+        actual_sha256: chain.metadata_sha256,
         size_bytes,
         uncompressed_size_bytes: details.total_size_bytes,
         started_at,

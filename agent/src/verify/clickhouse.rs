@@ -7,12 +7,107 @@ use super::Verdict;
 use crate::catalog::{self, FetchedManifest};
 use crate::config::Config;
 use crate::engine::clickhouse::metadata::BackupMetadata;
+use crate::error::Result;
 use crate::layout::{self, Engine};
+use crate::manifest::ClickHouseDetails;
 use crate::signing::ManifestVerifier;
 use crate::store::{ObjectStore, read_small};
 
 /// `.backup` files are small; a bigger one is not ClickHouse's.
 const METADATA_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// A chain longer than this is taken for a loop.
+const CHAIN_LIMIT: usize = 1000;
+
+/// The `.backup` a manifest pins, as read at its version, with its hex SHA-256.
+pub(crate) struct PinnedMetadata {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+impl PinnedMetadata {
+    pub async fn read<S: ObjectStore>(
+        store: &S,
+        manifest: &FetchedManifest,
+        details: &ClickHouseDetails,
+    ) -> Result<PinnedMetadata> {
+        let entry = manifest.object(&details.metadata_key)?;
+        let bytes = read_small(
+            store,
+            &details.metadata_key,
+            entry.version_id.as_deref(),
+            METADATA_LIMIT,
+        )
+        .await?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Ok(PinnedMetadata { bytes, sha256 })
+    }
+
+    /// What is wrong when these are not the bytes the manifest recorded.
+    pub fn mismatch(&self, details: &ClickHouseDetails) -> Option<String> {
+        (self.sha256 != details.metadata_sha256).then(|| {
+            format!(
+                "{} hashes to {}, the manifest says {}",
+                details.metadata_key, self.sha256, details.metadata_sha256
+            )
+        })
+    }
+}
+
+/// The base backups below a ClickHouse backup, newest first, each with its folder and
+/// manifest, and what broke the chain if it is not whole down to a full backup.
+pub(crate) async fn base_chain<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    verifier: Option<&ManifestVerifier>,
+    details: &ClickHouseDetails,
+) -> (Vec<(String, FetchedManifest)>, Option<String>) {
+    let mut bases = Vec::new();
+    let mut next = details.base_backup.clone();
+    while let Some(folder) = next.take() {
+        if bases.len() == CHAIN_LIMIT {
+            return (
+                bases,
+                Some(format!(
+                    "the base_backup chain is longer than {CHAIN_LIMIT} links"
+                )),
+            );
+        }
+        let key = folder.trim_end_matches('/');
+        let fetched = match layout::parse_snapshot(&config.s3.prefix, Engine::Clickhouse, key) {
+            Ok(snapshot) => catalog::fetch_manifest(store, &snapshot, verifier).await,
+            Err(e) => Err(e.into()),
+        };
+        let manifest = match fetched {
+            Ok(m) if m.manifest.clickhouse.is_some() => m,
+            Ok(m) => {
+                return (
+                    bases,
+                    Some(format!(
+                        "missing link in the chain: base backup {folder}: its manifest {} has \
+                         no clickhouse section",
+                        m.key
+                    )),
+                );
+            }
+            Err(e) => {
+                return (
+                    bases,
+                    Some(format!(
+                        "missing link in the chain: base backup {folder}: {e}"
+                    )),
+                );
+            }
+        };
+        next = manifest
+            .manifest
+            .clickhouse
+            .as_ref()
+            .and_then(|d| d.base_backup.clone());
+        bases.push((folder, manifest));
+    }
+    (bases, None)
+}
 
 pub(super) async fn check<S: ObjectStore>(
     store: &S,
@@ -30,65 +125,29 @@ pub(super) async fn check<S: ObjectStore>(
     };
     verdict.size_bytes = Some(manifest.manifest.objects.iter().map(|o| o.size_bytes).sum());
     // Every link of the chain down to the full backup must be there, complete and authentic.
-    let mut base = details.base_backup.clone();
-    let mut links = 0;
-    while let Some(folder) = base.take() {
-        links += 1;
-        let key = folder.trim_end_matches('/');
-        let fetched = match layout::parse_snapshot(&config.s3.prefix, Engine::Clickhouse, key) {
-            Ok(snapshot) => catalog::fetch_manifest(store, &snapshot, verifier).await,
-            Err(e) => Err(e.into()),
-        };
-        match fetched {
-            Ok(m) if links < 1000 => {
-                base = m.manifest.clickhouse.and_then(|d| d.base_backup);
-            }
-            Ok(_) => verdict
-                .problems
-                .push("the base_backup chain is longer than 1000 links".into()),
-            Err(e) => verdict.problems.push(format!(
-                "missing link in the chain: base backup {folder}: {e}"
-            )),
-        }
-    }
-    if links > 0 && verdict.problems.is_empty() {
+    let (bases, broken) = base_chain(store, config, verifier, details).await;
+    verdict.problems.extend(broken);
+    if !bases.is_empty() && verdict.problems.is_empty() {
         verdict.warnings.push(format!(
-            "incremental: {links} base backup(s) below it are present (verify them too)"
+            "incremental: {} base backup(s) below it are present (verify them too)",
+            bases.len()
         ));
     }
     if !deep || !verdict.problems.is_empty() {
         return;
     }
-    let Ok(entry) = manifest.object(&details.metadata_key) else {
-        verdict.problems.push(format!(
-            "the manifest does not list {}",
-            details.metadata_key
-        ));
-        return;
-    };
-    let bytes = match read_small(
-        store,
-        &details.metadata_key,
-        entry.version_id.as_deref(),
-        METADATA_LIMIT,
-    )
-    .await
-    {
-        Ok(b) => b,
+    let pinned = match PinnedMetadata::read(store, manifest, details).await {
+        Ok(p) => p,
         Err(e) => {
             verdict.problems.push(e.to_string());
             return;
         }
     };
-    let digest = hex::encode(Sha256::digest(&bytes));
-    if digest != details.metadata_sha256 {
-        verdict.problems.push(format!(
-            "{} hashes to {digest}, the manifest says {}",
-            details.metadata_key, details.metadata_sha256
-        ));
+    if let Some(problem) = pinned.mismatch(details) {
+        verdict.problems.push(problem);
         return;
     }
-    let metadata = match BackupMetadata::parse(&bytes) {
+    let metadata = match BackupMetadata::parse(&pinned.bytes) {
         Ok(m) => m,
         Err(e) => {
             verdict
@@ -127,4 +186,78 @@ pub(super) async fn check<S: ObjectStore>(
         metadata.files.len(),
         stored.len()
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::SignatureStatus;
+    use crate::layout::Timestamp;
+    use crate::manifest::{Manifest, ManifestObject};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Integrity, PartChecksum};
+    use bytes::Bytes;
+    use time::macros::datetime;
+
+    #[tokio::test]
+    async fn pinned_metadata_is_read_at_its_version_and_hashed() {
+        let store = MemoryStore::default();
+        let key = "b/x/.backup";
+        let mut put = |body: &'static [u8]| {
+            let sum = PartChecksum::compute(Integrity::Md5, body);
+            store.put_object(key, Bytes::from_static(body), sum, None)
+        };
+        let pinned = put(b"<config/>").await.unwrap().version_id;
+        put(b"<config>newer</config>").await.unwrap();
+        let started = datetime!(2026-11-23 02:00:00 UTC);
+        let manifest = FetchedManifest {
+            key: "b/x.manifest.json".into(),
+            version_id: None,
+            sha256: String::new(),
+            manifest: Manifest {
+                objects: vec![ManifestObject {
+                    key: key.into(),
+                    version_id: pinned,
+                    size_bytes: 9,
+                    sha256: None,
+                }],
+                ..Manifest::header(
+                    Engine::Clickhouse,
+                    "r",
+                    Timestamp::new(started),
+                    (started, started),
+                    None,
+                )
+            },
+            signature: SignatureStatus::Unsigned {
+                signature_present: false,
+            },
+        };
+        let digest = hex::encode(Sha256::digest(b"<config/>"));
+        let mut details = ClickHouseDetails {
+            server_version: "26.9".into(),
+            backup_id: "id".into(),
+            scope: vec![],
+            base_backup: None,
+            chain_length: 0,
+            metadata_key: key.into(),
+            metadata_sha256: digest.clone(),
+            files: 0,
+            total_size_bytes: 0,
+            tables: vec![],
+        };
+        let read = PinnedMetadata::read(&store, &manifest, &details)
+            .await
+            .unwrap();
+        assert_eq!(read.bytes, b"<config/>");
+        assert_eq!(read.mismatch(&details), None);
+        details.metadata_sha256 = "0".repeat(64);
+        assert_eq!(
+            read.mismatch(&details),
+            Some(format!(
+                "b/x/.backup hashes to {digest}, the manifest says {}",
+                "0".repeat(64)
+            ))
+        );
+    }
 }

@@ -265,6 +265,9 @@ async fn clickhouse_round_trip_restores_exact_rows_and_content(id: TestId) {
         .await
         .expect("restore succeeds");
     assert!(restored.passed, "{:?}", restored.checks);
+    // The .backup ClickHouse restored from hashes to what the backup recorded.
+    assert_eq!(restored.actual_sha256, report.sha256);
+    assert_eq!(restored.expected_sha256, report.sha256);
     assert_eq!(
         restored
             .checks

@@ -71,6 +71,22 @@ impl FetchedManifest {
     }
 }
 
+#[cfg(test)]
+impl FetchedManifest {
+    /// `manifest` as if fetched, unsigned, from `key`.
+    pub fn unsigned(key: &str, manifest: Manifest) -> FetchedManifest {
+        FetchedManifest {
+            key: key.to_owned(),
+            version_id: None,
+            sha256: String::new(),
+            manifest,
+            signature: SignatureStatus::Unsigned {
+                signature_present: false,
+            },
+        }
+    }
+}
+
 /// The only version of `key`, or an error saying why there is not exactly one.
 async fn single_version<S: ObjectStore>(store: &S, key: &str) -> Result<Option<ObjectVersion>> {
     let mut versions: Vec<ObjectVersion> = store

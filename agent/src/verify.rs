@@ -358,7 +358,6 @@ pub fn render_line(v: &Verdict) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::SignatureStatus;
     use crate::config::LockMode;
     use crate::layout::Timestamp;
     use crate::manifest::{Manifest, ManifestObject};
@@ -406,11 +405,9 @@ mod tests {
             sha256: None,
         });
         let started = datetime!(2026-11-23 02:00:00 UTC);
-        let manifest = FetchedManifest {
-            key: "b/x.manifest.json".into(),
-            version_id: None,
-            sha256: String::new(),
-            manifest: Manifest {
+        let manifest = FetchedManifest::unsigned(
+            "b/x.manifest.json",
+            Manifest {
                 objects,
                 ..Manifest::header(
                     Engine::Clickhouse,
@@ -420,10 +417,7 @@ mod tests {
                     Some(&REQUIRED),
                 )
             },
-            signature: SignatureStatus::Unsigned {
-                signature_present: false,
-            },
-        };
+        );
         let config = Config::from_yaml(
             "release: r\ns3:\n  bucket: backups-1\nclickhouse:\n  named_collection: nc\n",
             std::path::Path::new("t"),

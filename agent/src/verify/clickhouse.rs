@@ -191,7 +191,6 @@ pub(super) async fn check<S: ObjectStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::SignatureStatus;
     use crate::layout::Timestamp;
     use crate::manifest::{Manifest, ManifestObject};
     use crate::store::memory::MemoryStore;
@@ -203,18 +202,16 @@ mod tests {
     async fn pinned_metadata_is_read_at_its_version_and_hashed() {
         let store = MemoryStore::default();
         let key = "b/x/.backup";
-        let mut put = |body: &'static [u8]| {
+        let put = |body: &'static [u8]| {
             let sum = PartChecksum::compute(Integrity::Md5, body);
             store.put_object(key, Bytes::from_static(body), sum, None)
         };
         let pinned = put(b"<config/>").await.unwrap().version_id;
         put(b"<config>newer</config>").await.unwrap();
         let started = datetime!(2026-11-23 02:00:00 UTC);
-        let manifest = FetchedManifest {
-            key: "b/x.manifest.json".into(),
-            version_id: None,
-            sha256: String::new(),
-            manifest: Manifest {
+        let manifest = FetchedManifest::unsigned(
+            "b/x.manifest.json",
+            Manifest {
                 objects: vec![ManifestObject {
                     key: key.into(),
                     version_id: pinned,
@@ -229,10 +226,7 @@ mod tests {
                     None,
                 )
             },
-            signature: SignatureStatus::Unsigned {
-                signature_present: false,
-            },
-        };
+        );
         let digest = hex::encode(Sha256::digest(b"<config/>"));
         let mut details = ClickHouseDetails {
             server_version: "26.9".into(),

@@ -1,7 +1,7 @@
 //! Database engines: how to dump one, load one, and count what is in it.
 //!
-//! [`clickhouse`] drives ClickHouse's own BACKUP/RESTORE over HTTP; [`postgres`] runs `pg_dump` in a snapshot shared with the row counts and `psql` for restores;
-//! [`process`] turns a child process into one end of a byte stream whose success is decided at
+//! [`clickhouse`] drives ClickHouse's own BACKUP/RESTORE over HTTP; [`postgres`] runs `pg_dump`
+//! in a snapshot shared with the row counts and `psql` for restores; [`process`] turns a child process into one end of a byte stream whose success is decided at
 //! exit. What gets uploaded where, and when a backup or restore counts as done, is decided in
 //! `backup` and `restore`, not here.
 
@@ -66,7 +66,11 @@ pub enum EngineError {
          restore_timeout_seconds if the data needs longer"
     )]
     ClickHouseTimeout { id: String, seconds: u64 },
-    #[error("ClickHouse {what} {id} ended {status}: {error}")]
+    #[error(
+        "ClickHouse {what} {id} ended {status}: {error}. Nothing counts as done: a failed BACKUP \
+         gets no manifest, a failed RESTORE may leave tables partly filled (empty them before \
+         retrying). Fix what ClickHouse names and run again; system.backups keeps the row for {id}"
+    )]
     ClickHouseFailed {
         what: &'static str,
         id: String,

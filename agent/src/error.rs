@@ -177,7 +177,10 @@ pub enum Error {
     )]
     RestoreRefused { snapshot: String, problems: String },
     /// An option that does not apply to the engine.
-    #[error("{option} does not apply to {engine} restores")]
+    #[error(
+        "{option} does not apply to {engine} restores: leave it out ({engine} restores the \
+         databases and tables the backup recorded, under their own names)"
+    )]
     OptionNotForEngine {
         option: &'static str,
         engine: &'static str,

@@ -177,8 +177,8 @@ pub struct SnapshotKeyError {
 }
 
 /// Parses `<prefix>/postgresql/<release>/<timestamp>.sql.gz` or
-/// `<prefix>/clickhouse/<release>/<timestamp>` (a trailing `/` allowed): no `..`, no absolute path, no
-/// characters outside S3's safe set, nothing outside the configured prefix and engine.
+/// `<prefix>/clickhouse/<release>/<timestamp>` (a trailing `/` allowed): no `..`, no absolute
+/// path, no characters outside S3's safe set, nothing outside the configured prefix and engine.
 pub fn parse_snapshot(
     prefix: &str,
     engine: Engine,

@@ -139,6 +139,7 @@ pub struct StatusDoc {
     pub waiting_for: Vec<String>,
     /// PostgreSQL.
     pub database: Check,
+    /// ClickHouse (ok, saying so, when none is configured).
     pub clickhouse: Check,
     pub s3: Check,
     pub restore_in_progress: bool,

@@ -251,8 +251,9 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         &id,
         options.force,
     );
-    tracing::info!(snapshot = %snapshot.keys.dump, chain = chain.folders.len(), server_version = %version.text,
-        signature = %manifest.signature, %statement, "objects match the manifest; ClickHouse restores");
+    tracing::info!(snapshot = %snapshot.keys.dump, chain = chain.folders.len(),
+        server_version = %version.text, signature = %manifest.signature, %statement,
+        "objects match the manifest; ClickHouse restores");
     server.execute("RESTORE", &statement).await?;
     let op = server
         .wait(

@@ -14,6 +14,8 @@ use tokio_postgres::{Client, NoTls};
 use super::EngineError;
 use super::process::ChildProcess;
 
+pub mod script;
+
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct ConnParams {

@@ -88,6 +88,10 @@ pub enum Command {
         /// Create the target database if it does not exist.
         #[arg(long)]
         create: bool,
+        /// Restore a backup even though no signing.public_key_file is configured to check it
+        /// (also restore.allow_unsigned); the report says UNSIGNED.
+        #[arg(long)]
+        allow_unsigned: bool,
     },
     /// Run the agent: scheduled backups, /healthz /readyz /status /metrics, config reload.
     Run,
@@ -390,6 +394,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             database,
             force,
             create,
+            allow_unsigned,
         } => {
             let engine = Engine::from(engine);
             let choice = match which.snapshot {
@@ -400,6 +405,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 database,
                 force,
                 create,
+                allow_unsigned,
             };
             // Key checks and local files first: a bad key makes no request at all.
             if let SnapshotChoice::Key(key) = &choice {

@@ -19,6 +19,8 @@ pub enum EngineError {
         program: String,
         source: std::io::Error,
     },
+    #[error("the system random generator failed: {0}")]
+    Random(String),
     #[error("{program} failed ({status}); its last output: {stderr_tail}")]
     Failed {
         program: String,

@@ -73,7 +73,7 @@ pub enum Error {
     #[error(
         "{key} version {version} does not match its manifest: SHA-256 {actual} ({actual_size} \
          bytes) was read, the manifest says {expected} ({expected_size} bytes). psql was \
-         stopped before committing; the target database is unchanged"
+         stopped before the agent's COMMIT; the target database is unchanged"
     )]
     HashMismatch {
         key: String,
@@ -82,6 +82,18 @@ pub enum Error {
         actual: String,
         expected_size: u64,
         actual_size: u64,
+    },
+    /// The dump holds something other than pg_dump's SQL; psql was stopped before that line.
+    #[error(
+        "restore of {key} version {version} refused: {refusal}. psql never saw that line and \
+         nothing was committed: the target database is unchanged. pg_dump writes no such \
+         line, so the backup may have been tampered with: restore another backup (strongroom \
+         list) and find out who wrote to the bucket"
+    )]
+    DumpRefused {
+        key: String,
+        version: String,
+        refusal: String,
     },
     /// Streaming the object failed; for a restore, psql was stopped before committing.
     #[error(transparent)]
@@ -155,6 +167,15 @@ pub enum Error {
     /// `strongroom status`: an enabled engine has no recent success.
     #[error("no successful backup within {max_age} for: {engines}")]
     Stale { engines: String, max_age: String },
+    /// No public key is configured, and unsigned restores were not allowed.
+    #[error(
+        "restore refused: no signing.public_key_file is configured, so nothing tells a backup \
+         the agent wrote from one planted by whoever holds the backup writer's S3 role. Set \
+         signing.public_key_file to the public key from `strongroom keygen` (the backups must \
+         be signed with its private key), or, to restore an unsigned backup knowingly, pass \
+         --allow-unsigned or set restore.allow_unsigned: true"
+    )]
+    UnsignedRefused,
     /// The engine named on the command line has no section in the config file.
     #[error(
         "engine {engine} is not configured: add a `{engine}:` section to the config file \
@@ -196,6 +217,7 @@ impl Error {
             | Error::SnapshotKey(_)
             | Error::BadTarget { .. }
             | Error::OptionNotForEngine { .. }
+            | Error::UnsignedRefused
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }

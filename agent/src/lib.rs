@@ -32,7 +32,7 @@
 //! - [`state`], [`metrics`], [`http`]: what the agent knows, its Prometheus registry, and the
 //!   endpoints that show them; [`status_client`] reads them back (`strongroom status`).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod backup;

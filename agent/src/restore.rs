@@ -1,22 +1,21 @@
 //! `strongroom restore` for PostgreSQL: verify before commit, in one pass, then validate.
 //!
 //! The snapshot key is checked before any request; the manifest is fetched and authenticated;
-//! the dump is read by the VersionId the manifest pins and streamed through SHA-256 and gunzip
-//! into `psql --single-transaction`. psql commits only when its stdin ends, and the restore
-//! holds a duplicate of that stdin: the end comes only after the hash and size matched the
-//! manifest. On any mismatch or error psql is killed first, so the transaction rolls back and
-//! the target is unchanged. Then row counts, SQL checks and HTTP smoke checks run, and the
-//! report is printed and stored, locked, under `<prefix>/reports/`. [`clickhouse`] restores
-//! ClickHouse backups with the same report.
+//! the dump is read by the VersionId the manifest pins and streamed through SHA-256, gunzip and
+//! the SQL-only guard into psql, inside the agent's own transaction, which [`psql_load`]
+//! commits only after the hash and size matched the manifest. Then row counts, SQL checks and
+//! HTTP smoke checks run, and the report is printed and stored, locked, under
+//! `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
 
 pub mod clickhouse;
+pub mod psql_load;
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::catalog::{self, FetchedManifest, SignatureStatus};
+use crate::catalog::{self, SignatureStatus};
 use crate::config::Config;
 use crate::engine::postgres::{self, ConnParams};
 use crate::error::{Error, Result};
@@ -24,7 +23,6 @@ use crate::layout::{self, Engine, SnapshotRef, Timestamp};
 use crate::locked_write::WritePolicy;
 use crate::signing::ManifestVerifier;
 use crate::store::ObjectStore;
-use crate::unpack::{self, UnpackError};
 use crate::validate::{self, CheckResult};
 
 /// Which backup to restore.
@@ -44,6 +42,9 @@ pub struct RestoreOptions {
     pub force: bool,
     /// Create the target database if it does not exist.
     pub create: bool,
+    /// Restore even without `signing.public_key_file` (`--allow-unsigned`; also
+    /// `restore.allow_unsigned`).
+    pub allow_unsigned: bool,
 }
 
 /// Durations of the restore's phases. Download and load overlap (one pass): download ends
@@ -169,72 +170,6 @@ async fn version_warnings<S: ObjectStore>(
     })
 }
 
-/// What the load read and wrote.
-#[derive(Debug, Clone, Copy)]
-struct Loaded {
-    sha256: [u8; 32],
-    size: u64,
-    uncompressed: u64,
-    download_seconds: f64,
-}
-
-/// Streams the pinned version into psql and lets psql commit only if it matches the manifest.
-async fn load<S: ObjectStore>(
-    store: &S,
-    config: &Config,
-    params: &ConnParams,
-    manifest: &FetchedManifest,
-    key: &str,
-) -> Result<Loaded> {
-    let entry = manifest.object(key)?;
-    let expected = entry.sha256.clone().unwrap_or_default();
-    let (psql, stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
-    // While `hold` is open psql cannot see the end of its input, so it cannot commit, whatever
-    // happens to the writer's handle.
-    let hold = stdin
-        .try_clone()
-        .map_err(|source| Error::Unpack(UnpackError::Sink { source }))?;
-    let outcome = unpack::gunzip_into(store, key, entry.version_id.as_deref(), stdin).await;
-    match outcome {
-        Ok(unpacked) => {
-            let loaded = Loaded {
-                sha256: unpacked.sha256,
-                size: unpacked.size,
-                uncompressed: unpacked.uncompressed,
-                download_seconds: unpacked.download_seconds,
-            };
-            let actual = hex::encode(loaded.sha256);
-            if actual != expected || loaded.size != entry.size_bytes {
-                psql.kill().await;
-                drop((unpacked.sink, hold));
-                return Err(Error::HashMismatch {
-                    key: store.target(key),
-                    version: entry.version_id.clone().unwrap_or_else(|| "(none)".into()),
-                    expected,
-                    actual,
-                    expected_size: entry.size_bytes,
-                    actual_size: loaded.size,
-                });
-            }
-            tracing::info!(key, sha256 = %actual, "dump matches its manifest; letting psql commit");
-            drop((unpacked.sink, hold));
-            psql.finish().await?;
-            Ok(loaded)
-        }
-        // psql stopped reading: it failed on its own (and rolled back); its error says why.
-        Err(UnpackError::Sink { source }) => {
-            drop(hold);
-            psql.finish().await?;
-            Err(UnpackError::Sink { source }.into())
-        }
-        Err(e) => {
-            psql.kill().await;
-            drop(hold);
-            Err(e.into())
-        }
-    }
-}
-
 /// The PostgreSQL section and how the restore connects to `options`' target: local checks
 /// only (engine configured, passwords readable), so a bad config fails before any request.
 pub fn preflight<'c>(
@@ -248,6 +183,7 @@ pub fn preflight<'c>(
             database: database.to_owned(),
         });
     }
+    require_signatures(config, options)?;
     Ok((pg, pg.restore_params(&config.restore, database)?))
 }
 
@@ -281,7 +217,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
         database = %database, signature = %manifest.signature, "restore started");
 
-    let unpacked = load(store, config, &params, &manifest, &snapshot.keys.dump).await?;
+    let unpacked = psql_load::load(store, config, &params, &manifest, &snapshot.keys.dump).await?;
     let load_seconds = started.elapsed().as_secs_f64();
 
     let validation_started = Instant::now();
@@ -332,6 +268,18 @@ pub fn preflight_engine(config: &Config, engine: Engine, options: &RestoreOption
         Engine::Postgresql => preflight(config, options).map(drop),
         Engine::Clickhouse => clickhouse::preflight(config, options).map(drop),
     }
+}
+
+/// Refuses to restore unsigned backups unless allowed: without a public key, nothing tells a
+/// backup the agent wrote from one planted by whoever holds the writer role.
+pub fn require_signatures(config: &Config, options: &RestoreOptions) -> Result<()> {
+    if config.signing.public_key_file.is_none()
+        && !options.allow_unsigned
+        && !config.restore.allow_unsigned
+    {
+        return Err(Error::UnsignedRefused);
+    }
+    Ok(())
 }
 
 /// Restores `snapshot` with its engine's procedure, validates it and stores the report.

@@ -49,6 +49,8 @@ aws s3api create-bucket --bucket bench --object-lock-enabled-for-bucket >/dev/nu
 # freshly built database warms its caches.
 head -c 20000000 /dev/zero | aws s3 cp - s3://bench/warm-up.bin >/dev/null
 pg_dump -U postgres bench >/dev/null
+# Signed, as a production agent runs (restore refuses unsigned backups by default).
+"$strongroom" keygen --out-dir "$work" >/dev/null
 cat >"$work/strongroom.yaml" <<YAML
 release: bench
 s3:
@@ -62,6 +64,9 @@ postgresql:
   database: bench
   password_file: $STRONGROOM_TEST_PG_PASSWORD_FILE
   compression_level: 6
+signing:
+  private_key_file: $work/strongroom-signing.key
+  public_key_file: $work/strongroom-signing.pub
 restore:
   user: postgres
 log:

@@ -19,6 +19,11 @@ pub struct RestoreConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default = "defaults::psql")]
     pub psql: PathBuf,
+    /// Restore backups without a verified signature. Off: without `signing.public_key_file`
+    /// nothing tells a backup the agent wrote from one planted by whoever holds the writer
+    /// role (the database pod).
+    #[serde(default)]
+    pub allow_unsigned: bool,
     #[serde(default)]
     pub validation: ValidationConfig,
     /// The ClickHouse restore's login and SQL checks.
@@ -32,6 +37,7 @@ impl Default for RestoreConfig {
             user: None,
             password_file: None,
             psql: defaults::psql(),
+            allow_unsigned: false,
             validation: ValidationConfig::default(),
             clickhouse: ClickHouseRestoreConfig::default(),
         }

@@ -14,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 use super::EngineError;
 use super::process::ChildProcess;
 
+pub mod messages;
 pub mod script;
 
 /// Where and as whom to connect.
@@ -268,25 +269,80 @@ pub async fn create_database(maintenance: &ConnParams, database: &str) -> Result
         .map_err(query_error("create database", database))
 }
 
-/// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.18`.
-pub async fn pg_dump_version(pg_dump: &Path) -> Result<String, EngineError> {
-    let program = pg_dump.display().to_string();
-    let out = Command::new(pg_dump)
+/// `<program> --version`, e.g. `pg_dump (PostgreSQL) 15.18`.
+pub async fn tool_version(program: &Path) -> Result<String, EngineError> {
+    let name = program.display().to_string();
+    let out = Command::new(program)
         .arg("--version")
         .output()
         .await
         .map_err(|source| EngineError::Spawn {
-            program: program.clone(),
+            program: name.clone(),
             source,
         })?;
     if !out.status.success() {
         return Err(EngineError::Failed {
-            program,
+            program: name,
             status: out.status.to_string(),
             stderr_tail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `pg_dump --version`, e.g. `pg_dump (PostgreSQL) 15.18`.
+pub async fn pg_dump_version(pg_dump: &Path) -> Result<String, EngineError> {
+    tool_version(pg_dump).await
+}
+
+/// Whether a psql of this `--version` line has `\restrict` (the August 2025 minor releases:
+/// 13.22, 14.19, 15.14, 16.10, 17.6, and 18 on).
+pub fn has_restrict(version_line: &str) -> bool {
+    let Some(version) = version_line
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+    else {
+        return false;
+    };
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    match major {
+        18.. => true,
+        17 => minor >= 6,
+        16 => minor >= 10,
+        15 => minor >= 14,
+        14 => minor >= 19,
+        13 => minor >= 22,
+        _ => false,
+    }
+}
+
+/// What the restore sends psql before the dump: its own `\restrict` key when psql has the
+/// command (so no line of the dump can leave restricted mode), then `BEGIN`. psql commits
+/// nothing at the end of its input: only the agent's [`RESTORE_COMMIT`] does.
+pub fn restore_prologue(restrict_key: Option<&str>) -> Vec<u8> {
+    let mut prologue = Vec::new();
+    if let Some(key) = restrict_key {
+        prologue.extend_from_slice(format!("\\restrict {key}\n").as_bytes());
+    }
+    prologue.extend_from_slice(b"BEGIN;\n");
+    prologue
+}
+
+/// Sent after the dump once its SHA-256 and size matched the manifest. The newline ends a
+/// `--` comment the dump may have ended with.
+pub const RESTORE_COMMIT: &[u8] = b"\nCOMMIT;\n";
+
+/// A random key for `\restrict`: letters and digits only, as psql requires.
+pub fn restrict_key() -> Result<String, EngineError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| EngineError::Random(e.to_string()))?;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect())
 }
 
 /// Starts `pg_dump` (plain SQL) in `snapshot`; its stdout is the dump.
@@ -301,24 +357,56 @@ pub fn spawn_pg_dump(
         .arg("--no-password")
         .arg(format!("--snapshot={snapshot}"));
     params.apply_env(&mut command, "strongroom-pg_dump");
-    ChildProcess::spawn_source(&pg_dump.display().to_string(), command)
+    ChildProcess::spawn_source(&pg_dump.display().to_string(), command, messages::scrub)
 }
 
-/// Starts `psql` loading a plain dump in one transaction, stopping at the first error; its
-/// stdin is the dump. psql commits only when stdin reaches its end: killing it rolls back.
+/// Starts `psql` loading a plain dump, stopping at the first error; its stdin is the dump,
+/// which must start with [`restore_prologue`]. No `--single-transaction`: psql would commit
+/// when its input ends, however it ends (an agent killed mid-COPY included). With the
+/// agent's own BEGIN, an input that just ends leaves the transaction open, and psql's exit
+/// rolls it back.
 pub fn spawn_psql(
     psql: &Path,
     params: &ConnParams,
 ) -> Result<(ChildProcess, std::fs::File), EngineError> {
     let mut command = Command::new(psql);
     command
-        .args([
-            "--no-psqlrc",
-            "--quiet",
-            "--no-password",
-            "--single-transaction",
-        ])
+        .args(["--no-psqlrc", "--quiet", "--no-password"])
         .args(["--set", "ON_ERROR_STOP=1"]);
     params.apply_env(&mut command, "strongroom-psql");
-    ChildProcess::spawn_sink(&psql.display().to_string(), command)
+    ChildProcess::spawn_sink(&psql.display().to_string(), command, messages::scrub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restrict_is_known_from_the_version_line() {
+        for (line, has) in [
+            ("psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", true),
+            ("psql (PostgreSQL) 15.13", false),
+            ("psql (PostgreSQL) 15.14", true),
+            ("psql (PostgreSQL) 16.9", false),
+            ("psql (PostgreSQL) 17.6", true),
+            ("psql (PostgreSQL) 18beta1", true),
+            ("psql (PostgreSQL) 12.22", false),
+            ("no version here", false),
+        ] {
+            assert_eq!(has_restrict(line), has, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_prologue_restricts_then_begins() {
+        let key = restrict_key().unwrap();
+        assert_eq!(key.len(), 32);
+        assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(key, restrict_key().unwrap());
+        assert_eq!(
+            restore_prologue(Some("abc")),
+            b"\\restrict abc\nBEGIN;\n".to_vec()
+        );
+        assert_eq!(restore_prologue(None), b"BEGIN;\n".to_vec());
+    }
 }

@@ -1,19 +1,36 @@
 //! A child process as one end of a byte stream: a source (we read its stdout: pg_dump) or a
-//! sink (we write its stdin: psql). Its stderr is kept as a bounded tail for the error message,
-//! and success is decided only when it exits 0.
+//! sink (we write its stdin: psql). Its stderr is read as bytes (a non-UTF-8 line must not stop
+//! the reader, or the child dies of SIGPIPE with its real error lost), passed through the
+//! caller's [`Scrub`] (so no row data reaches logs, errors and audit events), logged, and kept
+//! as a bounded tail for the error message; success is decided only when it exits 0.
 //!
 //! The data pipe is handed out as a plain blocking `File` enlarged to 1 MiB, for a dedicated
 //! thread: these programs read and write in small pieces, and a bigger pipe lets each side run
 //! ahead. The child is killed if this handle is dropped (an aborted backup must not leave a
-//! pg_dump running, an aborted restore must not leave a psql that could commit). Nothing here
+//! pg_dump running, an aborted restore must not leave a psql that could commit), and it is
+//! killed when the agent itself dies (`PR_SET_PDEATHSIG`): an OOM-killed agent must not leave
+//! a psql loading unverified bytes, nor a pg_dump holding a snapshot for hours. Nothing here
 //! knows which program it runs.
+//!
+//! Linux delivers the death signal when the *thread* that started the child exits, so spawn
+//! from a runtime worker (or the main thread), never from a blocking-pool thread, which exits
+//! when idle.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Rewrites one line of a child's stderr before it is logged or kept.
+pub type Scrub = fn(&str) -> Cow<'_, str>;
+
+/// Keeps stderr lines as they are.
+pub fn keep(line: &str) -> Cow<'_, str> {
+    Cow::Borrowed(line)
+}
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -43,22 +60,25 @@ impl ChildProcess {
     pub fn spawn_source(
         program: &str,
         command: Command,
+        scrub: Scrub,
     ) -> Result<(ChildProcess, File), EngineError> {
-        Self::spawn(program, command, DataPipe::Stdout)
+        Self::spawn(program, command, DataPipe::Stdout, scrub)
     }
 
     /// Spawns `command` as a data sink; returns its stdin's write end. Stdout is discarded.
     pub fn spawn_sink(
         program: &str,
         command: Command,
+        scrub: Scrub,
     ) -> Result<(ChildProcess, File), EngineError> {
-        Self::spawn(program, command, DataPipe::Stdin)
+        Self::spawn(program, command, DataPipe::Stdin, scrub)
     }
 
     fn spawn(
         program: &str,
         mut command: Command,
         data: DataPipe,
+        scrub: Scrub,
     ) -> Result<(ChildProcess, File), EngineError> {
         let spawn_error = |source| EngineError::Spawn {
             program: program.to_owned(),
@@ -68,6 +88,7 @@ impl ChildProcess {
             DataPipe::Stdout => (Stdio::null(), Stdio::piped()),
             DataPipe::Stdin => (Stdio::piped(), Stdio::null()),
         };
+        die_with_parent(&mut command);
         let mut child = command
             .stdin(stdin)
             .stdout(stdout)
@@ -85,7 +106,7 @@ impl ChildProcess {
         }
         let stderr = child.stderr.take().expect("stderr is piped");
         let name = program.to_owned();
-        let stderr = tokio::spawn(async move { tail_of(stderr, &name).await });
+        let stderr = tokio::spawn(async move { tail_of(stderr, &name, scrub).await });
         Ok((
             ChildProcess {
                 program: program.to_owned(),
@@ -129,12 +150,49 @@ impl ChildProcess {
     }
 }
 
-/// Logs each stderr line and returns the last [`STDERR_TAIL`] bytes of lines.
-async fn tail_of(stderr: tokio::process::ChildStderr, program: &str) -> String {
-    let mut lines = BufReader::new(stderr).lines();
+/// Makes the child get SIGKILL when the thread that spawned it (and so the agent) dies.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    let hook = move || -> std::io::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        // The agent may have died between fork and prctl: then nobody would signal us.
+        if nix::unistd::getppid() != parent {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec. It makes only async-signal-safe
+    // system calls (prctl, getppid) and allocates nothing: `parent` is copied in, and the error
+    // values are plain OS codes.
+    unsafe {
+        command.pre_exec(hook);
+    }
+}
+
+/// Logs each scrubbed stderr line and returns the last [`STDERR_TAIL`] bytes of them. Reads
+/// to the end whatever the bytes are; a line's length is bounded by what is kept of it.
+async fn tail_of(stderr: tokio::process::ChildStderr, program: &str, scrub: Scrub) -> String {
+    let mut reader = BufReader::new(stderr);
+    let mut raw = Vec::new();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut bytes = 0;
-    while let Ok(Some(line)) = lines.next_line().await {
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&raw);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let line = scrub(text);
+        if line.is_empty() {
+            continue;
+        }
+        let mut line = line.into_owned();
+        if line.len() > STDERR_TAIL {
+            line.truncate(line.floor_char_boundary(STDERR_TAIL));
+        }
         tracing::info!(program, line = %line, "child stderr");
         bytes += line.len() + 1;
         tail.push_back(line);
@@ -158,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn success_is_decided_at_exit() {
-        let (child, mut out) = ChildProcess::spawn_source("sh", sh("printf data")).unwrap();
+        let (child, mut out) = ChildProcess::spawn_source("sh", sh("printf data"), keep).unwrap();
         let mut buf = String::new();
         out.read_to_string(&mut buf).unwrap();
         assert_eq!(buf, "data");
@@ -169,7 +227,7 @@ mod tests {
     async fn failure_after_output_carries_the_stderr_tail() {
         let script = "printf partial; for i in $(seq 1 2000); do echo noise $i >&2; done; \
                       echo 'fatal: connection lost' >&2; exit 3";
-        let (child, mut out) = ChildProcess::spawn_source("sh", sh(script)).unwrap();
+        let (child, mut out) = ChildProcess::spawn_source("sh", sh(script), keep).unwrap();
         let mut buf = String::new();
         out.read_to_string(&mut buf).unwrap();
         assert_eq!(buf, "partial");
@@ -184,7 +242,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let script = format!("cat > {}", out.display());
-        let (child, mut stdin) = ChildProcess::spawn_sink("sh", sh(&script)).unwrap();
+        let (child, mut stdin) = ChildProcess::spawn_sink("sh", sh(&script), keep).unwrap();
         stdin.write_all(b"committed").unwrap();
         drop(stdin);
         child.finish().await.unwrap();
@@ -196,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("finished");
         let script = format!("cat > /dev/null; touch {}", marker.display());
-        let (child, mut stdin) = ChildProcess::spawn_sink("sh", sh(&script)).unwrap();
+        let (child, mut stdin) = ChildProcess::spawn_sink("sh", sh(&script), keep).unwrap();
         stdin.write_all(b"unverified").unwrap();
         child.kill().await;
         drop(stdin);
@@ -205,8 +263,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stderr_is_read_to_the_end_whatever_its_bytes_and_scrubbed() {
+        fn hide_secret(line: &str) -> Cow<'_, str> {
+            Cow::Owned(line.replace("secret", "(removed)"))
+        }
+        // A non-UTF-8 line first: the reader must go on to the real error.
+        let script = "printf 'bad \\377\\376 bytes\\n' >&2; \
+                      for i in $(seq 1 3000); do echo noise $i >&2; done; \
+                      echo 'fatal: secret row' >&2; exit 2";
+        let (child, mut out) = ChildProcess::spawn_source("sh", sh(script), hide_secret).unwrap();
+        let mut buf = Vec::new();
+        out.read_to_end(&mut buf).unwrap();
+        let e = child.finish().await.unwrap_err().to_string();
+        assert!(e.ends_with("fatal: (removed) row"), "{e}");
+    }
+
+    #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
-        let e = ChildProcess::spawn_source("nope", Command::new("/nonexistent/pg_dump"))
+        let e = ChildProcess::spawn_source("nope", Command::new("/nonexistent/pg_dump"), keep)
             .err()
             .unwrap()
             .to_string();

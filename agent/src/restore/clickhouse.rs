@@ -31,6 +31,7 @@ use crate::verify::clickhouse::{PinnedMetadata, base_chain};
 
 /// The restore's login; options that only apply to PostgreSQL are refused.
 pub fn preflight(config: &Config, options: &RestoreOptions) -> Result<Login> {
+    super::require_signatures(config, options)?;
     let ch = config.clickhouse()?;
     if options.database.is_some() {
         return Err(Error::OptionNotForEngine {

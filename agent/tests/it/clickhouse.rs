@@ -172,6 +172,7 @@ async fn run_restore(
         database: None,
         force,
         create: false,
+        allow_unsigned: true,
     };
     restore::clickhouse::preflight(config, &options)?;
     let choice = SnapshotChoice::Key(key.to_owned());

@@ -337,6 +337,7 @@ pub async fn restore(
         database: Some(database.to_owned()),
         force: false,
         create: true,
+        allow_unsigned: false,
     };
     restore::preflight(config, &options)?;
     let verifier = match &config.signing.public_key_file {
@@ -477,4 +478,77 @@ pub async fn start_fake_app(ready_after: std::time::Duration) -> String {
         }
     });
     url
+}
+
+/// What a planted manifest says of its dump's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The original dump's SHA-256 and size: only the bytes are wrong.
+    Original,
+    /// The planted bytes' own SHA-256 and size: a consistent backup by whoever holds the
+    /// writer role.
+    Planted,
+}
+
+/// Plants a backup as a writer with the agent's S3 role could: `days_later` than the backup of
+/// dump `key`, with `bytes` as its dump and a copy of the original manifest that pins them and
+/// makes `claim` about them, signed by `signer` if given. Returns the planted dump's key.
+pub async fn plant_backup(
+    store: &S3Store,
+    config: &Config,
+    key: &str,
+    bytes: Vec<u8>,
+    claim: Claim,
+    signer: Option<&ManifestSigner>,
+    days_later: i64,
+) -> String {
+    use strongroom::store::{Integrity, ObjectStore, PartChecksum};
+    let manifest_key = key.replace(".sql.gz", ".manifest.json");
+    let original = download(store.client(), store.bucket(), &manifest_key, None).await;
+    let mut manifest =
+        strongroom::manifest::Manifest::from_bytes(&manifest_key, &original).unwrap();
+    let later = manifest.started_at + time::Duration::days(days_later);
+    let ts = strongroom::layout::Timestamp::new(later);
+    let keys = strongroom::layout::postgres_keys(&config.s3.prefix, &config.release, ts);
+    let (sha256, size) = {
+        use sha2::Digest as _;
+        (
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            bytes.len() as u64,
+        )
+    };
+    let sum = PartChecksum::compute(Integrity::Md5, &bytes);
+    let put = store
+        .put_object(&keys.dump, bytes::Bytes::from(bytes), sum, None)
+        .await
+        .unwrap();
+    manifest.timestamp = ts.to_string();
+    manifest.objects.truncate(1);
+    manifest.objects[0].key = keys.dump.clone();
+    manifest.objects[0].version_id = put.version_id;
+    if claim == Claim::Planted {
+        manifest.objects[0].sha256 = Some(sha256);
+        manifest.objects[0].size_bytes = size;
+    }
+    let bytes = manifest.to_bytes();
+    let mut writes = vec![(keys.manifest.clone(), bytes.clone())];
+    if let Some(signer) = signer {
+        writes.insert(0, (keys.signature.clone(), signer.sign(&bytes).to_bytes()));
+    }
+    for (k, body) in writes {
+        let sum = PartChecksum::compute(Integrity::Md5, &body);
+        store
+            .put_object(&k, bytes::Bytes::from(body), sum, None)
+            .await
+            .unwrap();
+    }
+    keys.dump
+}
+
+/// `sql` as a gzip stream.
+pub fn gzip(sql: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(sql).unwrap();
+    gz.finish().unwrap()
 }

@@ -7,4 +7,5 @@ mod harness;
 mod postgres_backup;
 mod postgres_restore;
 mod restore_cli;
+mod restore_trust;
 mod store_conformance;

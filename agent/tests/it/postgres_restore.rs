@@ -162,8 +162,8 @@ async fn a_newer_version_under_the_key_is_never_restored(id: TestId) {
     );
 }
 
-/// Writes a second, consistent-looking backup (new timestamp) whose dump is `bytes` and whose
-/// signed manifest claims the original dump's hash and size: only the bytes are wrong.
+/// A second backup whose signed manifest claims the original dump's hash and size: only the
+/// bytes are wrong.
 async fn forged_backup(
     store: &S3Store,
     config: &Config,
@@ -172,33 +172,16 @@ async fn forged_backup(
     signer: &ManifestSigner,
     days_later: i64,
 ) -> String {
-    let manifest_key = key.replace(".sql.gz", ".manifest.json");
-    let original = harness::download(store.client(), store.bucket(), &manifest_key, None).await;
-    let mut manifest = Manifest::from_bytes(&manifest_key, &original).unwrap();
-    let later = manifest.started_at + time::Duration::days(days_later);
-    let ts = strongroom::layout::Timestamp::new(later);
-    let keys = strongroom::layout::postgres_keys(&config.s3.prefix, &config.release, ts);
-    let sum = PartChecksum::compute(Integrity::Md5, &bytes);
-    let put = store
-        .put_object(&keys.dump, Bytes::from(bytes), sum, None)
-        .await
-        .unwrap();
-    manifest.timestamp = ts.to_string();
-    manifest.objects.truncate(1);
-    manifest.objects[0].key = keys.dump.clone();
-    manifest.objects[0].version_id = put.version_id;
-    let bytes = manifest.to_bytes();
-    for (k, body) in [
-        (&keys.signature, signer.sign(&bytes).to_bytes()),
-        (&keys.manifest, bytes),
-    ] {
-        let sum = PartChecksum::compute(Integrity::Md5, &body);
-        store
-            .put_object(k, Bytes::from(body), sum, None)
-            .await
-            .unwrap();
-    }
-    keys.dump
+    harness::plant_backup(
+        store,
+        config,
+        key,
+        bytes,
+        harness::Claim::Original,
+        Some(signer),
+        days_later,
+    )
+    .await
 }
 
 async fn bytes_that_do_not_match_the_manifest_are_never_committed(id: TestId) {
@@ -352,7 +335,7 @@ async fn non_empty_target_is_refused_and_untouched(id: TestId) {
 
 async fn missing_manifest_is_refused_before_postgres(id: TestId) {
     let (bucket, store) = harness::bucket(&id, true).await;
-    let mut config = config(&id, &bucket, None, "");
+    let mut config = config(&id, &bucket, None, "  allow_unsigned: true\n");
     // No PostgreSQL at all: reaching it would be a connection error, not the manifest error.
     config.postgresql.as_mut().unwrap().host = "/nonexistent".into();
     let key = format!(

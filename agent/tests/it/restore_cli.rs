@@ -35,10 +35,12 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// A config file for `id` in `dir`, restoring as `postgres`, with `extra` appended.
+/// A config file for `id` in `dir`, restoring as `postgres`, with `extra` appended. These
+/// backups are unsigned (signatures are tested in postgres_restore and restore_trust), so
+/// their restores are allowed explicitly.
 fn config_file(id: &TestId, bucket: &str, dir: &Path, extra: &str) -> PathBuf {
     let yaml = format!(
-        "{}restore:\n  user: postgres\n{extra}",
+        "{}restore:\n  user: postgres\n  allow_unsigned: true\n{extra}",
         harness::config_yaml(id, bucket, "", "")
     );
     let path = dir.join("agent.yaml");

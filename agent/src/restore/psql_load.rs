@@ -1,0 +1,155 @@
+//! Loads one pinned dump version into psql so that only verified bytes can ever be committed.
+//!
+//! psql gets the agent's prologue (its own `\restrict` key, then `BEGIN`), then the dump as the
+//! [`ScriptGuard`] lets it through (SQL only; pg_dump's own `BEGIN;`/`COMMIT;` lines blanked),
+//! and `COMMIT` only once the dump's SHA-256 and size matched the manifest and the guard saw
+//! it end cleanly. Every other way out kills psql, and an input that just ends (the agent died:
+//! psql also gets SIGKILL through `PR_SET_PDEATHSIG`) leaves the transaction open, which the
+//! server rolls back when psql's session ends. psql ends a COPY at the end of its input as if
+//! it were complete and, without `--single-transaction`, commits nothing at that point.
+
+use std::io::Write;
+
+use crate::catalog::FetchedManifest;
+use crate::config::Config;
+use crate::engine::postgres::script::{PushError, Refusal, ScriptGuard};
+use crate::engine::postgres::{self, ConnParams};
+use crate::error::{Error, Result};
+use crate::store::ObjectStore;
+use crate::unpack::{self, UnpackError};
+
+/// What the load read and wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct Loaded {
+    pub sha256: [u8; 32],
+    pub size: u64,
+    pub uncompressed: u64,
+    pub download_seconds: f64,
+}
+
+/// psql's stdin behind the guard.
+struct GuardedStdin {
+    guard: ScriptGuard,
+    stdin: std::fs::File,
+}
+
+impl Write for GuardedStdin {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.guard.push(buf, &mut self.stdin) {
+            Ok(()) => Ok(buf.len()),
+            Err(PushError::Forward(e)) => Err(e),
+            Err(PushError::Refused(r)) => Err(std::io::Error::other(r)),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdin.flush()
+    }
+}
+
+/// The guard's refusal inside a write error, if that is what it is.
+fn refusal_of(e: &std::io::Error) -> Option<Refusal> {
+    e.get_ref()?.downcast_ref::<Refusal>().cloned()
+}
+
+fn refused(store: &impl ObjectStore, key: &str, version: Option<&str>, r: Refusal) -> Error {
+    Error::DumpRefused {
+        key: store.target(key),
+        version: version.unwrap_or("(none)").to_owned(),
+        refusal: r.to_string(),
+    }
+}
+
+/// Streams the manifest's pinned version of `key` into psql for `params`' database and lets
+/// psql commit only if it matches the manifest.
+pub async fn load<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    params: &ConnParams,
+    manifest: &FetchedManifest,
+    key: &str,
+) -> Result<Loaded> {
+    let entry = manifest.object(key)?;
+    let version = entry.version_id.as_deref();
+    let expected = entry.sha256.clone().unwrap_or_default();
+    let psql_version = postgres::tool_version(&config.restore.psql).await?;
+    let restrict = if postgres::has_restrict(&psql_version) {
+        Some(postgres::restrict_key()?)
+    } else {
+        tracing::warn!(psql = %psql_version, "this psql has no \\restrict; the agent's stream \
+            guard alone keeps psql meta-commands out of the restore. Use psql >= 15.19 (or \
+            16.15, 17.11, 18.6)");
+        None
+    };
+    let (psql, mut stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
+    let sink_error = |source| Error::Unpack(UnpackError::Sink { source });
+    // A few bytes into an empty pipe: this write cannot block.
+    if let Err(e) = stdin.write_all(&postgres::restore_prologue(restrict.as_deref())) {
+        drop(stdin);
+        psql.finish().await?;
+        return Err(sink_error(e));
+    }
+    let sink = GuardedStdin {
+        guard: ScriptGuard::new(),
+        stdin,
+    };
+    match unpack::gunzip_into(store, key, version, sink).await {
+        Ok(unpacked) => {
+            let actual = hex::encode(unpacked.sha256);
+            if actual != expected || unpacked.size != entry.size_bytes {
+                psql.kill().await;
+                return Err(Error::HashMismatch {
+                    key: store.target(key),
+                    version: version.unwrap_or("(none)").to_owned(),
+                    expected,
+                    actual,
+                    expected_size: entry.size_bytes,
+                    actual_size: unpacked.size,
+                });
+            }
+            let GuardedStdin {
+                mut guard,
+                mut stdin,
+            } = unpacked.sink;
+            match guard.finish(&mut stdin) {
+                Ok(()) => {}
+                Err(PushError::Refused(r)) => {
+                    psql.kill().await;
+                    return Err(refused(store, key, version, r));
+                }
+                Err(PushError::Forward(_)) => {
+                    drop(stdin);
+                    psql.finish().await?;
+                    return Err(sink_error(std::io::ErrorKind::BrokenPipe.into()));
+                }
+            }
+            tracing::info!(key, sha256 = %actual, neutralised = guard.neutralised(),
+                "dump matches its manifest and is SQL only; committing");
+            let committed = stdin.write_all(postgres::RESTORE_COMMIT);
+            drop(stdin);
+            psql.finish().await?;
+            committed.map_err(sink_error)?;
+            Ok(Loaded {
+                sha256: unpacked.sha256,
+                size: unpacked.size,
+                uncompressed: unpacked.uncompressed,
+                download_seconds: unpacked.download_seconds,
+            })
+        }
+        Err(UnpackError::Sink { source }) => match refusal_of(&source) {
+            Some(r) => {
+                psql.kill().await;
+                Err(refused(store, key, version, r))
+            }
+            // psql stopped reading: it failed on its own (and rolled back); its error says why.
+            None => {
+                psql.finish().await?;
+                Err(sink_error(source))
+            }
+        },
+        Err(e) => {
+            psql.kill().await;
+            Err(e.into())
+        }
+    }
+}

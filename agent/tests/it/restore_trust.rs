@@ -1,0 +1,312 @@
+//! What a restore may commit, proven with the agent as users run it (a separate process) against
+//! real PostgreSQL and each S3 server: nothing when the agent is killed mid-load, nothing a
+//! planted dump's psql meta-commands could do, and no unsigned backup unless allowed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, Claim, TestId};
+use crate::on_each_s3;
+
+on_each_s3!(
+    killing_the_agent_during_a_copy_commits_nothing,
+    killing_the_agent_after_the_dumps_own_commit_commits_nothing,
+    a_planted_dump_never_runs_its_meta_commands,
+);
+
+fn strongroom(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A config file in `dir` restoring as `postgres`, `signing` lines and `restore` lines added.
+fn config_file(id: &TestId, bucket: &str, dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let yaml = format!(
+        "{}restore:\n  user: postgres\n{extra}",
+        harness::config_yaml(id, bucket, "", "")
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn signing(private: &Path, public: &Path) -> String {
+    format!(
+        "signing:\n  private_key_file: {}\n  public_key_file: {}\n",
+        private.display(),
+        public.display()
+    )
+}
+
+/// Sleeps a little per row, but only in databases whose name ends in `_killed` (the restore
+/// targets), so the fixture itself loads fast and the restore is slow enough to be caught.
+const SLOW: &str =
+    "pg_sleep(CASE WHEN current_database() LIKE '%\\_killed' THEN 0.0005 ELSE 0 END)";
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sessions of the restore's psql in `database` running a statement like `query`.
+async fn psql_sessions(database: &str, query: &str) -> i64 {
+    harness::admin("postgres")
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = 'strongroom-psql' AND query LIKE $2",
+            &[&database, &query],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Backs the fixture up, starts `strongroom restore` into `<db>_killed`, SIGKILLs the agent
+/// (not psql) once psql runs a statement like `statement`, and waits for psql's session to
+/// end. Returns the target's name.
+async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> String {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(fixture).await.expect("fixture loads");
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = harness::keypair(keys.path());
+    let (bucket, _store) = harness::bucket(id, true).await;
+    let config = config_file(
+        id,
+        &bucket,
+        keys.path(),
+        "agent.yaml",
+        &signing(&private, &public),
+    );
+    let out = strongroom(&config, &["backup", "--engine", "postgresql", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = report["key"].as_str().unwrap().to_owned();
+
+    let target = format!("{}_killed", id.database());
+    harness::admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
+        ))
+        .await
+        .unwrap();
+    let mut agent: Child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args([
+            "restore",
+            "--engine",
+            "postgresql",
+            "--create",
+            "--snapshot",
+            &key,
+        ])
+        .args(["--database", &target, "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &format!("psql to run {statement}"),
+        Duration::from_secs(120),
+        async || psql_sessions(&target, statement).await > 0,
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    agent.wait().unwrap();
+    wait_for(
+        "the restore's psql session to end",
+        Duration::from_secs(60),
+        async || psql_sessions(&target, "%").await == 0,
+    )
+    .await;
+    target
+}
+
+async fn killing_the_agent_during_a_copy_commits_nothing(id: TestId) {
+    let fixture = format!(
+        "CREATE FUNCTION public.slow_ok(i int) RETURNS boolean LANGUAGE sql IMMUTABLE \
+             AS $$ SELECT {SLOW} IS NOT NULL $$;
+         CREATE TABLE public.a_early (x int);
+         INSERT INTO public.a_early SELECT generate_series(1, 100);
+         CREATE TABLE public.b_big (id int CHECK (public.slow_ok(id)), body text);
+         INSERT INTO public.b_big SELECT i, repeat('x', 100) FROM generate_series(1, 10000) i;"
+    );
+    let target = kill_the_agent_while(&id, &fixture, "COPY public.b_big%").await;
+    assert_eq!(
+        harness::tables_of(&target).await,
+        Vec::<String>::new(),
+        "a table loaded before the kill, or part of the one being loaded, was committed"
+    );
+}
+
+async fn killing_the_agent_after_the_dumps_own_commit_commits_nothing(id: TestId) {
+    // pg_dump wraps large objects in its own BEGIN; ... COMMIT;, before the post-data indexes.
+    let fixture = format!(
+        "CREATE FUNCTION public.slow_key(i int) RETURNS int LANGUAGE sql IMMUTABLE \
+             AS $$ SELECT i + ({SLOW} IS NULL)::int $$;
+         CREATE TABLE public.indexed (id int, body text);
+         INSERT INTO public.indexed SELECT i, md5(i::text) FROM generate_series(1, 10000) i;
+         CREATE INDEX indexed_slow ON public.indexed ((public.slow_key(id)));
+         DO $$ BEGIN EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO strongroom_backup',
+             lo_from_bytea(0, 'a large object')); END $$;"
+    );
+    let target = kill_the_agent_while(&id, &fixture, "CREATE INDEX%").await;
+    assert_eq!(harness::tables_of(&target).await, Vec::<String>::new());
+    let objects: i64 = harness::admin(&target)
+        .await
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(objects, 0, "the large object was committed");
+}
+
+async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute("CREATE TABLE genuine (x int); INSERT INTO genuine VALUES (1), (2);")
+        .await
+        .unwrap();
+    let (private, public) = harness::keypair(dir.path());
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let signed = config_file(
+        &id,
+        &bucket,
+        dir.path(),
+        "signed.yaml",
+        &signing(&private, &public),
+    );
+    let out = strongroom(&signed, &["backup", "--engine", "postgresql", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let genuine = report["key"].as_str().unwrap().to_owned();
+
+    // Whoever holds the writer role plants a later backup whose manifest matches its dump.
+    let marker = dir.path().join("pwned");
+    let config = harness::config(&std::fs::read_to_string(&signed).unwrap());
+    let at_start = format!(
+        "\\! touch {}\nCREATE TABLE planted (x int);\n",
+        marker.display()
+    );
+    let midway = format!(
+        "CREATE TABLE planted (x int);\nSELECT 1; \\! touch {}\n",
+        marker.display()
+    );
+    let planted_first = harness::plant_backup(
+        &store,
+        &config,
+        &genuine,
+        harness::gzip(at_start.as_bytes()),
+        Claim::Planted,
+        None,
+        1,
+    )
+    .await;
+    let target = format!("{}_planted", id.database());
+    let restore = |config: &Path, snapshot: &[&str], extra: &[&str]| {
+        let mut args = vec!["restore", "--engine", "postgresql", "--create"];
+        args.extend_from_slice(snapshot);
+        args.extend_from_slice(&["--database", &target]);
+        args.extend_from_slice(extra);
+        strongroom(config, &args)
+    };
+    let drop_target = async || {
+        harness::admin("postgres")
+            .await
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
+            ))
+            .await
+            .unwrap();
+    };
+
+    // With a public key: --latest picks the planted backup and refuses it as unsigned.
+    drop_target().await;
+    let out = restore(&signed, &["--latest"], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(".sig does not exist"), "{}", text(&out));
+
+    // Without a public key: unsigned backups are refused by default, before any request.
+    let unsigned = config_file(&id, &bucket, dir.path(), "unsigned.yaml", "");
+    let out = restore(&unsigned, &["--latest"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(
+        text(&out).contains("signing.public_key_file"),
+        "{}",
+        text(&out)
+    );
+
+    // Allowed explicitly: the guard stops the dump before psql sees the meta-command.
+    let out = restore(&unsigned, &["--latest"], &["--allow-unsigned"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message.contains("line 1 of the dump") && message.contains("\\\\! touch"),
+        "{message}"
+    );
+    assert!(
+        !marker.exists(),
+        "psql ran the planted dump's shell command"
+    );
+    assert_eq!(harness::tables_of(&target).await, Vec::<String>::new());
+
+    // The same further down the dump, after SQL psql has already run: rolled back.
+    let planted_later = harness::plant_backup(
+        &store,
+        &config,
+        &genuine,
+        harness::gzip(midway.as_bytes()),
+        Claim::Planted,
+        None,
+        2,
+    )
+    .await;
+    drop_target().await;
+    let allow = config_file(
+        &id,
+        &bucket,
+        dir.path(),
+        "allow.yaml",
+        "  allow_unsigned: true\n",
+    );
+    let out = restore(&allow, &["--snapshot", &planted_later], &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("line 2 of the dump"), "{}", text(&out));
+    assert!(
+        !marker.exists(),
+        "psql ran the planted dump's shell command"
+    );
+    assert_eq!(harness::tables_of(&target).await, Vec::<String>::new());
+
+    // verify still reads unsigned backups, and says they are.
+    let out = strongroom(&unsigned, &["verify", "--snapshot", &planted_first]);
+    assert!(text(&out).contains("UNSIGNED"), "{}", text(&out));
+
+    // The genuine, signed backup restores.
+    drop_target().await;
+    let out = restore(&signed, &["--snapshot", &genuine], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(harness::tables_of(&target).await, vec!["public.genuine"]);
+}

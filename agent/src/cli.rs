@@ -454,7 +454,16 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             if !report.passed {
                 return Err(Error::ValidationFailed {
                     failed: report.failed_checks().join(", "),
-                    report_key: report.report_key.clone().unwrap_or_default(),
+                    report_key: report
+                        .report_key
+                        .clone()
+                        .unwrap_or_else(|| "no stored report (see report_error)".into()),
+                });
+            }
+            if let Some(problem) = report.report_error {
+                return Err(Error::ReportNotStored {
+                    database: report.target_database,
+                    problem,
                 });
             }
         }

@@ -20,6 +20,9 @@ use crate::store::StoreError;
 pub const EXIT_USAGE: i32 = 64;
 /// Exit code for an operation that was attempted and failed.
 pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for a restore that committed and passed validation, but whose report could not
+/// be stored in the bucket (it was printed).
+pub const EXIT_REPORT_NOT_STORED: i32 = 3;
 
 /// What a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,12 @@ pub enum Error {
          and in {report_key}"
     )]
     ValidationFailed { failed: String, report_key: String },
+    /// The restore committed and passed validation; storing its report failed.
+    #[error(
+        "restored and validated into {database}; report not stored: {problem}. The report is \
+         on stdout: keep it, and give the restore's role s3:PutObject on <prefix>/reports/"
+    )]
+    ReportNotStored { database: String, problem: String },
     /// `audit verify` found problems.
     #[error("the audit chain {folder} has {problems} problem(s) (listed above)")]
     AuditBroken { folder: String, problems: usize },
@@ -219,6 +228,7 @@ impl Error {
             | Error::OptionNotForEngine { .. }
             | Error::UnsignedRefused
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
+            Error::ReportNotStored { .. } => EXIT_REPORT_NOT_STORED,
             _ => EXIT_FAILURE,
         }
     }

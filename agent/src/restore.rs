@@ -86,6 +86,9 @@ pub struct RestoreReport {
     pub passed: bool,
     /// Where the report was stored.
     pub report_key: Option<String>,
+    /// Why it could not be stored (the restore itself is done either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
 }
 
 impl RestoreReport {
@@ -256,8 +259,9 @@ pub async fn restore_postgres<S: ObjectStore>(
         warnings,
         passed,
         report_key: None,
+        report_error: None,
     };
-    report.report_key = Some(store_report(store, policy, config, snapshot, &report).await?);
+    store_report(store, policy, config, snapshot, &mut report).await;
     Ok(report)
 }
 
@@ -316,8 +320,26 @@ async fn smoke_checks(config: &Config, checks: &mut Vec<CheckResult>) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Stores the report, locked, under `<prefix>/reports/<engine>/<release>/`.
+/// Stores the report, locked, under `<prefix>/reports/<engine>/<release>/`, and records in it
+/// where, or why not: a restore that committed is not undone by a report that could not be
+/// stored, and the report is still printed.
 async fn store_report<S: ObjectStore>(
+    store: &S,
+    policy: &WritePolicy,
+    config: &Config,
+    snapshot: &SnapshotRef,
+    report: &mut RestoreReport,
+) {
+    match put_report(store, policy, config, snapshot, report).await {
+        Ok(key) => report.report_key = Some(key),
+        Err(e) => {
+            tracing::error!(error = %e, "the restore report could not be stored");
+            report.report_error = Some(e.to_string());
+        }
+    }
+}
+
+async fn put_report<S: ObjectStore>(
     store: &S,
     policy: &WritePolicy,
     config: &Config,

@@ -319,7 +319,8 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         warnings,
         passed,
         report_key: None,
+        report_error: None,
     };
-    report.report_key = Some(super::store_report(store, policy, config, snapshot, &report).await?);
+    super::store_report(store, policy, config, snapshot, &mut report).await;
     Ok(report)
 }

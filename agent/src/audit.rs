@@ -17,6 +17,8 @@ use time::OffsetDateTime;
 use crate::error::Result;
 use crate::layout::{Engine, Timestamp};
 use crate::locked_write::WritePolicy;
+use crate::store::ObjectVersion;
+use crate::store::versions::KeyVersions;
 use crate::store::{ObjectStore, read_small};
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -209,9 +211,22 @@ pub async fn verify_chain<S: ObjectStore>(
             )),
         }
     }
+    let listed = store.list_versions(&folder).await?;
+    let mut by_key: BTreeMap<&str, Vec<&ObjectVersion>> = BTreeMap::new();
+    for v in &listed {
+        by_key.entry(v.key.as_str()).or_default().push(v);
+    }
+    // Versions per key that hold data; several of the same bytes are one write retried.
     let mut version_counts: BTreeMap<String, usize> = BTreeMap::new();
-    for v in store.list_versions(&folder).await? {
-        *version_counts.entry(v.key).or_default() += 1;
+    for (key, entries) in by_key {
+        let versions = KeyVersions::from_listing(key, entries);
+        let Some(first) = versions.oldest() else {
+            continue;
+        };
+        let same = versions.delete_markers() == 0
+            && versions.all_same_as(first.size, first.etag.as_deref().unwrap_or(""));
+        let count = if same { 1 } else { versions.all.len() };
+        version_counts.insert(key.to_owned(), count);
     }
     let current: BTreeSet<&String> = events.values().flatten().map(|(k, _)| k).collect();
     let hidden: BTreeMap<u64, &String> = version_counts

@@ -25,8 +25,9 @@ use crate::layout::{self, Engine, Timestamp};
 use crate::locked_write::WritePolicy;
 use crate::manifest::{Compression, Manifest, ManifestObject, PostgresDetails};
 use crate::pipeline::{self, Progress, StreamOptions};
-use crate::readback;
+use crate::readback::{self, Confirmed};
 use crate::signing::ManifestSigner;
+use crate::store::versions::KeyVersions;
 use crate::store::{Integrity, ObjectStore};
 
 /// What a finished backup reports (also printed by `strongroom backup --json`).
@@ -51,15 +52,32 @@ pub struct BackupReport {
     pub tables: usize,
 }
 
-/// Refuses to add a version to a key that already holds a backup.
+/// Refuses to add a version to a key that already holds a backup (or a delete marker).
 async fn ensure_key_free<S: ObjectStore>(store: &S, key: &str) -> Result<()> {
-    let versions = store.list_versions(key).await?;
-    if versions.iter().any(|v| v.key == key) {
+    let versions = KeyVersions::of(store, key).await?;
+    if !versions.is_empty() {
         return Err(Error::KeyTaken {
             key: store.target(key),
+            versions: versions.describe(),
         });
     }
     Ok(())
+}
+
+/// Two backups of one release in the same second both find the key free and both upload;
+/// where the server ignores `If-None-Match`, both dumps become versions of one key. The first
+/// version written wins: every writer checks, after its upload, that no older version is
+/// there, and a later one stops before writing anything that marks a backup complete.
+fn ensure_first_writer<S: ObjectStore>(store: &S, dump: &Confirmed) -> Result<()> {
+    if dump.older.is_empty() {
+        return Ok(());
+    }
+    let versions = KeyVersions::from_listing(&dump.key, &dump.older);
+    Err(Error::LostRace {
+        key: store.target(&dump.key),
+        ours: dump.version_id.clone().unwrap_or_else(|| "(none)".into()),
+        first: versions.describe(),
+    })
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -179,11 +197,12 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     let file_name = keys.dump.rsplit('/').next().unwrap_or(&keys.dump);
     let checksum_body = format!("{sha256}  {file_name}\n").into_bytes();
     let checksum_sha = sha256_hex(&checksum_body);
-    // The checksum file may be written while the dump is read back; the manifest waits for both.
-    let (dump, checksum) = tokio::try_join!(
-        readback::confirm(&*store, &completed.sent, retention.as_ref()),
-        policy.put(&*store, &keys.checksum, checksum_body, retention.as_ref()),
-    )?;
+    // Nothing else is written before this run knows its dump is the key's first version.
+    let dump = readback::confirm(&*store, &completed.sent, retention.as_ref()).await?;
+    ensure_first_writer(&*store, &dump)?;
+    let checksum = policy
+        .put(&*store, &keys.checksum, checksum_body, retention.as_ref())
+        .await?;
     tracing::info!(key = %dump.key, version_id = ?dump.version_id, size = dump.size,
         "dump uploaded, read back and locked");
 

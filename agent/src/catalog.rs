@@ -1,8 +1,10 @@
 //! The bucket's record of backups: find a backup, fetch its manifest and authenticate it.
 //!
-//! A manifest is read only if its key holds exactly one version (the agent never rewrites a
-//! manifest, so a second version means tampering or a bug), and, when a public key is
-//! configured, only with a valid signature. Restore and verify start here.
+//! A manifest is read only if its key holds one version, or several of the same bytes (the
+//! agent writes each manifest once, create-only; a retried write whose answer was lost can
+//! still leave two identical versions where the server ignores If-None-Match), and not when a
+//! delete marker hides it; when a public key is configured, only with a valid signature.
+//! Restore and verify start here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, BackupObject, Engine, SnapshotRef, Timestamp};
 use crate::manifest::{Manifest, ManifestObject};
 use crate::signing::ManifestVerifier;
+use crate::store::versions::KeyVersions;
 use crate::store::{ObjectStore, ObjectVersion, read_small};
 
 /// Manifests and signatures are small; anything bigger than this is not ours.
@@ -87,22 +90,67 @@ impl FetchedManifest {
     }
 }
 
-/// The only version of `key`, or an error saying why there is not exactly one.
+/// Most versions of one manifest or signature that are compared byte for byte.
+const IDENTICAL_VERSIONS_LIMIT: usize = 8;
+
+/// The version of `key` to read: its only one, or the first of several that hold the same
+/// bytes. A key hidden by a delete marker, or holding different bytes, is refused.
 async fn single_version<S: ObjectStore>(store: &S, key: &str) -> Result<Option<ObjectVersion>> {
-    let mut versions: Vec<ObjectVersion> = store
-        .list_versions(key)
-        .await?
-        .into_iter()
-        .filter(|v| v.key == key)
-        .collect();
-    match versions.len() {
-        0 => Ok(None),
-        1 => Ok(versions.pop()),
-        n => Err(Error::ManifestRewritten {
-            key: store.target(key),
-            versions: n,
-        }),
+    let versions = KeyVersions::of(store, key).await?;
+    if versions.is_empty() {
+        return Ok(None);
     }
+    if versions.hidden() {
+        return Err(Error::Hidden {
+            key: store.target(key),
+            versions: versions.describe(),
+        });
+    }
+    let data: Vec<&ObjectVersion> = versions.data().collect();
+    let first = *data
+        .last()
+        .expect("not hidden, so a data version is listed");
+    if data.len() > 1 {
+        if versions.delete_markers() > 0 || !same_bytes(store, key, &data).await? {
+            return Err(Error::ManifestRewritten {
+                key: store.target(key),
+                versions: data.len(),
+            });
+        }
+        tracing::info!(
+            key,
+            versions = data.len(),
+            "the key holds several versions of the same bytes (a retried write); reading the first"
+        );
+    }
+    Ok(Some(first.clone()))
+}
+
+/// Whether the versions hold the same bytes: same size and ETag, or else the same SHA-256
+/// when read (an ETag is no content hash under SSE-KMS).
+async fn same_bytes<S: ObjectStore>(store: &S, key: &str, data: &[&ObjectVersion]) -> Result<bool> {
+    let first = data[0];
+    if data.iter().any(|v| v.size != first.size) || data.len() > IDENTICAL_VERSIONS_LIMIT {
+        return Ok(false);
+    }
+    if let Some(etag) = &first.etag
+        && data.iter().all(|v| {
+            v.etag
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(etag))
+        })
+    {
+        return Ok(true);
+    }
+    let mut digest = None;
+    for v in data {
+        let bytes = read_small(store, key, v.version_id.as_deref(), SMALL_OBJECT_LIMIT).await?;
+        let this: [u8; 32] = Sha256::digest(&bytes).into();
+        if *digest.get_or_insert(this) != this {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Fetches and authenticates the manifest of `snapshot`.
@@ -184,6 +232,8 @@ pub struct Listed {
     pub complete: bool,
     /// The dump's current size (ClickHouse: every object in the backup's folder).
     pub size_bytes: u64,
+    /// Which of its objects a delete marker hides (Object Lock kept the versions).
+    pub hidden: Option<String>,
 }
 
 /// Every backup of `engine` for `release`, oldest first.
@@ -222,19 +272,42 @@ pub async fn backups<S: ObjectStore>(
             *size = *total;
         }
     }
-    Ok(dumps
-        .into_iter()
-        .map(|(ts, size_bytes)| Listed {
+    let stamps: BTreeSet<Timestamp> = dumps.keys().chain(&manifests).copied().collect();
+    let mut listed = Vec::with_capacity(stamps.len());
+    for ts in stamps {
+        let keys = layout::backup_keys(prefix, engine, release, ts);
+        let complete = manifests.contains(&ts);
+        // Only a backup missing one of its two marks costs a request: is it hidden?
+        let hidden = match (dumps.contains_key(&ts), complete) {
+            (true, true) => None,
+            (false, _) => hidden_part(store, &keys.dump, "dump").await?,
+            (true, false) => hidden_part(store, &keys.manifest, "manifest").await?,
+        };
+        listed.push(Listed {
             snapshot: SnapshotRef {
                 engine,
                 release: release.to_owned(),
                 timestamp: ts,
-                keys: layout::backup_keys(prefix, engine, release, ts),
+                keys,
             },
-            complete: manifests.contains(&ts),
-            size_bytes,
-        })
-        .collect())
+            complete,
+            size_bytes: dumps.get(&ts).copied().unwrap_or(0),
+            hidden,
+        });
+    }
+    Ok(listed)
+}
+
+/// "the dump is hidden by a delete marker", if `key` is.
+async fn hidden_part<S: ObjectStore>(store: &S, key: &str, what: &str) -> Result<Option<String>> {
+    let versions = KeyVersions::of(store, key).await?;
+    Ok(versions.hidden().then(|| {
+        format!(
+            "the {what} {} is hidden by a delete marker (versions: {})",
+            store.target(key),
+            versions.describe()
+        )
+    }))
 }
 
 /// The newest backup that has a manifest.

@@ -48,11 +48,18 @@ pub enum Error {
     /// No complete backup to pick for `--latest`.
     #[error("no complete backup (with a manifest) under {folder}")]
     NoBackup { folder: String },
-    /// A manifest key holds more than one version; the agent never rewrites a manifest.
+    /// A delete marker hides the key; Object Lock kept its versions.
     #[error(
-        "{key} has {versions} versions, but the agent writes each manifest exactly once: it may \
-         have been tampered with. Investigate with `aws s3api list-object-versions` before \
-         trusting this backup"
+        "{key} is hidden by a delete marker (versions: {versions}): someone with write access \
+         deleted it without a version id. Object Lock kept the data; find out who did it, and \
+         restore another backup or have an operator remove the delete marker"
+    )]
+    Hidden { key: String, versions: String },
+    /// A manifest key holds different versions; the agent writes each manifest once.
+    #[error(
+        "{key} has {versions} versions that are not the same bytes, but the agent writes each \
+         manifest exactly once: it may have been tampered with. Investigate with `aws s3api \
+         list-object-versions` before trusting this backup"
     )]
     ManifestRewritten { key: String, versions: usize },
     /// The restore target's name cannot be a PostgreSQL database name.
@@ -129,10 +136,24 @@ pub enum Error {
     /// A backup object already exists under the key this run would write; a second writer in the
     /// same second (or a clock that went backwards) would otherwise add a version to it.
     #[error(
-        "s3 object {key} already exists; refusing to write a second version under the same key. \
-         Another backup of this release ran in the same second: wait and run again"
+        "s3 object {key} already holds other content (versions: {versions}); this run wrote \
+         nothing more under it and did not complete. Another backup of this release ran in the \
+         same second (run one writer per database, and wait before running again), or someone \
+         else writes to the bucket"
     )]
-    KeyTaken { key: String },
+    KeyTaken { key: String, versions: String },
+    /// Another backup of the same release wrote its dump under the same key first.
+    #[error(
+        "another backup of this release wrote {key} first (versions: {first}, then this run's \
+         {ours}): this run stops without a checksum file, signature or manifest, so only the \
+         other backup is complete. Run one writer per database (postgresql.backup_from: \
+         primary, one agent per shard) and do not start backups by hand at scheduled times"
+    )]
+    LostRace {
+        key: String,
+        ours: String,
+        first: String,
+    },
     /// The bucket cannot keep backups immutable and `s3.object_lock.required` is true.
     #[error(
         "bucket {bucket} {detail}: backups there could be deleted or overwritten. Use a bucket \

@@ -23,6 +23,9 @@ pub struct BackupEntry {
     pub size_bytes: u64,
     /// True when the manifest exists.
     pub complete: bool,
+    /// What a delete marker hides, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<String>,
     pub lock_mode: Option<LockMode>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub retain_until: Option<OffsetDateTime>,
@@ -55,6 +58,7 @@ pub async fn list_backups<S: ObjectStore>(
                 key: b.snapshot.keys.dump.clone(),
                 size_bytes: b.size_bytes,
                 complete: b.complete,
+                hidden: b.hidden.clone(),
                 lock_mode: retention.map(|r| r.mode),
                 retain_until: retention.map(|r| r.retain_until),
             }
@@ -106,7 +110,11 @@ pub fn render_table(entries: &[BackupEntry]) -> String {
             e.engine.as_str(),
             human_size(e.size_bytes),
             until,
-            if e.complete { "complete" } else { "INCOMPLETE" },
+            match (&e.hidden, e.complete) {
+                (Some(_), _) => "HIDDEN",
+                (None, true) => "complete",
+                (None, false) => "INCOMPLETE",
+            },
             e.key
         ));
     }

@@ -9,12 +9,13 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use crate::config::S3Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::{self, LockPolicy};
 use crate::readback::{self, Confirmed, Sent};
 use crate::store::checksum::expected_single;
 use crate::store::probe;
-use crate::store::{Integrity, ObjectStore, PartChecksum, Retention};
+use crate::store::versions::KeyVersions;
+use crate::store::{Integrity, ObjectStore, PartChecksum, Retention, StoreError};
 
 /// The integrity header and lock policy for every write of one command.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,10 @@ impl WritePolicy {
         self.lock.map(|p| p.retention_from(start))
     }
 
-    /// Writes a small object with integrity header and `retention`, then confirms it.
+    /// Writes a small object create-only, with integrity header and `retention`, then
+    /// confirms it. A key that holds the same bytes already counts as written (this write,
+    /// retried by the SDK after its answer was lost); any other content under the key is
+    /// another writer's, and an error.
     pub async fn put<S: ObjectStore>(
         &self,
         store: &S,
@@ -62,16 +66,85 @@ impl WritePolicy {
         retention: Option<&Retention>,
     ) -> Result<Confirmed> {
         let checksum = PartChecksum::compute(self.integrity, &body);
+        let md5 = md5_hex(&body);
         let size = body.len() as u64;
-        let answer = store
-            .put_object(key, Bytes::from(body), checksum, retention)
-            .await?;
+        let answer = match store
+            .put_new(key, Bytes::from(body), checksum, retention)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(StoreError::PreconditionFailed { .. }) => {
+                return adopt_existing(store, key, size, &md5, retention).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let sent = Sent {
             key: key.to_owned(),
             size,
             expected: expected_single(&checksum),
             answer,
         };
-        readback::confirm(store, &sent, retention).await
+        let confirmed = readback::confirm(store, &sent, retention).await?;
+        // Where the server ignored If-None-Match, other versions may sit beside this one.
+        let others = KeyVersions::from_listing(key, confirmed.newer.iter().chain(&confirmed.older));
+        if !others.is_empty() {
+            if others.delete_markers() > 0 || !others.all_same_as(size, &md5) {
+                return Err(Error::KeyTaken {
+                    key: store.target(key),
+                    versions: others.describe(),
+                });
+            }
+            tracing::info!(
+                key,
+                others = others.all.len(),
+                "the key also holds the same bytes from an earlier attempt of this write"
+            );
+        }
+        Ok(confirmed)
     }
+}
+
+/// The server refused a create-only write: the key holds a version. If every version is these
+/// bytes (an earlier attempt of this write succeeded), that first version is the write.
+async fn adopt_existing<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    size: u64,
+    md5: &str,
+    retention: Option<&Retention>,
+) -> Result<Confirmed> {
+    let versions = KeyVersions::of(store, key).await?;
+    let same =
+        !versions.hidden() && versions.delete_markers() == 0 && versions.all_same_as(size, md5);
+    let Some(first) = versions.oldest().filter(|_| same) else {
+        return Err(Error::KeyTaken {
+            key: store.target(key),
+            versions: versions.describe(),
+        });
+    };
+    tracing::info!(key, version_id = ?first.version_id,
+        "create-only write refused, and the key holds these very bytes: an earlier attempt of \
+         this write succeeded");
+    let version_id = first.version_id.clone();
+    let retention = match retention {
+        Some(required) => {
+            Some(readback::ensure_retention(store, key, version_id.as_deref(), required).await?)
+        }
+        None => None,
+    };
+    Ok(Confirmed {
+        key: key.to_owned(),
+        version_id,
+        size,
+        etag: first.etag.clone(),
+        retention,
+        newer: versions.all[..versions.all.len() - 1].to_vec(),
+        older: Vec::new(),
+    })
+}
+
+/// Hex MD5 of `bytes`: the ETag S3 gives a single-request write (without SSE-KMS).
+fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest as _;
+    hex::encode(md5::Md5::digest(bytes))
 }

@@ -9,7 +9,8 @@
 use crate::error::{Error, Result};
 use crate::lock::satisfies;
 use crate::store::checksum::Expected;
-use crate::store::{ObjectHead, ObjectStore, PutResult, Retention};
+use crate::store::versions::KeyVersions;
+use crate::store::{ObjectHead, ObjectStore, ObjectVersion, PutResult, Retention};
 
 /// What the agent sent, and what the server answered to the write.
 #[derive(Debug, Clone)]
@@ -28,6 +29,11 @@ pub struct Confirmed {
     pub size: u64,
     pub etag: Option<String>,
     pub retention: Option<Retention>,
+    /// Other versions and delete markers under the key, newer and older than this one, as
+    /// listed (empty where the server cannot list versions). A create-only write that the
+    /// server did not refuse can leave some: a retry of the same write, or another writer.
+    pub newer: Vec<ObjectVersion>,
+    pub older: Vec<ObjectVersion>,
 }
 
 fn fail(key: &str, problem: impl Into<String>) -> Error {
@@ -52,7 +58,7 @@ pub async fn confirm<S: ObjectStore>(
              cannot be pinned. Check the bucket's versioning",
         ));
     }
-    let stored = stored_version(store, key, version_id.as_deref()).await?;
+    let (stored, newer, older) = stored_version(store, key, version_id.as_deref()).await?;
     if stored.size != sent.size {
         return Err(fail(
             key,
@@ -78,6 +84,8 @@ pub async fn confirm<S: ObjectStore>(
         size: stored.size,
         etag: stored.etag,
         retention,
+        newer,
+        older,
     })
 }
 
@@ -123,21 +131,24 @@ fn check_integrity(sent: &Sent, stored_etag: Option<&str>) -> Result<()> {
     }
 }
 
-/// Size and ETag of the version from ListObjectVersions, else (servers without it) from HEAD.
+/// Size and ETag of the version from ListObjectVersions, with the versions newer and older
+/// than it; else (servers without it) from HEAD.
 async fn stored_version<S: ObjectStore>(
     store: &S,
     key: &str,
     version_id: Option<&str>,
-) -> Result<ObjectHead> {
-    match store.list_versions(key).await {
+) -> Result<(ObjectHead, Vec<ObjectVersion>, Vec<ObjectVersion>)> {
+    match KeyVersions::of(store, key).await {
         Ok(versions) => versions
-            .into_iter()
-            .find(|v| {
-                v.key == key && (version_id.is_none() || v.version_id.as_deref() == version_id)
-            })
-            .map(|v| ObjectHead {
-                size: v.size,
-                etag: v.etag,
+            .find(version_id)
+            .map(|v| {
+                let newer = versions.above(v.version_id.as_deref()).to_vec();
+                let older = versions.all[newer.len() + 1..].to_vec();
+                let head = ObjectHead {
+                    size: v.size,
+                    etag: v.etag.clone(),
+                };
+                (head, newer, older)
             })
             .ok_or_else(|| {
                 fail(
@@ -150,7 +161,7 @@ async fn stored_version<S: ObjectStore>(
             }),
         Err(e) if e.is_unsupported() => {
             tracing::debug!(key, error = %e, "ListObjectVersions unusable here; using HEAD");
-            Ok(store.head(key, version_id).await?)
+            Ok((store.head(key, version_id).await?, Vec::new(), Vec::new()))
         }
         Err(e) => Err(e.into()),
     }

@@ -23,6 +23,7 @@ use crate::layout::{self, Engine, SnapshotRef, Timestamp};
 use crate::locked_write::WritePolicy;
 use crate::signing::ManifestVerifier;
 use crate::store::ObjectStore;
+use crate::store::versions::KeyVersions;
 use crate::validate::{self, CheckResult};
 
 /// Which backup to restore.
@@ -155,22 +156,30 @@ async fn version_warnings<S: ObjectStore>(
     key: &str,
     pinned: Option<&str>,
 ) -> Result<Vec<String>> {
-    let others: Vec<String> = store
-        .list_versions(key)
-        .await?
-        .into_iter()
-        .filter(|v| v.key == key && v.version_id.as_deref() != pinned)
-        .filter_map(|v| v.version_id)
-        .collect();
-    Ok(if others.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
-            "{key} also has version(s) {} that the manifest does not pin; they were not \
-             restored. Nothing in the agent writes them: find out who did",
-            others.join(", ")
-        )]
-    })
+    let versions = KeyVersions::of(store, key).await?;
+    let others = KeyVersions::from_listing(
+        key,
+        versions
+            .all
+            .iter()
+            .filter(|v| v.delete_marker || v.version_id.as_deref() != pinned),
+    );
+    let mut warnings = Vec::new();
+    if versions.hidden() {
+        warnings.push(format!(
+            "{key} is hidden by a delete marker; the pinned version was read by its id. Find \
+             out who deleted it"
+        ));
+    }
+    if others.data().next().is_some() {
+        warnings.push(format!(
+            "{key} also has versions the manifest does not pin ({}); they were not restored. \
+             The agent writes each dump once (a race between two backups leaves a second \
+             version): find out who wrote them",
+            others.describe()
+        ));
+    }
+    Ok(warnings)
 }
 
 /// The PostgreSQL section and how the restore connects to `options`' target: local checks

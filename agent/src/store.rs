@@ -9,6 +9,7 @@
 pub mod checksum;
 pub mod probe;
 pub mod s3;
+pub mod versions;
 
 use std::future::Future;
 
@@ -36,8 +37,9 @@ pub struct BucketProtection {
     pub versioning_enabled: Option<bool>,
 }
 
-/// One version of an object, as listed (metadata only, no data read).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One version of an object, or a delete marker, as listed (metadata only, no data read).
+/// Versions of one key are listed newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectVersion {
     pub key: String,
     pub version_id: Option<String>,
@@ -46,6 +48,20 @@ pub struct ObjectVersion {
     pub etag: Option<String>,
     pub is_latest: bool,
     pub last_modified: Option<OffsetDateTime>,
+    /// A delete marker: no data; while it is the latest, the key reads as missing.
+    pub delete_marker: bool,
+    /// `None` for STANDARD; GLACIER, DEEP_ARCHIVE... must be restored before they can be read.
+    pub storage_class: Option<String>,
+}
+
+impl ObjectVersion {
+    /// Whether reading it needs an S3 RestoreObject first.
+    pub fn archived(&self) -> bool {
+        matches!(
+            self.storage_class.as_deref(),
+            Some("GLACIER" | "DEEP_ARCHIVE" | "GLACIER_IR_ARCHIVE")
+        )
+    }
 }
 
 /// What HEAD says about a version.
@@ -94,6 +110,15 @@ pub struct UploadedPart {
 pub enum StoreError {
     #[error("s3 {op} {target}: not found")]
     NotFound { op: &'static str, target: String },
+    /// A create-only write found the key taken.
+    #[error("s3 {op} {target}: the key already exists, and this write may only create it")]
+    PreconditionFailed { op: &'static str, target: String },
+    /// The version is in an archive storage class.
+    #[error(
+        "s3 {op} {target}: the object is archived (InvalidObjectState): restore it from the \
+         archive first (aws s3api restore-object), wait until it is readable, then run again"
+    )]
+    Archived { op: &'static str, target: String },
     #[error(
         "s3 {op} {target} was denied ({code}: {message}); the agent's credentials lack this \
          permission. The writer role needs the actions listed in README.md (Permissions)"
@@ -200,6 +225,18 @@ pub trait ObjectStore: Send + Sync {
         upload_id: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// A create-only single-request write (`If-None-Match: *`): refused with
+    /// [`StoreError::PreconditionFailed`] if the key exists, where the server honours the
+    /// header (AWS S3, moto; Ceph RGW 16 only on unversioned buckets). Elsewhere it is a plain
+    /// write, and the caller must look at the key's versions.
+    fn put_new(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum: PartChecksum,
+        lock: Option<&Retention>,
+    ) -> impl Future<Output = StoreResult<PutResult>> + Send;
+
     /// A single-request write for small objects (manifests, checksum files).
     fn put_object(
         &self,
@@ -209,7 +246,8 @@ pub trait ObjectStore: Send + Sync {
         lock: Option<&Retention>,
     ) -> impl Future<Output = StoreResult<PutResult>> + Send;
 
-    /// All versions of objects whose key starts with `prefix`. Needs only list permission.
+    /// All versions and delete markers of objects whose key starts with `prefix`, each key's
+    /// newest first. Needs only list permission.
     fn list_versions(
         &self,
         prefix: &str,

@@ -32,6 +32,7 @@ use crate::manifest::{ClickHouseDetails, ClickHouseTable, Manifest, ManifestObje
 use crate::pipeline::Progress;
 use crate::readback::ensure_retention;
 use crate::signing::ManifestSigner;
+use crate::store::versions::KeyVersions;
 use crate::store::{ObjectStore, ObjectVersion, Retention};
 
 /// The ClickHouse section and its login: local checks only.
@@ -138,9 +139,11 @@ pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started
         async { Ok::<_, Error>(server.require_backup_support().await?) },
         async { Ok(store.list_versions(&keys.dump).await?) },
     )?;
+    let existing = KeyVersions::from_listing(&keys.dump, &existing);
     if !existing.is_empty() {
         return Err(Error::KeyTaken {
             key: store.target(&keys.dump),
+            versions: existing.describe(),
         });
     }
     let destination = destination(ch);

@@ -19,6 +19,9 @@ pub struct StoredVersion {
     pub data: Bytes,
     pub etag: String,
     pub retention: Option<Retention>,
+    /// A delete marker (no data).
+    pub delete_marker: bool,
+    pub storage_class: Option<String>,
 }
 
 /// An open multipart upload: its lock and the parts received so far.
@@ -93,8 +96,37 @@ impl MemoryStore {
                 data,
                 etag,
                 retention,
+                delete_marker: false,
+                storage_class: None,
             });
         version_id
+    }
+
+    /// Puts a delete marker on `key`, as a DELETE without version id would.
+    pub fn hide(&self, key: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.next_id += 1;
+        let version_id = format!("v{}", state.next_id);
+        state
+            .objects
+            .entry(key.to_owned())
+            .or_default()
+            .push(StoredVersion {
+                version_id,
+                data: Bytes::new(),
+                etag: String::new(),
+                retention: None,
+                delete_marker: true,
+                storage_class: None,
+            });
+    }
+
+    /// Moves every version of `key` to `class` (GLACIER...), as a lifecycle rule would.
+    pub fn archive(&self, key: &str, class: &str) {
+        let mut state = self.state.lock().unwrap();
+        for v in state.objects.get_mut(key).into_iter().flatten() {
+            v.storage_class = Some(class.to_owned());
+        }
     }
 }
 
@@ -230,6 +262,31 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn put_new(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum: PartChecksum,
+        lock: Option<&Retention>,
+    ) -> StoreResult<PutResult> {
+        let exists = self
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .get(key)
+            .and_then(|vs| vs.last())
+            .is_some_and(|v| !v.delete_marker);
+        if exists {
+            self.count();
+            return Err(StoreError::PreconditionFailed {
+                op: "PutObject",
+                target: self.target(key),
+            });
+        }
+        self.put_object(key, body, checksum, lock).await
+    }
+
     async fn put_object(
         &self,
         key: &str,
@@ -267,13 +324,16 @@ impl ObjectStore for MemoryStore {
                 versions
                     .iter()
                     .enumerate()
+                    .rev()
                     .map(move |(i, v)| ObjectVersion {
                         key: k.clone(),
                         version_id: Some(v.version_id.clone()),
                         size: v.data.len() as u64,
-                        etag: None,
+                        etag: (!v.delete_marker).then(|| v.etag.clone()),
                         is_latest: i == last,
                         last_modified: None,
+                        delete_marker: v.delete_marker,
+                        storage_class: v.storage_class.clone(),
                     })
             })
             .collect())
@@ -285,7 +345,7 @@ impl ObjectStore for MemoryStore {
         Ok(state
             .objects
             .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, vs)| k.starts_with(prefix) && vs.last().is_some_and(|v| !v.delete_marker))
             .map(|(k, versions)| ObjectSummary {
                 key: k.clone(),
                 size: versions.last().map_or(0, |v| v.data.len() as u64),
@@ -304,7 +364,14 @@ impl ObjectStore for MemoryStore {
 
     async fn get(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectBody> {
         self.count();
-        let data = self.find(key, version_id)?.data;
+        let version = self.find(key, version_id)?;
+        if version.storage_class.is_some() {
+            return Err(StoreError::Archived {
+                op: "GetObject",
+                target: self.target(key),
+            });
+        }
+        let data = version.data;
         // Several chunks, as a network stream would deliver them.
         let chunks: Vec<StoreResult<Bytes>> = data
             .chunks(4096)
@@ -357,9 +424,12 @@ impl MemoryStore {
             Some(id) => versions.and_then(|vs| vs.iter().find(|v| v.version_id == id)),
             None => versions.and_then(|vs| vs.last()),
         };
-        found.cloned().ok_or(StoreError::NotFound {
-            op: "HeadObject",
-            target: self.target(key),
-        })
+        match found {
+            Some(v) if !v.delete_marker => Ok(v.clone()),
+            _ => Err(StoreError::NotFound {
+                op: "HeadObject",
+                target: self.target(key),
+            }),
+        }
     }
 }

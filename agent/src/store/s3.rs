@@ -73,6 +73,50 @@ impl S3Store {
         &self.bucket
     }
 
+    /// PutObject with integrity header and lock; create-only (`If-None-Match: *`) if asked.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum: PartChecksum,
+        lock: Option<&Retention>,
+        create_only: bool,
+    ) -> StoreResult<PutResult> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .body(ByteStream::from(body));
+        if create_only {
+            req = req.if_none_match("*");
+        }
+        req = match checksum {
+            PartChecksum::Md5(_) => req.content_md5(checksum.base64()),
+            PartChecksum::Sha256(_) => req.checksum_sha256(checksum.base64()),
+            PartChecksum::Crc32(_) => req.checksum_crc32(checksum.base64()),
+        };
+        if let Some(lock) = lock {
+            req = req
+                .object_lock_mode(ObjectLockMode::from(lock.mode.as_str()))
+                .object_lock_retain_until_date(to_smithy(lock.retain_until));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
+        Ok(PutResult {
+            version_id: out.version_id().map(str::to_owned),
+            etag: out.e_tag().map(unquote),
+            checksum: match checksum {
+                PartChecksum::Sha256(_) => out.checksum_sha256().map(str::to_owned),
+                PartChecksum::Crc32(_) => out.checksum_crc32().map(str::to_owned),
+                PartChecksum::Md5(_) => None,
+            },
+        })
+    }
+
     fn err<E>(&self, op: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -130,6 +174,10 @@ where
                 ("NoSuchKey" | "NotFound" | "NoSuchVersion" | "NoSuchUpload", _) | ("", 404) => {
                     StoreError::NotFound { op, target }
                 }
+                ("PreconditionFailed", _) | (_, 412) => {
+                    StoreError::PreconditionFailed { op, target }
+                }
+                ("InvalidObjectState", _) => StoreError::Archived { op, target },
                 ("AccessDenied", _) | (_, 403) => StoreError::PermissionDenied {
                     op,
                     target,
@@ -332,6 +380,16 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_new(
+        &self,
+        key: &str,
+        body: Bytes,
+        checksum: PartChecksum,
+        lock: Option<&Retention>,
+    ) -> StoreResult<PutResult> {
+        self.put(key, body, checksum, lock, true).await
+    }
+
     async fn put_object(
         &self,
         key: &str,
@@ -339,36 +397,7 @@ impl ObjectStore for S3Store {
         checksum: PartChecksum,
         lock: Option<&Retention>,
     ) -> StoreResult<PutResult> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(body.len() as i64)
-            .body(ByteStream::from(body));
-        req = match checksum {
-            PartChecksum::Md5(_) => req.content_md5(checksum.base64()),
-            PartChecksum::Sha256(_) => req.checksum_sha256(checksum.base64()),
-            PartChecksum::Crc32(_) => req.checksum_crc32(checksum.base64()),
-        };
-        if let Some(lock) = lock {
-            req = req
-                .object_lock_mode(ObjectLockMode::from(lock.mode.as_str()))
-                .object_lock_retain_until_date(to_smithy(lock.retain_until));
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.err("PutObject", key, e))?;
-        Ok(PutResult {
-            version_id: out.version_id().map(str::to_owned),
-            etag: out.e_tag().map(unquote),
-            checksum: match checksum {
-                PartChecksum::Sha256(_) => out.checksum_sha256().map(str::to_owned),
-                PartChecksum::Crc32(_) => out.checksum_crc32().map(str::to_owned),
-                PartChecksum::Md5(_) => None,
-            },
-        })
+        self.put(key, body, checksum, lock, false).await
     }
 
     async fn list_versions(&self, prefix: &str) -> StoreResult<Vec<ObjectVersion>> {
@@ -385,23 +414,47 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| self.err("ListObjectVersions", prefix, e))?;
-            versions.extend(out.versions().iter().map(|v| ObjectVersion {
-                key: v.key().unwrap_or_default().to_owned(),
-                version_id: v.version_id().map(str::to_owned),
-                size: v.size().unwrap_or_default().max(0) as u64,
-                etag: v.e_tag().map(unquote),
-                is_latest: v.is_latest().unwrap_or(false),
-                last_modified: v.last_modified().and_then(from_smithy),
+            versions.extend(out.versions().iter().map(|v| {
+                ObjectVersion {
+                    key: v.key().unwrap_or_default().to_owned(),
+                    version_id: v.version_id().map(str::to_owned),
+                    size: v.size().unwrap_or_default().max(0) as u64,
+                    etag: v.e_tag().map(unquote),
+                    is_latest: v.is_latest().unwrap_or(false),
+                    last_modified: v.last_modified().and_then(from_smithy),
+                    delete_marker: false,
+                    storage_class: v
+                        .storage_class()
+                        .map(|c| c.as_str().to_owned())
+                        .filter(|c| c != "STANDARD"),
+                }
+            }));
+            versions.extend(out.delete_markers().iter().map(|m| ObjectVersion {
+                key: m.key().unwrap_or_default().to_owned(),
+                version_id: m.version_id().map(str::to_owned),
+                is_latest: m.is_latest().unwrap_or(false),
+                last_modified: m.last_modified().and_then(from_smithy),
+                delete_marker: true,
+                ..ObjectVersion::default()
             }));
             if out.is_truncated() != Some(true) {
-                return Ok(versions);
+                break;
             }
             key_marker = out.next_key_marker().map(str::to_owned);
             version_marker = out.next_version_id_marker().map(str::to_owned);
             if key_marker.is_none() {
-                return Ok(versions);
+                break;
             }
         }
+        // S3 sends versions and delete markers apart: each key's newest first again (stable,
+        // so the server's order stands among versions of the same second).
+        versions.sort_by(|a, b| {
+            a.key
+                .cmp(&b.key)
+                .then(b.is_latest.cmp(&a.is_latest))
+                .then(b.last_modified.cmp(&a.last_modified))
+        });
+        Ok(versions)
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {

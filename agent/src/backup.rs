@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Action, EventDraft, Outcome};
-use crate::config::{Config, PostgresConfig};
+use crate::config::{BackupFrom, Config, PostgresConfig};
 use crate::engine::postgres::{self, ConnParams, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
@@ -142,6 +142,12 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         ensure_key_free(&*store, &keys.dump),
         prepare_pg(pg, &params),
     )?;
+    if session.in_recovery && pg.backup_from == BackupFrom::Primary {
+        session.close().await;
+        return Err(Error::Standby {
+            target: format!("{}:{}/{}", pg.host, pg.port, pg.database),
+        });
+    }
     let retention = policy.retention_from(started);
     tracing::info!(key = %keys.dump, database = %pg.database, "backup started");
 
@@ -355,6 +361,10 @@ pub async fn run_recorded<S: ObjectStore + 'static>(
         }
         Some(Err(e)) => Err(e),
     };
+    // A standby's skipped run did nothing: no event (every replica would add one nightly).
+    if let Err(Error::Standby { .. }) = &result {
+        return result;
+    }
     let draft = match &result {
         Ok(r) => event(
             Some(r.key.clone()),

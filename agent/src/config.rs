@@ -18,7 +18,7 @@ pub mod postgres;
 pub mod restore;
 
 pub use clickhouse::{ClickHouseConfig, ClickHouseRestoreConfig};
-pub use postgres::PostgresConfig;
+pub use postgres::{BackupFrom, PostgresConfig};
 pub use restore::{Expectation, HttpCheck, RestoreConfig, SqlCheck, ValidationConfig};
 
 pub mod defaults {

@@ -49,14 +49,19 @@ impl Runner for BackupRunner {
     ) -> BoxFuture<'static, std::result::Result<RunOutcome, String>> {
         Box::pin(async move {
             let store = Arc::new(S3Store::connect(&config.s3).await);
-            backup::run_recorded(&config, engine, store, &progress, &cancel)
-                .await
-                .map(|r| RunOutcome {
+            match backup::run_recorded(&config, engine, store, &progress, &cancel).await {
+                Ok(r) => Ok(RunOutcome {
                     key: Some(r.key),
                     size_bytes: Some(r.size_bytes),
                     uncompressed_size_bytes: Some(r.uncompressed_size_bytes),
-                })
-                .map_err(|e| e.to_string())
+                    skipped: None,
+                }),
+                Err(e @ Error::Standby { .. }) => Ok(RunOutcome {
+                    skipped: Some(e.to_string()),
+                    ..RunOutcome::default()
+                }),
+                Err(e) => Err(e.to_string()),
+            }
         })
     }
 

@@ -23,6 +23,9 @@ pub const EXIT_FAILURE: i32 = 1;
 /// Exit code for a restore that committed and passed validation, but whose report could not
 /// be stored in the bucket (it was printed).
 pub const EXIT_REPORT_NOT_STORED: i32 = 3;
+/// Exit code for a backup that was skipped on purpose (the server is a standby); nothing was
+/// written.
+pub const EXIT_SKIPPED: i32 = 4;
 
 /// What a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,13 @@ pub enum Error {
          else writes to the bucket"
     )]
     KeyTaken { key: String, versions: String },
+    /// The server is a standby and `postgresql.backup_from` is `primary`.
+    #[error(
+        "backup skipped: {target} is a standby (pg_is_in_recovery() is true) and \
+         postgresql.backup_from is primary, so the primary's agent backs up; nothing was \
+         written. Set postgresql.backup_from: any to back up from standbys"
+    )]
+    Standby { target: String },
     /// Another backup of the same release wrote its dump under the same key first.
     #[error(
         "another backup of this release wrote {key} first (versions: {first}, then this run's \
@@ -250,6 +260,7 @@ impl Error {
             | Error::UnsignedRefused
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             Error::ReportNotStored { .. } => EXIT_REPORT_NOT_STORED,
+            Error::Standby { .. } => EXIT_SKIPPED,
             _ => EXIT_FAILURE,
         }
     }

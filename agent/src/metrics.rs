@@ -30,6 +30,13 @@ struct RunLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    engine: String,
+    /// `running` (the previous run was still going) or `standby`.
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -48,7 +55,7 @@ pub struct Metrics {
     duration: Family<EngineLabel, FloatGauge>,
     size: Family<EngineLabel, Gauge>,
     runs: Family<RunLabels, Counter>,
-    skipped: Family<EngineLabel, Counter>,
+    skipped: Family<SkipLabels, Counter>,
     in_progress: Family<EngineLabel, Gauge>,
     consecutive_failures: Family<EngineLabel, Gauge>,
     uploaded: Family<EngineLabel, Counter>,
@@ -114,7 +121,8 @@ impl Metrics {
         );
         registry.register(
             "backup_skipped",
-            "Scheduled or requested runs skipped because the previous one was still running",
+            "Runs skipped: reason running (the previous one was still going) or standby (the \
+             server is a standby and postgresql.backup_from is primary)",
             m.skipped.clone(),
         );
         registry.register(
@@ -187,8 +195,14 @@ impl Metrics {
         }
     }
 
-    pub fn skipped(&self, e: Engine) {
-        self.skipped.get_or_create(&engine(e)).inc();
+    /// A run skipped for `reason` (`running` or `standby`).
+    pub fn skipped(&self, e: Engine, reason: &str) {
+        self.skipped
+            .get_or_create(&SkipLabels {
+                engine: e.as_str().into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn reload(&self, success: bool) {

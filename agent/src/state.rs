@@ -74,8 +74,17 @@ struct EngineStatus {
     last_success: Option<RunRecord>,
     consecutive_failures: u32,
     skipped_while_running: u64,
+    last_skip: Option<SkipRecord>,
     uploaded_bytes_finished: u64,
     running: Option<Running>,
+}
+
+/// A run that was skipped on purpose (a standby): when, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkipRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub reason: String,
 }
 
 struct Inner {
@@ -121,6 +130,9 @@ pub struct EngineDoc {
     pub consecutive_failures: u32,
     /// Scheduled runs that found the previous one still going.
     pub skipped_while_running: u64,
+    /// The last run skipped on purpose (the server is a standby), with the reason.
+    #[serde(default)]
+    pub last_skip: Option<SkipRecord>,
     pub last_attempt: Option<RunRecord>,
     pub last_success: Option<RunRecord>,
     pub running: Option<ProgressDoc>,
@@ -225,6 +237,15 @@ impl AgentState {
                 e.consecutive_failures += 1;
             }
             e.last_attempt = Some(record);
+        });
+    }
+
+    /// Records a run that did nothing on purpose; failures and successes are not touched.
+    pub fn skip(&self, engine: Engine, reason: String, at: OffsetDateTime) {
+        self.with(|i| {
+            let e = i.engines.entry(engine).or_default();
+            e.running = None;
+            e.last_skip = Some(SkipRecord { at, reason });
         });
     }
 
@@ -354,6 +375,7 @@ fn engine_doc(e: &EngineStatus, now: OffsetDateTime) -> EngineDoc {
         state: if running.is_some() { "running" } else { "idle" }.into(),
         consecutive_failures: e.consecutive_failures,
         skipped_while_running: e.skipped_while_running,
+        last_skip: e.last_skip.clone(),
         last_attempt: e.last_attempt.clone(),
         last_success: e.last_success.clone(),
         running,

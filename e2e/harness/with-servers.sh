@@ -5,6 +5,7 @@
 #   SERVERS   which to start (default "postgres rgw moto clickhouse clickhouse18")
 #   VENV      the project venv holding moto (default .venv)
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
+#   STRONGROOM_TEST_PG_STANDBY_HOST, STRONGROOM_TEST_PG_STANDBY_PORT (a streaming standby),
 #   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
 #   STRONGROOM_TEST_VENV (for tests that start their own moto),
 #   STRONGROOM_TEST_S3_LOCALSTACK (only when SERVERS names localstack; venv .venv-localstack),
@@ -25,13 +26,14 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 
 stop() {
   set +e
-  if [ -f "$work/pg/data/postmaster.pid" ]; then
+  for data in "$work/pg/standby" "$work/pg/data"; do
+    [ -f "$data/postmaster.pid" ] || continue
     if [ "$(id -u)" = 0 ]; then
-      su postgres -s /bin/bash -c "'$(pg_config --bindir)/pg_ctl' -D '$work/pg/data' -m immediate stop" >/dev/null 2>&1
+      su postgres -s /bin/bash -c "'$(pg_config --bindir)/pg_ctl' -D '$data' -m immediate stop" >/dev/null 2>&1
     else
-      "$(pg_config --bindir)/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1
+      "$(pg_config --bindir)/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1
     fi
-  fi
+  done
   pidfiles=("$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid "$work"/localstack/localstack.pid)
   for pidfile in "${pidfiles[@]}"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
@@ -56,11 +58,12 @@ for server in $servers; do
   started=$(date +%s%N)
   case $server in
     postgres)
-      port=$(free_port)
-      "$here/postgres.sh" "$work/pg" "$port" || {
-        echo "with-servers: PostgreSQL failed to start; its log:" >&2
-        cat "$work/pg/server.log" "$work/pg/initdb.log" >&2 2>/dev/null; exit 1; }
+      port=$(free_port) standby_port=$(free_port)
+      "$here/postgres.sh" "$work/pg" "$port" "$standby_port" || {
+        echo "with-servers: PostgreSQL failed to start; its logs:" >&2
+        cat "$work/pg/server.log" "$work/pg/initdb.log" "$work/pg/standby.log" >&2 2>/dev/null; exit 1; }
       export STRONGROOM_TEST_PGHOST="$work/pg/socket" STRONGROOM_TEST_PGPORT="$port"
+      export STRONGROOM_TEST_PG_STANDBY_HOST="$work/pg/standby-socket" STRONGROOM_TEST_PG_STANDBY_PORT="$standby_port"
       export STRONGROOM_TEST_PG_PASSWORD_FILE="$work/pg/backup-password"
       ;;
     rgw)

@@ -47,6 +47,19 @@ pub struct PostgresConfig {
     /// schedule period (pods restart; the bucket, not local state, is the truth).
     #[serde(default)]
     pub catch_up: bool,
+    /// Which server may be backed up: `primary` (a standby's run is skipped, so the sidecars of
+    /// a StatefulSet's replicas do not all back up at the same cron second) or `any`.
+    #[serde(default)]
+    pub backup_from: BackupFrom,
+}
+
+/// `postgresql.backup_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupFrom {
+    #[default]
+    Primary,
+    Any,
 }
 
 impl PostgresConfig {

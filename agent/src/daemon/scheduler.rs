@@ -29,6 +29,8 @@ pub struct RunOutcome {
     pub key: Option<String>,
     pub size_bytes: Option<u64>,
     pub uncompressed_size_bytes: Option<u64>,
+    /// The run was skipped on purpose (a standby), and why; nothing was written.
+    pub skipped: Option<String>,
 }
 
 /// Does the work the scheduler decides on.
@@ -169,7 +171,7 @@ impl EngineScheduler {
             .state
             .try_start(engine, trigger, Arc::clone(&progress), started_at)
         {
-            self.metrics.skipped(engine);
+            self.metrics.skipped(engine, "running");
             tracing::warn!(%engine, ?trigger,
                 "a backup is still running; this run is skipped, not started twice");
             return;
@@ -185,6 +187,17 @@ impl EngineScheduler {
             tracing::info!(%engine, ?trigger, "backup run started");
             let timer = Instant::now();
             let outcome = runner.run(engine, config, progress, cancel).await;
+            if let Ok(RunOutcome {
+                skipped: Some(reason),
+                ..
+            }) = &outcome
+            {
+                tracing::info!(%engine, reason = %reason, "backup run skipped");
+                state.skip(engine, reason.clone(), clock.now());
+                metrics.skipped(engine, "standby");
+                let _ = done.send(true).await;
+                return;
+            }
             let record = RunRecord {
                 started_at,
                 finished_at: clock.now(),

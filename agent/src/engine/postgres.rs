@@ -200,6 +200,8 @@ pub struct SnapshotSession {
     database: String,
     pub snapshot_id: String,
     pub server_version: String,
+    /// `pg_is_in_recovery()`: the server is a standby.
+    pub in_recovery: bool,
 }
 
 impl SnapshotSession {
@@ -217,7 +219,8 @@ impl SnapshotSession {
             .map_err(query_error("begin snapshot transaction", &params.database))?;
         let row = client
             .query_one(
-                "SELECT pg_export_snapshot(), current_setting('server_version')",
+                "SELECT pg_export_snapshot(), current_setting('server_version'), \
+                 pg_is_in_recovery()",
                 &[],
             )
             .await
@@ -225,6 +228,7 @@ impl SnapshotSession {
         Ok(SnapshotSession {
             snapshot_id: row.get(0),
             server_version: row.get(1),
+            in_recovery: row.get(2),
             database: params.database.clone(),
             client,
         })

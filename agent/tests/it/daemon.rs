@@ -17,6 +17,7 @@ use crate::on_each_s3;
 on_each_s3!(
     scheduled_backups_are_reported_everywhere,
     sigterm_during_a_backup_aborts_its_upload,
+    a_standby_backs_up_nothing_and_says_why,
 );
 
 pub fn free_port() -> u16 {
@@ -245,6 +246,101 @@ async fn scheduled_backups_are_reported_everywhere(id: TestId) {
     assert!(
         !store.list_versions(&manifest).await.unwrap().is_empty(),
         "{manifest}"
+    );
+}
+
+/// Every replica of a StatefulSet gets the sidecar; only the primary's may back up.
+async fn a_standby_backs_up_nothing_and_says_why(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1);")
+        .await
+        .unwrap();
+    let standby = harness::standby();
+    // The standby replays the new database within moments.
+    let start = Instant::now();
+    while !standby.has_table(&id.database(), "t").await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the standby never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = daemon_config(
+        &id,
+        &bucket,
+        dir.path(),
+        port,
+        "  schedule: \"*/2 * * * * *\"\n",
+        "",
+    );
+    let primary = harness::pg();
+    let yaml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&primary.socket_dir, &standby.socket_dir)
+        .replace(
+            &format!("port: {}", primary.port),
+            &format!("port: {}", standby.port),
+        );
+    std::fs::write(&config, &yaml).unwrap();
+    let agent = Agent::start(&config, port, dir.path().join("agent.log"));
+    agent.wait_for("a skipped run", Duration::from_secs(60), |a| {
+        a.status()
+            .engines
+            .values()
+            .next()
+            .unwrap()
+            .last_skip
+            .is_some()
+    });
+    let status = agent.status();
+    let pg = status.engines.values().next().unwrap();
+    let skip = pg.last_skip.as_ref().unwrap();
+    assert!(skip.reason.contains("is a standby"), "{skip:?}");
+    assert!(skip.reason.contains("backup_from"), "{skip:?}");
+    assert_eq!(
+        pg.consecutive_failures, 0,
+        "a skip is not a failure: {pg:?}"
+    );
+    assert!(pg.last_attempt.is_none(), "{pg:?}");
+    let (_, metrics) = agent.request("GET", "/metrics", None);
+    assert!(
+        metrics
+            .contains("strongroom_backup_skipped_total{engine=\"postgresql\",reason=\"standby\"} "),
+        "{metrics}"
+    );
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+    let written = store.list_versions("").await.unwrap();
+    assert!(
+        written.iter().all(|v| !v.key.contains("/postgresql/")),
+        "a standby wrote backup objects: {written:?}"
+    );
+
+    // Run by hand, it says why and exits 4; with backup_from: any it backs up the standby.
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["backup", "--engine", "postgresql", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let any = yaml.replace("postgresql:\n", "postgresql:\n  backup_from: any\n");
+    std::fs::write(&config, any).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["backup", "--engine", "postgresql", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

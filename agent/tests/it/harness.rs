@@ -127,6 +127,38 @@ pub fn pg() -> Pg {
     }
 }
 
+/// The harness's streaming standby of [`pg`].
+pub fn standby() -> Pg {
+    Pg {
+        socket_dir: env("STRONGROOM_TEST_PG_STANDBY_HOST"),
+        port: env("STRONGROOM_TEST_PG_STANDBY_PORT")
+            .parse()
+            .expect("a port"),
+        password_file: env("STRONGROOM_TEST_PG_PASSWORD_FILE").into(),
+    }
+}
+
+impl Pg {
+    /// Whether `database` exists here and holds `table` (a standby may lag).
+    pub async fn has_table(&self, database: &str, table: &str) -> bool {
+        let Ok((client, connection)) = tokio_postgres::Config::new()
+            .host(&self.socket_dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname(database)
+            .connect(NoTls)
+            .await
+        else {
+            return false;
+        };
+        tokio::spawn(connection);
+        client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .is_ok_and(|r| r.get(0))
+    }
+}
+
 /// A superuser connection (trusted over the socket) for setting up and checking databases.
 pub async fn admin(database: &str) -> tokio_postgres::Client {
     let pg = pg();

@@ -3,9 +3,11 @@
 mod cli;
 mod clickhouse;
 mod daemon;
+mod fault_proxy;
 mod harness;
 mod postgres_backup;
 mod postgres_restore;
 mod restore_cli;
 mod restore_trust;
+mod retries_and_races;
 mod store_conformance;

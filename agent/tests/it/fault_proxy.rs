@@ -180,19 +180,16 @@ async fn handle(
         s.seen.push((method.clone(), path.clone(), action));
         action
     };
-    match action {
-        Some(Action::Respond(status, code)) => {
-            let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
-                 <Message>injected by the test's fault proxy</Message></Error>"
-            );
-            return Ok(Response::builder()
-                .status(status)
-                .header("content-type", "application/xml")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap());
-        }
-        _ => {}
+    if let Some(Action::Respond(status, code)) = action {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\
+             <Message>injected by the test's fault proxy</Message></Error>"
+        );
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/xml")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap());
     }
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| Cut)?.to_bytes();

@@ -143,6 +143,16 @@ PY
 echo "runbook smoke test: $(psql -X -At -h "$STRONGROOM_TEST_PGHOST" -p "$STRONGROOM_TEST_PGPORT" -U postgres \
   -d llama_mapper_restored -c 'SELECT COUNT(*) FROM storage_records;') rows in storage_records"
 
+step "Without signing.public_key_file, restore refuses (unsigned backups only with --allow-unsigned)"
+grep -v "public_key_file" "$work/strongroom.yaml" >"$work/no-public-key.yaml"
+set +e
+"$strongroom" restore --config "$work/no-public-key.yaml" --engine postgresql --latest \
+  --database llama_mapper_unsigned --create >/dev/null 2>"$work/unsigned.err"
+code=$?
+set -e
+[ "$code" = 64 ] || { echo "UNEXPECTED: exit $code" >&2; cat "$work/unsigned.err" >&2; exit 1; }
+echo "exit $code: $(grep -o 'restore refused: [^.]*' "$work/unsigned.err" | head -n 1)"
+
 step "strongroom audit verify"
 "$strongroom" audit verify --config "$work/strongroom.yaml"
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use strongroom::store::ObjectStore;
+
 use crate::harness::{self, Claim, TestId};
 use crate::on_each_s3;
 
@@ -13,6 +15,7 @@ on_each_s3!(
     killing_the_agent_during_a_copy_commits_nothing,
     killing_the_agent_after_the_dumps_own_commit_commits_nothing,
     a_planted_dump_never_runs_its_meta_commands,
+    row_data_in_psqls_errors_stays_out_of_messages_and_the_audit_trail,
 );
 
 fn strongroom(config: &Path, args: &[&str]) -> Output {
@@ -309,4 +312,99 @@ async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {
     let out = restore(&signed, &["--snapshot", &genuine], &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(harness::tables_of(&target).await, vec!["public.genuine"]);
+}
+
+async fn row_data_in_psqls_errors_stays_out_of_messages_and_the_audit_trail(id: TestId) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1);")
+        .await
+        .unwrap();
+    let (private, public) = harness::keypair(dir.path());
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let config_path = config_file(
+        &id,
+        &bucket,
+        dir.path(),
+        "a.yaml",
+        &signing(&private, &public),
+    );
+    let out = strongroom(
+        &config_path,
+        &["backup", "--engine", "postgresql", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let genuine = report["key"].as_str().unwrap().to_owned();
+    // A signed dump whose COPY fails on a row: psql quotes the row in its error.
+    let sql = "CREATE TABLE public.accounts (id int, email text);\n\
+               COPY public.accounts (id, email) FROM stdin;\n\
+               1\talice@example.com\n\
+               SECRET-ROW-VALUE\tbob@example.com\n\\.\n";
+    let config = harness::config(&std::fs::read_to_string(&config_path).unwrap());
+    let signer = strongroom::signing::ManifestSigner::load(&private).unwrap();
+    let planted = harness::plant_backup(
+        &store,
+        &config,
+        &genuine,
+        harness::gzip(sql.as_bytes()),
+        Claim::Planted,
+        Some(&signer),
+        1,
+    )
+    .await;
+    let target = format!("{}_rows", id.database());
+    harness::admin("postgres")
+        .await
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
+        ))
+        .await
+        .unwrap();
+    let out = strongroom(
+        &config_path,
+        &[
+            "restore",
+            "--engine",
+            "postgresql",
+            "--create",
+            "--snapshot",
+            &planted,
+            "--database",
+            &target,
+        ],
+    );
+    let message = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("invalid input syntax for type integer"),
+        "{message}"
+    );
+    assert!(message.contains("COPY accounts, line 2"), "{message}");
+    assert!(
+        !message.contains("SECRET-ROW-VALUE"),
+        "row data in the message: {message}"
+    );
+    assert!(
+        !message.contains("bob@example.com"),
+        "row data in the message: {message}"
+    );
+    assert_eq!(harness::tables_of(&target).await, Vec::<String>::new());
+    // The audit event of the failed restore is locked for years: no row data there either.
+    let events = store
+        .list(&format!("{}/audit/", config.s3.prefix))
+        .await
+        .unwrap();
+    let mut restore_events = 0;
+    for event in events.iter().filter(|e| e.key.contains("-restore-")) {
+        let body = harness::download(store.client(), store.bucket(), &event.key, None).await;
+        let body = String::from_utf8_lossy(&body);
+        restore_events += 1;
+        assert!(
+            !body.contains("SECRET-ROW-VALUE"),
+            "row data in {}: {body}",
+            event.key
+        );
+    }
+    assert!(restore_events > 0, "no restore event among {events:?}");
 }

@@ -3,11 +3,13 @@
 //! event.
 //!
 //! Order: check the bucket is protected, resolve the integrity header and open the snapshot
-//! (concurrently; nothing is written yet), stream `pg_dump` into a multipart upload while
-//! counting rows in the same snapshot, complete the upload only if pg_dump exited 0, read the
-//! object back (size, checksum, retention) while writing the `.sha256` file, write the manifest's
-//! signature (when a key is configured), and only then write the manifest, also read back. Any failure before the manifest leaves no manifest; a failure
-//! before completion leaves no object at all.
+//! (concurrently; nothing is written yet), stop if the server is a standby (unless
+//! `postgresql.backup_from: any`), stream `pg_dump` into a multipart upload while counting rows
+//! in the same snapshot, complete the upload only if pg_dump exited 0, read the object back
+//! (size, checksum, retention) and check it is the key's first version (a same-second race is
+//! lost here), write the `.sha256` file, the manifest's signature (when a key is configured),
+//! and only then the manifest, each create-only and read back. Any failure before the manifest
+//! leaves no manifest; a failure before completion leaves no object at all.
 
 pub mod clickhouse;
 

@@ -327,3 +327,45 @@ pub async fn latest_complete<S: ObjectStore>(
             folder: store.target(&layout::engine_folder(prefix, engine, release)),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Integrity, PartChecksum};
+    use bytes::Bytes;
+
+    async fn put(store: &MemoryStore, key: &str, body: &'static [u8]) {
+        let sum = PartChecksum::compute(Integrity::Md5, body);
+        store
+            .put_object(key, Bytes::from_static(body), sum, None)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn several_versions_of_the_same_bytes_are_one_manifest() {
+        let store = MemoryStore::default();
+        put(&store, "m", b"{}").await;
+        put(&store, "m", b"{}").await;
+        let first = single_version(&store, "m").await.unwrap().unwrap();
+        assert_eq!(first.version_id.as_deref(), Some("v1"));
+    }
+
+    #[tokio::test]
+    async fn different_versions_are_a_rewrite_and_a_delete_marker_hides() {
+        let store = MemoryStore::default();
+        put(&store, "m", b"{}").await;
+        put(&store, "m", b"{ }").await;
+        let e = single_version(&store, "m").await.unwrap_err();
+        assert!(
+            matches!(e, Error::ManifestRewritten { versions: 2, .. }),
+            "{e}"
+        );
+        put(&store, "h", b"{}").await;
+        store.hide("h");
+        let e = single_version(&store, "h").await.unwrap_err();
+        assert!(e.to_string().contains("hidden by a delete marker"), "{e}");
+        assert!(single_version(&store, "none").await.unwrap().is_none());
+    }
+}

@@ -148,3 +148,70 @@ fn md5_hex(bytes: &[u8]) -> String {
     use md5::Digest as _;
     hex::encode(md5::Md5::digest(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    const POLICY: WritePolicy = WritePolicy {
+        integrity: Integrity::Md5,
+        lock: None,
+    };
+
+    #[tokio::test]
+    async fn a_retried_write_of_the_same_bytes_is_the_first_one() {
+        let store = MemoryStore::default();
+        let first = POLICY
+            .put(&store, "m", b"manifest".to_vec(), None)
+            .await
+            .unwrap();
+        // The SDK sends it again after a lost answer; the memory store honours If-None-Match.
+        let again = POLICY
+            .put(&store, "m", b"manifest".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(again.version_id, first.version_id);
+        assert_eq!(store.objects()["m"].len(), 1);
+    }
+
+    #[tokio::test]
+    async fn other_bytes_under_the_key_are_another_writers() {
+        let store = MemoryStore::default();
+        POLICY
+            .put(&store, "m", b"manifest".to_vec(), None)
+            .await
+            .unwrap();
+        let e = POLICY
+            .put(&store, "m", b"another manifest".to_vec(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::KeyTaken { .. }), "{e}");
+        assert!(e.to_string().contains("already holds other content"), "{e}");
+        assert_eq!(store.objects()["m"].len(), 1, "nothing was added");
+    }
+
+    #[tokio::test]
+    async fn where_the_server_ignores_the_header_an_identical_version_beside_is_accepted() {
+        let store = MemoryStore::default();
+        // As Ceph RGW on a versioned bucket: the first attempt landed, the retry did too.
+        let body = Bytes::from_static(b"manifest");
+        let sum = PartChecksum::compute(Integrity::Md5, &body);
+        store.put_object("m", body, sum, None).await.unwrap();
+        let store = store.ignoring_conditions();
+        let confirmed = POLICY
+            .put(&store, "m", b"manifest".to_vec(), None)
+            .await
+            .unwrap();
+        assert_eq!(confirmed.older.len(), 1);
+        // But a different version beside it is refused.
+        let body = Bytes::from_static(b"forged");
+        let sum = PartChecksum::compute(Integrity::Md5, &body);
+        store.put_object("n", body, sum, None).await.unwrap();
+        let e = POLICY
+            .put(&store, "n", b"manifest".to_vec(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::KeyTaken { .. }), "{e}");
+    }
+}

@@ -46,9 +46,16 @@ pub struct MemoryStore {
     pub fail_part: Mutex<Option<i32>>,
     /// Drop lock headers on multipart uploads, as some servers do.
     pub ignore_multipart_lock: bool,
+    /// Ignore `If-None-Match`, as Ceph RGW does on versioned buckets.
+    ignore_conditions: bool,
 }
 
 impl MemoryStore {
+    pub fn ignoring_conditions(mut self) -> Self {
+        self.ignore_conditions = true;
+        self
+    }
+
     pub fn verifying(mut self, integrities: &[Integrity]) -> Self {
         self.verified = integrities.to_vec();
         self
@@ -277,7 +284,7 @@ impl ObjectStore for MemoryStore {
             .get(key)
             .and_then(|vs| vs.last())
             .is_some_and(|v| !v.delete_marker);
-        if exists {
+        if exists && !self.ignore_conditions {
             self.count();
             return Err(StoreError::PreconditionFailed {
                 op: "PutObject",

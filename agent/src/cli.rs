@@ -218,6 +218,8 @@ pub async fn run_without_config(command: Command) -> Result<()> {
 
 /// `strongroom run`: binds the listener, turns SIGTERM/SIGINT into a shutdown, runs the agent.
 async fn run_daemon(config: Config, config_path: &Path) -> Result<()> {
+    // A token file that cannot be read, or is empty, is a config error now, not a 503 later.
+    config.daemon.trigger_token()?;
     let addr = config.daemon.listen.clone();
     let listener = TcpListener::bind(&addr)
         .await

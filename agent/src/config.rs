@@ -167,9 +167,11 @@ pub struct DaemonConfig {
     /// How often readiness checks the bucket (S3 requests cost money; they are cached).
     #[serde(default = "defaults::s3_check_interval_seconds")]
     pub s3_check_interval_seconds: u64,
-    /// Whether an unreachable bucket makes the pod NotReady. The runbook wants it; set false if
-    /// an S3 outage must never take the database out of its Service.
-    #[serde(default = "defaults::yes")]
+    /// Whether an unreachable bucket makes the pod NotReady. Off: the sidecar shares the
+    /// database's pod, and a bucket outage or an expired IRSA token must not take every
+    /// database out of its Service; the bucket's state stays in /status, in
+    /// `strongroom_dependency_up{dependency="s3"}` and so in alerts.
+    #[serde(default)]
     pub ready_requires_s3: bool,
     /// How long SIGTERM waits for a running backup before aborting it.
     #[serde(default = "defaults::shutdown_grace_seconds")]
@@ -191,7 +193,7 @@ impl Default for DaemonConfig {
             listen: defaults::listen(),
             readiness_interval_seconds: defaults::readiness_interval_seconds(),
             s3_check_interval_seconds: defaults::s3_check_interval_seconds(),
-            ready_requires_s3: true,
+            ready_requires_s3: false,
             shutdown_grace_seconds: defaults::shutdown_grace_seconds(),
             retry_initial_seconds: defaults::retry_initial_seconds(),
             retry_max_seconds: defaults::retry_max_seconds(),
@@ -335,7 +337,14 @@ pub(super) fn read_secret(key: &'static str, path: &Path) -> Result<String, Conf
         source,
     })?;
     let secret = raw.strip_suffix('\n').unwrap_or(&raw);
-    Ok(secret.strip_suffix('\r').unwrap_or(secret).to_owned())
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return Err(ConfigError::EmptySecret {
+            key,
+            path: path.to_owned(),
+        });
+    }
+    Ok(secret.to_owned())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -395,6 +404,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An empty secret is a missing one (an empty Secret key), never a password or token.
+    #[error(
+        "the secret named by `{key}` ({path}) is empty; put the value in the Secret (a missing \
+         key in a Kubernetes Secret mounts as an empty or absent file)"
+    )]
+    EmptySecret { key: &'static str, path: PathBuf },
 }
 
 /// A validation failure before it is tied to a file.
@@ -409,6 +424,25 @@ fn invalid(key: &str, problem: impl Into<String>) -> Invalid {
         key: key.into(),
         problem: problem.into(),
     }
+}
+
+/// Seconds in a day, for bounds.
+const DAY: u64 = 86_400;
+
+/// Every number later code computes with is bounded, so that no valid config can overflow a
+/// time or a duration (`retention: {years: 8000}` once panicked).
+fn in_range(key: &str, value: u64, range: std::ops::RangeInclusive<u64>) -> Result<(), Invalid> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!(
+            "{value} is out of range: use {} to {}",
+            range.start(),
+            range.end()
+        ),
+    ))
 }
 
 impl Config {
@@ -546,7 +580,8 @@ fn validate_s3(s3: &S3Config) -> Result<(), Invalid> {
             "s3.object_lock.retention",
             "a retention of 0 is not a retention: use days >= 1 or years >= 1",
         )),
-        (Some(_), None) | (None, Some(_)) => Ok(()),
+        (Some(days), None) => in_range("s3.object_lock.retention.days", days.into(), 1..=36_500),
+        (None, Some(years)) => in_range("s3.object_lock.retention.years", years.into(), 1..=100),
         _ => Err(invalid(
             "s3.object_lock.retention",
             "set exactly one of `days` or `years` (the default is `years: 7`)",
@@ -582,20 +617,30 @@ fn validate_daemon(d: &DaemonConfig) -> Result<(), Invalid> {
             format!("{:?} is not host:port; use e.g. 0.0.0.0:9550", d.listen),
         ));
     }
-    for (key, value) in [
+    for (key, value, range) in [
         (
             "daemon.readiness_interval_seconds",
             d.readiness_interval_seconds,
+            1..=3600,
         ),
         (
             "daemon.s3_check_interval_seconds",
             d.s3_check_interval_seconds,
+            1..=DAY,
         ),
-        ("daemon.retry_initial_seconds", d.retry_initial_seconds),
+        (
+            "daemon.retry_initial_seconds",
+            d.retry_initial_seconds,
+            1..=DAY,
+        ),
+        ("daemon.retry_max_seconds", d.retry_max_seconds, 1..=7 * DAY),
+        (
+            "daemon.shutdown_grace_seconds",
+            d.shutdown_grace_seconds,
+            0..=DAY,
+        ),
     ] {
-        if value == 0 {
-            return Err(invalid(key, "0 would spin; use at least 1"));
-        }
+        in_range(key, value, range)?;
     }
     if d.retry_max_seconds < d.retry_initial_seconds {
         return Err(invalid(
@@ -667,6 +712,64 @@ mod tests {
             e.contains("md5") && e.contains("sha256") && e.contains("crc32"),
             "{e}"
         );
+    }
+
+    /// Every bounded number at its largest allowed value: valid, and nothing computed from it
+    /// overflows.
+    #[test]
+    fn the_largest_valid_numbers_compute_without_panicking() {
+        let yaml = "release: app\ns3:\n  bucket: backups-1\n  object_lock:\n    retention: \
+                    {years: 100}\npostgresql:\n  database: app\n  jitter_seconds: 86400\n  \
+                    connect_timeout_seconds: 3600\nclickhouse:\n  named_collection: s3\n  \
+                    backup_timeout_seconds: 604800\n  restore_timeout_seconds: 604800\n  \
+                    poll_interval_ms: 60000\n  jitter_seconds: 86400\n  full_every: 10000\n\
+                    restore:\n  validation:\n    http_timeout_seconds: 86400\n    \
+                    http_interval_seconds: 3600\ndaemon:\n  readiness_interval_seconds: 3600\n  \
+                    s3_check_interval_seconds: 86400\n  shutdown_grace_seconds: 86400\n  \
+                    retry_initial_seconds: 86400\n  retry_max_seconds: 604800\n";
+        let config = Config::from_yaml(yaml, Path::new("t")).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let years = crate::lock::LockPolicy::from_config(&config.s3.object_lock);
+        assert!(years.retention_from(now).retain_until > now);
+        let days = crate::lock::LockPolicy {
+            mode: LockMode::Governance,
+            period: RetentionPeriod {
+                days: Some(36_500),
+                years: None,
+            },
+        };
+        assert!(days.retention_from(now).retain_until > now);
+        let d = &config.daemon;
+        let delay = crate::schedule::retry_delay(
+            u32::MAX,
+            std::time::Duration::from_secs(d.retry_initial_seconds),
+            std::time::Duration::from_secs(d.retry_max_seconds),
+        );
+        let _ = now + delay + crate::schedule::jitter(86_400);
+        let _ = std::time::Instant::now()
+            + std::time::Duration::from_secs(config.clickhouse.unwrap().backup_timeout_seconds)
+            + std::time::Duration::from_secs(d.shutdown_grace_seconds);
+        // One more than allowed is refused, naming the key.
+        for (from, to, key) in [
+            (
+                "{years: 100}",
+                "{years: 8000}",
+                "s3.object_lock.retention.years",
+            ),
+            (
+                "retry_max_seconds: 604800",
+                "retry_max_seconds: 604801",
+                "daemon.retry_max_seconds",
+            ),
+            (
+                "full_every: 10000",
+                "full_every: 10001",
+                "clickhouse.full_every",
+            ),
+        ] {
+            let e = Config::from_yaml(&yaml.replace(from, to), Path::new("t")).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! - `GET /backup/last?max_age=26h`: 200 if every enabled engine's last success is younger,
 //!   503 otherwise; for external monitors and `kubectl port-forward`, never for probes.
 //! - `GET /metrics`: Prometheus (OpenMetrics) text.
-//! - `POST /backup?engine=postgresql`: run one now; off unless `daemon.trigger_token_file` is
+//! - `POST /backup?engine=postgresql|clickhouse`: run one now; off unless `daemon.trigger_token_file` is
 //!   set, needs `Authorization: Bearer <token>`, refused while that engine runs.
 //!
 //! [`respond`] maps a request to a response without I/O, so handlers are tested directly;
@@ -208,10 +208,13 @@ fn trigger(app: &App, query: Option<&str>, authorization: Option<&str>) -> Reply
     }
     let engine = match query_param(query, "engine") {
         Some("postgresql") => Engine::Postgresql,
+        Some("clickhouse") => Engine::Clickhouse,
         other => {
             return json_reply(
                 StatusCode::BAD_REQUEST,
-                &json!({"error": format!("engine={other:?}: use engine=postgresql")}),
+                &json!({
+                    "error": format!("engine={other:?}: use engine=postgresql or engine=clickhouse")
+                }),
             );
         }
     };
@@ -441,6 +444,45 @@ mod tests {
             on.clock.now(),
         );
         assert_eq!(post(&on, Some("Bearer s3cret")), StatusCode::CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn the_trigger_starts_clickhouse_too() {
+        let extra = "clickhouse:\n  named_collection: s3\ndaemon:\n  trigger_token_file: TOKEN\n";
+        let (mut app, _, _dir) = app(extra);
+        let (tx, mut clickhouse) = mpsc::channel(1);
+        app.triggers.insert(Engine::Clickhouse, tx);
+        let post = |query| {
+            body(respond(
+                &app,
+                &Method::POST,
+                "/backup",
+                Some(query),
+                Some("Bearer s3cret"),
+            ))
+            .0
+        };
+        assert_eq!(post("engine=clickhouse"), StatusCode::ACCEPTED);
+        assert_eq!(clickhouse.try_recv().unwrap(), Trigger::Manual);
+        assert_eq!(post("engine=mysql"), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn an_empty_token_file_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "\n").unwrap();
+        let yaml = format!(
+            "release: r\ns3:\n  bucket: b-1\npostgresql:\n  database: app\ndaemon:\n  \
+             trigger_token_file: {}\n",
+            token.display()
+        );
+        let config = Config::from_yaml(&yaml, std::path::Path::new("t")).unwrap();
+        let e = config.daemon.trigger_token().unwrap_err().to_string();
+        assert!(
+            e.contains("daemon.trigger_token_file") && e.contains("is empty"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

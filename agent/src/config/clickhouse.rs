@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Invalid, invalid, read_secret};
+use super::{ConfigError, DAY, Invalid, in_range, invalid, read_secret};
 
 pub const URL: &str = "http://127.0.0.1:8123";
 pub const USER: &str = "default";
@@ -247,24 +247,31 @@ pub(super) fn validate(ch: &ClickHouseConfig) -> Result<(), Invalid> {
             format!("{:?} is not a usable cron schedule ({e})", ch.schedule),
         ));
     }
-    for (key, value) in [
+    for (key, value, range) in [
         (
             "clickhouse.backup_timeout_seconds",
             ch.backup_timeout_seconds,
+            1..=7 * DAY,
         ),
         (
             "clickhouse.restore_timeout_seconds",
             ch.restore_timeout_seconds,
+            1..=7 * DAY,
         ),
-        ("clickhouse.poll_interval_ms", ch.poll_interval_ms),
+        (
+            "clickhouse.poll_interval_ms",
+            ch.poll_interval_ms,
+            1..=60_000,
+        ),
         (
             "clickhouse.connect_timeout_seconds",
             ch.connect_timeout_seconds,
+            1..=3600,
         ),
+        ("clickhouse.jitter_seconds", ch.jitter_seconds, 0..=DAY),
+        ("clickhouse.full_every", ch.full_every.into(), 0..=10_000),
     ] {
-        if value == 0 {
-            return Err(invalid(key, "must be greater than 0"));
-        }
+        in_range(key, value, range)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Invalid, RestoreConfig, defaults, invalid, read_secret};
+use super::{ConfigError, DAY, Invalid, RestoreConfig, defaults, in_range, invalid, read_secret};
 use crate::engine::postgres::ConnParams;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,5 +155,11 @@ pub(super) fn validate(pg: &PostgresConfig) -> Result<(), Invalid> {
             "0 would never connect; use e.g. 10",
         ));
     }
+    in_range(
+        "postgresql.connect_timeout_seconds",
+        pg.connect_timeout_seconds,
+        1..=3600,
+    )?;
+    in_range("postgresql.jitter_seconds", pg.jitter_seconds, 0..=DAY)?;
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClickHouseRestoreConfig, Invalid, defaults, invalid};
+use super::{ClickHouseRestoreConfig, DAY, Invalid, defaults, in_range, invalid};
 
 /// How `strongroom restore` loads a dump and what it checks afterwards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,11 +164,15 @@ pub(super) fn validate(restore: &RestoreConfig) -> Result<(), Invalid> {
             ));
         }
     }
-    if v.http_interval_seconds == 0 || v.http_timeout_seconds == 0 {
-        return Err(invalid(
-            "restore.validation.http_timeout_seconds",
-            "the timeout and interval must be at least 1 second",
-        ));
-    }
+    in_range(
+        "restore.validation.http_timeout_seconds",
+        v.http_timeout_seconds,
+        1..=DAY,
+    )?;
+    in_range(
+        "restore.validation.http_interval_seconds",
+        v.http_interval_seconds,
+        1..=3600,
+    )?;
     Ok(())
 }

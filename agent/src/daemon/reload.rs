@@ -82,7 +82,11 @@ fn reload(
         return;
     }
     let text = String::from_utf8_lossy(&bytes);
-    match Config::from_yaml(&text, path) {
+    let loaded = Config::from_yaml(&text, path).and_then(|new| {
+        new.daemon.trigger_token()?;
+        Ok(new)
+    });
+    match loaded {
         Ok(new) => {
             let old = config.borrow().clone();
             if new.daemon.listen != old.daemon.listen {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
@@ -186,7 +187,23 @@ impl EngineScheduler {
         self.tracker.spawn(async move {
             tracing::info!(%engine, ?trigger, "backup run started");
             let timer = Instant::now();
-            let outcome = runner.run(engine, config, progress, cancel).await;
+            // A panic inside a run is a failed run, recorded like any other: the engine must
+            // not stay "running" for ever, skipping every later slot.
+            let outcome =
+                std::panic::AssertUnwindSafe(runner.run(engine, config, progress, cancel))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        Err(format!(
+                            "internal error: the backup run panicked ({what}); nothing of it \
+                         counts as a backup. Please report this with the agent's log"
+                        ))
+                    });
             if let Ok(RunOutcome {
                 skipped: Some(reason),
                 ..
@@ -288,9 +305,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use time::macros::datetime;
 
-    /// A runner that takes `duration` per run and fails the first `fail` runs.
+    /// A runner that takes `duration` per run, panics in the first `panic` runs and fails the
+    /// first `fail` runs after them.
     struct FakeRunner {
         duration: Duration,
+        panic: AtomicUsize,
         fail: AtomicUsize,
         started: Mutex<Vec<(OffsetDateTime, Trigger)>>,
         clock: Clock,
@@ -323,6 +342,10 @@ mod tests {
                     }
                 }
                 me.concurrent.fetch_sub(1, Ordering::SeqCst);
+                if me.panic.load(Ordering::SeqCst) > 0 {
+                    me.panic.fetch_sub(1, Ordering::SeqCst);
+                    panic!("a bug in the run");
+                }
                 let failing = me.fail.load(Ordering::SeqCst) > 0;
                 if failing {
                     me.fail.fetch_sub(1, Ordering::SeqCst);
@@ -376,6 +399,7 @@ mod tests {
         let clock = Clock::following_tokio(datetime!(2026-11-23 01:59:00 UTC));
         let runner = Arc::new(FakeRunner {
             duration,
+            panic: AtomicUsize::new(0),
             fail: AtomicUsize::new(fail),
             started: Mutex::new(Vec::new()),
             clock,
@@ -445,6 +469,40 @@ mod tests {
         let pg = &doc.engines[&Engine::Postgresql];
         assert!(pg.skipped_while_running >= 4, "{pg:?}");
         assert!(started(&h).len() >= 3);
+        h.stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_run_is_a_failure_and_the_schedule_goes_on() {
+        let h = start("0 2 * * *", "", Duration::from_secs(1), 0, None);
+        h.runner.panic.store(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(86_400 + 3600)).await;
+        let doc = h.state.status(datetime!(2026-11-24 04:00:00 UTC));
+        let pg = &doc.engines[&Engine::Postgresql];
+        // The panic was recorded as a failure and retried; the next day ran too.
+        let first = started(&h)[0];
+        assert_eq!(first, datetime!(2026-11-23 02:00:00 UTC));
+        assert!(started(&h).len() >= 3, "{:?}", started(&h));
+        assert_eq!(pg.state, "idle", "{pg:?}");
+        assert!(pg.last_success.is_some(), "{pg:?}");
+        h.stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_is_recorded_with_its_message() {
+        let h = start("0 2 * * *", "", Duration::from_secs(1), 0, None);
+        h.runner.panic.store(1, Ordering::SeqCst);
+        // 01:59 + 90 s: the 02:00 run has panicked, its retry is a minute away.
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        let doc = h.state.status(datetime!(2026-11-23 02:00:30 UTC));
+        let pg = &doc.engines[&Engine::Postgresql];
+        let error = pg.last_attempt.as_ref().unwrap().error.clone();
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("panicked (a bug in the run)")),
+            "{pg:?}"
+        );
         h.stop.cancel();
     }
 

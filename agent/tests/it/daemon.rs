@@ -610,7 +610,8 @@ async fn waits_and_recovers() {
     )
     .unwrap();
 
-    // No S3 at all: the agent stays up, says what it waits for, and its runs fail.
+    // No S3 at all: the agent stays up, and its runs fail. By default the database stays
+    // Ready (the bucket's outage is reported, not inflicted on the database's Service).
     let agent = Agent::start(&config, port, dir.path().join("agent.log"));
     agent.wait_for("a failed attempt", Duration::from_secs(30), |a| {
         a.status()
@@ -620,9 +621,27 @@ async fn waits_and_recovers() {
             .is_some_and(|e| e.consecutive_failures > 0)
     });
     assert_eq!(agent.request("GET", "/healthz", None).0, 200);
-    let (code, body) = agent.request("GET", "/readyz", None);
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("s3:"), "{body}");
+    agent.wait_for("readiness without S3", Duration::from_secs(15), |a| {
+        a.request("GET", "/readyz", None).0 == 200
+    });
+    let status = agent.status();
+    assert!(!status.s3.ok, "{:?}", status.s3);
+    let (_, metrics) = agent.request("GET", "/metrics", None);
+    assert!(
+        metrics.contains("strongroom_dependency_up{dependency=\"s3\"} 0"),
+        "{metrics}"
+    );
+    drop(agent);
+    // With daemon.ready_requires_s3, the bucket gates readiness and /readyz says why.
+    let gated = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("daemon:\n", "daemon:\n  ready_requires_s3: true\n");
+    std::fs::write(&config, gated).unwrap();
+    let agent = Agent::start(&config, port, dir.path().join("agent-gated.log"));
+    agent.wait_for("the S3 check", Duration::from_secs(15), |a| {
+        let (code, body) = a.request("GET", "/readyz", None);
+        code == 503 && body.contains("s3:")
+    });
 
     // S3 appears: ready, and a backup succeeds.
     let _moto = OwnMoto::start(s3_port);

@@ -12,6 +12,7 @@
 //! leaves no manifest; a failure before completion leaves no object at all.
 
 pub mod clickhouse;
+pub mod deadline;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use crate::readback::{self, Confirmed};
 use crate::signing::ManifestSigner;
 use crate::store::versions::KeyVersions;
 use crate::store::{Integrity, ObjectStore};
+use deadline::Deadline;
 
 /// What a finished backup reports (also printed by `strongroom backup --json`).
 #[derive(Debug, Clone, Serialize)]
@@ -109,10 +111,31 @@ pub(crate) async fn write_manifest<S: ObjectStore>(
     Ok(sha256)
 }
 
+/// A pg_dump or row count that gave up waiting for a table lock, said as such.
+fn lock_wait(e: crate::engine::EngineError, seconds: u64) -> Error {
+    let text = e.to_string();
+    let table = text
+        .split_once("LOCK TABLE ")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or(rest))
+        .or_else(|| {
+            text.contains("lock timeout")
+                .then(|| text.split_once("(table ")?.1.split(')').next())
+                .flatten()
+        });
+    match table {
+        Some(table) if text.contains("timeout") => Error::LockWait {
+            table: table.to_owned(),
+            seconds,
+            detail: text,
+        },
+        _ => e.into(),
+    }
+}
+
 /// The snapshot transaction and the pg_dump version.
 async fn prepare_pg(pg: &PostgresConfig, params: &ConnParams) -> Result<(SnapshotSession, String)> {
     let (session, version) = tokio::try_join!(
-        SnapshotSession::open(params),
+        SnapshotSession::open(params, pg.lock_wait_timeout_seconds),
         postgres::pg_dump_version(&pg.pg_dump)
     )?;
     Ok((session, version))
@@ -126,8 +149,28 @@ pub fn preflight(config: &Config) -> Result<(&PostgresConfig, ConnParams)> {
 }
 
 /// Runs one PostgreSQL backup now, writing under `policy` (from [`WritePolicy::prepare`]);
-/// `signer` signs the manifest when configured.
+/// `signer` signs the manifest when configured. Cancelled by `cancel`, or after
+/// `postgresql.backup_timeout_seconds`.
 pub async fn backup_postgres<S: ObjectStore + 'static>(
+    config: &Config,
+    store: Arc<S>,
+    policy: &WritePolicy,
+    signer: Option<&ManifestSigner>,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<BackupReport> {
+    let (pg, _) = preflight(config)?;
+    let deadline = Deadline::arm(
+        cancel,
+        pg.backup_timeout_seconds,
+        "postgresql.backup_timeout_seconds",
+    );
+    dump_and_upload(config, store, policy, signer, progress, deadline.token())
+        .await
+        .map_err(|e| deadline.explain(e))
+}
+
+async fn dump_and_upload<S: ObjectStore + 'static>(
     config: &Config,
     store: Arc<S>,
     policy: &WritePolicy,
@@ -153,7 +196,12 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
     let retention = policy.retention_from(started);
     tracing::info!(key = %keys.dump, database = %pg.database, "backup started");
 
-    let (child, stdout) = postgres::spawn_pg_dump(&pg.pg_dump, &params, &session.snapshot_id)?;
+    let (child, stdout) = postgres::spawn_pg_dump(
+        &pg.pg_dump,
+        &params,
+        &session.snapshot_id,
+        pg.lock_wait_timeout_seconds,
+    )?;
     let options = StreamOptions {
         part_size: s3.part_size_mib as usize * 1024 * 1024,
         upload_concurrency: s3.upload_concurrency as usize,
@@ -172,7 +220,11 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         cancel,
     );
     let counts = async {
-        let counts = session.row_counts().await;
+        // A count stuck behind a lock must not outlive a cancelled run.
+        let counts = tokio::select! {
+            counts = session.row_counts() => counts,
+            () = cancel.cancelled() => Ok(Vec::new()),
+        };
         tracing::debug!(
             tables = counts.as_ref().map_or(0, Vec::len),
             "row counts done"
@@ -187,7 +239,7 @@ pub async fn backup_postgres<S: ObjectStore + 'static>(
         (Ok(()), Ok(tables)) => tables,
         (Err(e), _) | (Ok(()), Err(e)) => {
             staged.abort().await;
-            return Err(e.into());
+            return Err(lock_wait(e, pg.lock_wait_timeout_seconds));
         }
     };
     let snapshot_id = session.snapshot_id.clone();

@@ -86,6 +86,12 @@ pub mod defaults {
     pub(super) fn compression_level() -> u32 {
         COMPRESSION_LEVEL
     }
+    pub(super) fn lock_wait_timeout_seconds() -> u64 {
+        600
+    }
+    pub(super) fn backup_timeout_seconds() -> u64 {
+        6 * 3600
+    }
     pub(super) fn connect_timeout_seconds() -> u64 {
         CONNECT_TIMEOUT_SECONDS
     }

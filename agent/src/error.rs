@@ -192,6 +192,28 @@ pub enum Error {
          was aborted and no manifest was written"
     )]
     Cancelled { key: String },
+    /// pg_dump or a row count waited for a table lock longer than allowed.
+    #[error(
+        "the backup waited longer than postgresql.lock_wait_timeout_seconds ({seconds} s) for a \
+         lock on {table}: another session holds a conflicting lock (a migration's ACCESS \
+         EXCLUSIVE? see pg_locks). Nothing was written; the run is retried. ({detail})"
+    )]
+    LockWait {
+        table: String,
+        seconds: u64,
+        detail: String,
+    },
+    /// The run took longer than its configured deadline and was cancelled.
+    #[error(
+        "the backup into {key} ran longer than {setting} ({seconds} s) and was cancelled: its \
+         upload was aborted and no manifest was written. Something held it up (a lock: see \
+         pg_locks; a stalled dump or server); raise {setting} if it really needs longer"
+    )]
+    TimedOut {
+        key: String,
+        setting: &'static str,
+        seconds: u64,
+    },
     /// `strongroom run` cannot bind its address.
     #[error("cannot listen on {addr}: {source}; set daemon.listen to a free host:port")]
     Listen {

@@ -47,6 +47,15 @@ pub struct PostgresConfig {
     /// schedule period (pods restart; the bucket, not local state, is the truth).
     #[serde(default)]
     pub catch_up: bool,
+    /// How long pg_dump and the agent's own session wait for a table lock before the backup
+    /// fails (pg_dump `--lock-wait-timeout`, `lock_timeout`): one `ACCESS EXCLUSIVE` lock (a
+    /// migration) must not hold the backup, and every later slot, for ever.
+    #[serde(default = "defaults::lock_wait_timeout_seconds")]
+    pub lock_wait_timeout_seconds: u64,
+    /// A backup still running after this long is cancelled (upload aborted, no manifest) and
+    /// recorded failed with the reason.
+    #[serde(default = "defaults::backup_timeout_seconds")]
+    pub backup_timeout_seconds: u64,
     /// Which server may be backed up: `primary` (a standby's run is skipped, so the sidecars of
     /// a StatefulSet's replicas do not all back up at the same cron second) or `any`.
     #[serde(default)]
@@ -161,5 +170,15 @@ pub(super) fn validate(pg: &PostgresConfig) -> Result<(), Invalid> {
         1..=3600,
     )?;
     in_range("postgresql.jitter_seconds", pg.jitter_seconds, 0..=DAY)?;
+    in_range(
+        "postgresql.lock_wait_timeout_seconds",
+        pg.lock_wait_timeout_seconds,
+        1..=DAY,
+    )?;
+    in_range(
+        "postgresql.backup_timeout_seconds",
+        pg.backup_timeout_seconds,
+        1..=7 * DAY,
+    )?;
     Ok(())
 }

@@ -184,7 +184,11 @@ pub async fn count_rows(client: &Client, database: &str) -> Result<Vec<TableRows
         let row = client
             .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
             .await
-            .map_err(query_error("count rows", database))?;
+            .map_err(|e| EngineError::Query {
+                what: "count rows",
+                database: format!("{database} (table {qualified})"),
+                detail: detail(&e),
+            })?;
         counts.push(TableRows {
             schema: table.get(0),
             table: table.get(1),
@@ -205,16 +209,18 @@ pub struct SnapshotSession {
 }
 
 impl SnapshotSession {
-    /// Starts a read-only REPEATABLE READ transaction and exports its snapshot.
-    pub async fn open(params: &ConnParams) -> Result<Self, EngineError> {
+    /// Starts a read-only REPEATABLE READ transaction and exports its snapshot; its row counts
+    /// wait at most `lock_timeout_seconds` for a table lock.
+    pub async fn open(params: &ConnParams, lock_timeout_seconds: u64) -> Result<Self, EngineError> {
         let client = connect(params).await?;
         // Counting runs beside pg_dump's own COPY; parallel workers would only take cores from
         // it (and from the application) for a little speed on the counts.
         client
-            .batch_execute(
+            .batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
-                 SET LOCAL max_parallel_workers_per_gather = 0",
-            )
+                 SET LOCAL max_parallel_workers_per_gather = 0; \
+                 SET LOCAL lock_timeout = '{lock_timeout_seconds}s'"
+            ))
             .await
             .map_err(query_error("begin snapshot transaction", &params.database))?;
         let row = client
@@ -349,17 +355,20 @@ pub fn restrict_key() -> Result<String, EngineError> {
         .collect())
 }
 
-/// Starts `pg_dump` (plain SQL) in `snapshot`; its stdout is the dump.
+/// Starts `pg_dump` (plain SQL) in `snapshot`, failing if a table lock takes longer than
+/// `lock_wait_timeout_seconds`; its stdout is the dump.
 pub fn spawn_pg_dump(
     pg_dump: &Path,
     params: &ConnParams,
     snapshot: &str,
+    lock_wait_timeout_seconds: u64,
 ) -> Result<(ChildProcess, std::fs::File), EngineError> {
     let mut command = Command::new(pg_dump);
     command
         .arg("--format=plain")
         .arg("--no-password")
-        .arg(format!("--snapshot={snapshot}"));
+        .arg(format!("--snapshot={snapshot}"))
+        .arg(format!("--lock-wait-timeout={lock_wait_timeout_seconds}s"));
     params.apply_env(&mut command, "strongroom-pg_dump");
     ChildProcess::spawn_source(&pg_dump.display().to_string(), command, messages::scrub)
 }

@@ -18,6 +18,8 @@ on_each_s3!(
     scheduled_backups_are_reported_everywhere,
     sigterm_during_a_backup_aborts_its_upload,
     a_standby_backs_up_nothing_and_says_why,
+    a_held_lock_fails_the_run_in_time_and_the_next_one_works,
+    a_stalled_backup_is_cancelled_at_its_deadline,
 );
 
 pub fn free_port() -> u16 {
@@ -448,6 +450,127 @@ async fn sigterm_during_a_backup_aborts_its_upload(id: TestId) {
         "{:?}",
         uploads.uploads()
     );
+}
+
+/// The multipart uploads still open under `folder`.
+async fn open_uploads(store: &strongroom::store::s3::S3Store, folder: &str) -> Vec<String> {
+    let uploads = store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    uploads
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key())
+        .filter(|k| k.starts_with(folder))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A migration's ACCESS EXCLUSIVE lock must not wedge the schedule.
+async fn a_held_lock_fails_the_run_in_time_and_the_next_one_works(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute("CREATE TABLE free (x int); CREATE TABLE locked (x int);")
+        .await
+        .unwrap();
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = daemon_config(
+        &id,
+        &bucket,
+        dir.path(),
+        port,
+        "  schedule: \"*/3 * * * * *\"\n  lock_wait_timeout_seconds: 2\n",
+        "",
+    );
+    // The lock is held in an open transaction for as long as `migration` lives.
+    let migration = harness::admin(&id.database()).await;
+    migration
+        .batch_execute("BEGIN; LOCK TABLE public.locked IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    let agent = Agent::start(&config, port, dir.path().join("agent.log"));
+    agent.wait_for(
+        "a run that failed on the lock",
+        Duration::from_secs(60),
+        |a| {
+            a.status()
+                .engines
+                .values()
+                .next()
+                .is_some_and(|e| e.consecutive_failures > 0)
+        },
+    );
+    let status = agent.status();
+    let pg = status.engines.values().next().unwrap();
+    let attempt = pg.last_attempt.as_ref().unwrap();
+    let error = attempt.error.clone().unwrap();
+    assert!(error.contains("lock_wait_timeout_seconds (2 s)"), "{error}");
+    assert!(
+        error.contains("lock on public.locked"),
+        "names the table it waited for: {error}"
+    );
+    assert!(
+        attempt.duration_seconds < 20.0,
+        "failed within the lock timeout, not much later: {attempt:?}"
+    );
+    let folder = format!("backups/{}/postgresql/", id.test.replace('_', "-"));
+    assert!(open_uploads(&store, &folder).await.is_empty());
+    // The migration commits: the next scheduled run (or retry) backs up.
+    migration.batch_execute("COMMIT").await.unwrap();
+    agent.wait_for(
+        "a backup after the lock was released",
+        Duration::from_secs(60),
+        |a| a.last_success().is_some(),
+    );
+    assert!(agent.terminate(Duration::from_secs(30)).success());
+}
+
+async fn a_stalled_backup_is_cancelled_at_its_deadline(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(
+        "CREATE TABLE big AS SELECT i, md5(i::text) || md5((i * 3)::text) AS v \
+         FROM generate_series(1, 200000) i",
+    )
+    .await
+    .unwrap();
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dump = stalling_pg_dump(dir.path(), 1_000_000);
+    let config = daemon_config(
+        &id,
+        &bucket,
+        dir.path(),
+        free_port(),
+        &format!(
+            "  pg_dump: {}\n  backup_timeout_seconds: 3\n",
+            pg_dump.display()
+        ),
+        "",
+    );
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["backup", "--engine", "postgresql", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("ran longer than postgresql.backup_timeout_seconds (3 s)"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{text}");
+    let folder = format!("backups/{}/postgresql/", id.test.replace('_', "-"));
+    assert!(
+        store.list_versions(&folder).await.unwrap().is_empty(),
+        "no object, no manifest"
+    );
+    assert!(open_uploads(&store, &folder).await.is_empty());
 }
 
 /// A PostgreSQL of this test's own, which it may stop and start.

@@ -203,7 +203,7 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
         pg.lock_wait_timeout_seconds,
     )?;
     let options = StreamOptions {
-        part_size: s3.part_size_mib as usize * 1024 * 1024,
+        parts: s3.part_plan(),
         upload_concurrency: s3.upload_concurrency as usize,
         compression_level: pg.compression_level,
         compression_threads: crate::compress::threads(pg.compression_threads),

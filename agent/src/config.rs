@@ -65,6 +65,9 @@ pub mod defaults {
     pub(super) fn part_size_mib() -> u32 {
         PART_SIZE_MIB
     }
+    pub(super) fn max_dump_size_gib() -> u32 {
+        1024
+    }
     pub(super) fn upload_concurrency() -> u32 {
         UPLOAD_CONCURRENCY
     }
@@ -251,11 +254,21 @@ pub struct S3Config {
     pub part_size_mib: u32,
     #[serde(default = "defaults::upload_concurrency")]
     pub upload_concurrency: u32,
+    /// The largest compressed dump a backup must be able to upload: parts grow from
+    /// `part_size_mib` as far as this needs within S3's 10,000 parts (and so does memory).
+    #[serde(default = "defaults::max_dump_size_gib")]
+    pub max_dump_size_gib: u32,
     #[serde(default)]
     pub object_lock: ObjectLockConfig,
 }
 
 impl S3Config {
+    /// The part sizes of a dump's upload (validated with the config).
+    pub fn part_plan(&self) -> crate::pipeline::parts::PartPlan {
+        crate::pipeline::parts::PartPlan::new(self.part_size_mib, self.max_dump_size_gib)
+            .expect("validated with the config")
+    }
+
     pub fn path_style(&self) -> bool {
         self.force_path_style.unwrap_or(self.endpoint.is_some())
     }
@@ -573,6 +586,16 @@ fn validate_s3(s3: &S3Config) -> Result<(), Invalid> {
                 s3.part_size_mib
             ),
         ));
+    }
+    in_range(
+        "s3.max_dump_size_gib",
+        s3.max_dump_size_gib.into(),
+        1..=50_000,
+    )?;
+    if let Err(problem) =
+        crate::pipeline::parts::PartPlan::new(s3.part_size_mib, s3.max_dump_size_gib)
+    {
+        return Err(invalid("s3.max_dump_size_gib", problem));
     }
     if !(1..=16).contains(&s3.upload_concurrency) {
         return Err(invalid(

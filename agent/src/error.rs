@@ -179,8 +179,9 @@ pub enum Error {
     SourceRead { key: String, source: std::io::Error },
     /// The dump needs more than S3's maximum number of parts.
     #[error(
-        "the dump for {key} needs more than {parts} parts; raise s3.part_size_mib (parts grow \
-         8x over the first 4000, so the limit is about 500 x part_size_mib MiB compressed)"
+        "the dump for {key} needs more than {parts} parts: it is larger than \
+         s3.max_dump_size_gib allows. Raise s3.max_dump_size_gib (parts then grow larger, and so \
+         does memory: see README, Memory) or s3.part_size_mib"
     )]
     TooLarge { key: String, parts: i32 },
     /// A worker task panicked or was cancelled; a bug, reported with what it was doing.

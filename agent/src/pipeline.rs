@@ -23,13 +23,14 @@ use crate::readback::Sent;
 use crate::store::checksum::expected_multipart;
 use crate::store::{Integrity, ObjectStore, PartChecksum, Retention, StoreError, UploadedPart};
 
-/// S3 allows at most this many parts in one upload.
-const MAX_PARTS: i32 = 10_000;
+pub mod parts;
+
+use parts::{MAX_PARTS, PartPlan};
 
 /// How the stream is compressed and uploaded.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamOptions {
-    pub part_size: usize,
+    pub parts: PartPlan,
     pub upload_concurrency: usize,
     pub compression_level: u32,
     pub compression_threads: usize,
@@ -53,13 +54,6 @@ impl Progress {
         self.bytes_read.store(read, Relaxed);
         self.bytes_uploaded.store(uploaded, Relaxed);
     }
-}
-
-/// Part `number` (1-based) is `base` bytes, doubling every 1000 parts up to 8x: 8 MiB parts
-/// give ~500 GiB of compressed dump within S3's 10,000 parts, and small dumps stay small.
-pub fn part_size(number: i32, base: usize) -> usize {
-    let doublings = ((number - 1) / 1000).clamp(0, 3) as u32;
-    base << doublings
 }
 
 /// Every part uploaded, upload not yet completed.
@@ -192,7 +186,7 @@ where
     let (mut size, mut uncompressed) = (0u64, 0u64);
     // Each part is one allocation of exactly its size, filled and frozen without copying: a
     // growing buffer would double its capacity and pin up to 2x the part size per part.
-    let mut buffer = BytesMut::with_capacity(part_size(1, options.part_size));
+    let mut buffer = BytesMut::with_capacity(options.parts.size(1));
     let mut in_flight: JoinSet<Result<UploadedPart>> = JoinSet::new();
     let mut parts = Vec::new();
     let mut number = 1;
@@ -219,7 +213,7 @@ where
             .fetch_add(member.input_len as u64, Ordering::Relaxed);
         let mut rest = &member.gzip[..];
         while !rest.is_empty() {
-            let target = part_size(number, options.part_size);
+            let target = options.parts.size(number);
             let take = rest.len().min(target - buffer.len());
             buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
@@ -227,7 +221,7 @@ where
                 while in_flight.len() >= options.upload_concurrency {
                     parts.push(joined(in_flight.join_next().await)?);
                 }
-                let next = BytesMut::with_capacity(part_size(number + 1, options.part_size));
+                let next = BytesMut::with_capacity(options.parts.size(number + 1));
                 uploader.spawn(&mut in_flight, number, std::mem::replace(&mut buffer, next))?;
                 number += 1;
             }
@@ -318,7 +312,7 @@ mod tests {
 
     fn options(part_size: usize) -> StreamOptions {
         StreamOptions {
-            part_size,
+            parts: PartPlan::of_bytes(part_size as u64, 3),
             upload_concurrency: 2,
             compression_level: 1,
             compression_threads: 2,
@@ -336,15 +330,6 @@ mod tests {
                 (x >> 16) as u8
             })
             .collect()
-    }
-
-    #[test]
-    fn parts_grow_every_thousand() {
-        assert_eq!(part_size(1, 8), 8);
-        assert_eq!(part_size(1000, 8), 8);
-        assert_eq!(part_size(1001, 8), 16);
-        assert_eq!(part_size(3001, 8), 64);
-        assert_eq!(part_size(9999, 8), 64);
     }
 
     #[tokio::test]

@@ -65,6 +65,9 @@ pub mod defaults {
     pub(super) fn part_size_mib() -> u32 {
         PART_SIZE_MIB
     }
+    pub(super) fn s3_max_attempts() -> u32 {
+        10
+    }
     pub(super) fn max_dump_size_gib() -> u32 {
         1024
     }
@@ -254,6 +257,11 @@ pub struct S3Config {
     pub part_size_mib: u32,
     #[serde(default = "defaults::upload_concurrency")]
     pub upload_concurrency: u32,
+    /// Attempts per S3 request (the first and its retries), with exponential backoff and
+    /// jitter for throttling (SlowDown, 503), 5xx and connection resets; a part is retried on
+    /// its own. Past the limit the backup fails cleanly (upload aborted, no manifest).
+    #[serde(default = "defaults::s3_max_attempts")]
+    pub max_attempts: u32,
     /// The largest compressed dump a backup must be able to upload: parts grow from
     /// `part_size_mib` as far as this needs within S3's 10,000 parts (and so does memory).
     #[serde(default = "defaults::max_dump_size_gib")]
@@ -592,6 +600,7 @@ fn validate_s3(s3: &S3Config) -> Result<(), Invalid> {
         s3.max_dump_size_gib.into(),
         1..=50_000,
     )?;
+    in_range("s3.max_attempts", s3.max_attempts.into(), 1..=20)?;
     if let Err(problem) =
         crate::pipeline::parts::PartPlan::new(s3.part_size_mib, s3.max_dump_size_gib)
     {

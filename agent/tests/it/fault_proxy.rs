@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy between the agent and a real S3 server, for the tests of what
 //! the agent does when S3 misbehaves: it forwards every request as it came (Host header and
 //! SigV4 signature intact), except those matching a [`Fault`], which it answers with an S3
-//! error, or forwards and then cuts before answering (the server acted,
+//! error, cuts it before forwarding, or forwards it and then cuts before answering (the server acted,
 //! the client never hears it: what makes an SDK retry a write that already happened).
 
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 pub enum Action {
     /// Forward it, let the server act on it, then close the connection without answering.
     DropResponse,
+    /// Close the connection without forwarding it (a connection reset mid-request).
+    Reset,
     /// Answer with this HTTP status and S3 error code, without forwarding it.
     Respond(u16, &'static str),
 }
@@ -30,8 +32,10 @@ pub struct Fault {
     /// A substring of the path (`/bucket/key`), or with a leading `*`, its end.
     pub path: String,
     /// Matches only requests whose query has none of these parameters (e.g. `uploadId`, so
-    /// that a single-request PUT is told from a multipart part).
+    /// that a single-request PUT is told from a multipart part)...
     pub query_lacks: Vec<&'static str>,
+    /// ... and, if set, has this one (`name`, or `name=value`).
+    pub query_has: Option<String>,
     pub action: Action,
     /// How many matching requests to disturb; the rest pass.
     pub times: usize,
@@ -50,17 +54,38 @@ impl Fault {
                 "legal-hold",
                 "tagging",
             ],
+            query_has: None,
+            action,
+            times,
+        }
+    }
+
+    /// UploadPart `number` of a multipart upload of a key matching `path`.
+    pub fn upload_part(path: &str, number: i32, action: Action, times: usize) -> Fault {
+        Fault {
+            method: "PUT",
+            path: path.to_owned(),
+            query_lacks: Vec::new(),
+            query_has: Some(format!("partNumber={number}")),
             action,
             times,
         }
     }
 
     fn matches(&self, method: &str, path: &str, query: &str) -> bool {
+        let params: Vec<(&str, &str)> = query
+            .split('&')
+            .map(|p| (p, p.split('=').next().unwrap_or("")))
+            .collect();
         method == self.method
             && path_matches(path, &self.path)
-            && !query.split('&').any(|p| {
-                self.query_lacks
-                    .contains(&p.split('=').next().unwrap_or(""))
+            && !params
+                .iter()
+                .any(|(_, name)| self.query_lacks.contains(name))
+            && self.query_has.as_deref().is_none_or(|wanted| {
+                params
+                    .iter()
+                    .any(|(param, name)| *param == wanted || *name == wanted)
             })
     }
 }
@@ -180,6 +205,9 @@ async fn handle(
         s.seen.push((method.clone(), path.clone(), action));
         action
     };
+    if action == Some(Action::Reset) {
+        return Err(Cut);
+    }
     if let Some(Action::Respond(status, code)) = action {
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>\

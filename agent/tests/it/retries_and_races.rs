@@ -15,6 +15,7 @@ on_each_s3!(
     a_manifest_write_retried_after_a_lost_answer_is_accepted,
     of_two_backups_in_one_second_only_the_first_completes,
     a_restore_whose_report_cannot_be_stored_says_so_and_keeps_the_data,
+    a_backup_rides_out_throttling_and_resets_and_fails_cleanly_when_s3_stays_down,
 );
 
 fn strongroom(config: &Path, args: &[&str]) -> Output {
@@ -246,4 +247,101 @@ async fn a_restore_whose_report_cannot_be_stored_says_so_and_keeps_the_data(id: 
             .contains("AccessDenied")
     );
     assert_eq!(harness::tables_of(&target).await, vec!["public.t"]);
+}
+
+/// Enough poorly compressible rows for a dump of several 5 MiB parts.
+async fn several_parts(id: &TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(
+        "CREATE TABLE t AS SELECT i, md5(i::text) || md5((i * 7)::text) || md5((i * 13)::text) \
+         AS v FROM generate_series(1, 200000) i",
+    )
+    .await
+    .unwrap();
+}
+
+async fn open_uploads(store: &strongroom::store::s3::S3Store) -> usize {
+    store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+async fn a_backup_rides_out_throttling_and_resets_and_fails_cleanly_when_s3_stays_down(id: TestId) {
+    several_parts(&id).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let proxy = FaultProxy::start(&id.s3.endpoint()).await;
+    let config = config_file(&id, &bucket, dir.path(), &proxy.url);
+
+    // A burst of SlowDown answers to one part, longer than the SDK's default 3 attempts (and
+    // the 5 the agent used to allow), then two connection resets in the middle of a part.
+    proxy.add(Fault::upload_part(
+        "*.sql.gz",
+        1,
+        Action::Respond(503, "SlowDown"),
+        6,
+    ));
+    let out = strongroom(&config, &["backup", "--engine", "postgresql", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}\n{:?}",
+        text(&out),
+        proxy.disturbed()
+    );
+    assert_eq!(proxy.disturbed().len(), 6, "{:?}", proxy.disturbed());
+    proxy.add(Fault::upload_part("*.sql.gz", 2, Action::Reset, 2));
+    let out = strongroom(&config, &["backup", "--engine", "postgresql", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}\n{:?}",
+        text(&out),
+        proxy.disturbed()
+    );
+    assert_eq!(proxy.disturbed().len(), 8, "{:?}", proxy.disturbed());
+    let key = backup_key(&out);
+    let out = strongroom(&config, &["verify", "--snapshot", &key]);
+    assert!(out.status.success(), "{}", text(&out));
+    let parts = proxy.count("PUT", "*.sql.gz");
+    assert!(
+        parts > 8,
+        "parts went through the proxy: {parts}, {:?}",
+        proxy.disturbed()
+    );
+
+    // S3 stays down for parts: past s3.max_attempts the backup fails, aborts its upload and
+    // writes no manifest.
+    let before = strongroom(&config, &["list", "--json"]);
+    let before: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        "  part_size_mib: 5\n",
+        "  part_size_mib: 5\n  max_attempts: 3\n",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    proxy.add(Fault::upload_part(
+        "*.sql.gz",
+        1,
+        Action::Respond(503, "ServiceUnavailable"),
+        1000,
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = strongroom(&config, &["backup", "--engine", "postgresql"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("UploadPart"),
+        "names the failed call: {}",
+        text(&out)
+    );
+    let after = strongroom(&config, &["list", "--json"]);
+    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(
+        before, after,
+        "the failed run left no backup, complete or not"
+    );
+    assert_eq!(open_uploads(&store).await, 0, "its upload was aborted");
 }

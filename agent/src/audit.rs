@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::layout::{Engine, Timestamp};
 use crate::locked_write::WritePolicy;
 use crate::store::ObjectVersion;
+use crate::store::list_all;
 use crate::store::versions::KeyVersions;
 use crate::store::{ObjectStore, read_small};
 
@@ -125,8 +126,7 @@ pub async fn append<S: ObjectStore>(
 ) -> Result<Option<String>> {
     let folder = folder(prefix, draft.engine, &draft.release);
     let head = match policy {
-        Some(_) => store
-            .list(&folder)
+        Some(_) => list_all(store, &folder)
             .await?
             .iter()
             .filter_map(|o| parse_key(&folder, &o.key))
@@ -202,7 +202,7 @@ pub async fn verify_chain<S: ObjectStore>(
     let folder = folder(prefix, engine, release);
     let mut problems = Vec::new();
     let mut events: BTreeMap<u64, Vec<(String, EventKey)>> = BTreeMap::new();
-    for object in store.list(&folder).await? {
+    for object in list_all(store, &folder).await? {
         match parse_key(&folder, &object.key) {
             Some(k) => events.entry(k.sequence).or_default().push((object.key, k)),
             None => problems.push(format!(

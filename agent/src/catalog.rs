@@ -230,13 +230,16 @@ pub struct Listed {
     pub snapshot: SnapshotRef,
     /// Whether its manifest exists.
     pub complete: bool,
-    /// The dump's current size (ClickHouse: every object in the backup's folder).
-    pub size_bytes: u64,
+    /// The dump's current size; `None` for ClickHouse, whose backup is a folder of files a
+    /// listing by folder does not add up (verify and the manifest have its size).
+    pub size_bytes: Option<u64>,
     /// Which of its objects a delete marker hides (Object Lock kept the versions).
     pub hidden: Option<String>,
 }
 
-/// Every backup of `engine` for `release`, oldest first.
+/// Every backup of `engine` for `release`, oldest first. Lists the release's folder page by
+/// page with a delimiter, so the requests grow with the number of backups, never with the
+/// files inside ClickHouse backups (each of which is one folder entry).
 pub async fn backups<S: ObjectStore>(
     store: &S,
     prefix: &str,
@@ -244,32 +247,37 @@ pub async fn backups<S: ObjectStore>(
     release: &str,
 ) -> Result<Vec<Listed>> {
     let folder = layout::engine_folder(prefix, engine, release);
-    let mut dumps: BTreeMap<Timestamp, u64> = BTreeMap::new();
-    let mut folder_sizes: BTreeMap<Timestamp, u64> = BTreeMap::new();
+    // A PostgreSQL dump's size; a ClickHouse backup's folder (size unknown from a listing).
+    let mut dumps: BTreeMap<Timestamp, Option<u64>> = BTreeMap::new();
     let mut manifests = BTreeSet::new();
-    for object in store.list(&folder).await? {
-        if engine == Engine::Clickhouse
-            && let Some(ts) = object
-                .key
+    let mut token: Option<String> = None;
+    loop {
+        let page = store
+            .list_page(&folder, Some("/"), token.as_deref())
+            .await?;
+        for sub in &page.folders {
+            let stamp = sub
                 .strip_prefix(folder.as_str())
-                .and_then(|rest| rest.split_once('/'))
-                .and_then(|(stamp, _)| Timestamp::parse(stamp))
-        {
-            *folder_sizes.entry(ts).or_default() += object.size;
-        }
-        match layout::classify(&folder, &object.key) {
-            Some(BackupObject::Dump(ts)) => {
-                dumps.insert(ts, object.size);
+                .and_then(|rest| rest.strip_suffix('/'))
+                .and_then(Timestamp::parse);
+            if let (Engine::Clickhouse, Some(ts)) = (engine, stamp) {
+                dumps.insert(ts, None);
             }
-            Some(BackupObject::Manifest(ts)) => {
-                manifests.insert(ts);
-            }
-            _ => {}
         }
-    }
-    for (ts, size) in dumps.iter_mut() {
-        if let Some(total) = folder_sizes.get(ts) {
-            *size = *total;
+        for object in &page.objects {
+            match layout::classify(&folder, &object.key) {
+                Some(BackupObject::Dump(ts)) => {
+                    dumps.insert(ts, Some(object.size));
+                }
+                Some(BackupObject::Manifest(ts)) => {
+                    manifests.insert(ts);
+                }
+                _ => {}
+            }
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
         }
     }
     let stamps: BTreeSet<Timestamp> = dumps.keys().chain(&manifests).copied().collect();
@@ -291,7 +299,7 @@ pub async fn backups<S: ObjectStore>(
                 keys,
             },
             complete,
-            size_bytes: dumps.get(&ts).copied().unwrap_or(0),
+            size_bytes: dumps.get(&ts).copied().flatten(),
             hidden,
         });
     }

@@ -83,7 +83,7 @@ impl Runner for BackupRunner {
                     trigger: None,
                     success: true,
                     key: Some(b.snapshot.keys.dump.clone()),
-                    size_bytes: Some(b.size_bytes),
+                    size_bytes: b.size_bytes,
                     uncompressed_size_bytes: None,
                     duration_seconds: 0.0,
                     error: None,

@@ -20,7 +20,8 @@ pub struct BackupEntry {
     pub engine: Engine,
     pub timestamp: String,
     pub key: String,
-    pub size_bytes: u64,
+    /// The dump's size; `None` for ClickHouse backups (a folder of files).
+    pub size_bytes: Option<u64>,
     /// True when the manifest exists.
     pub complete: bool,
     /// What a delete marker hides, if anything.
@@ -108,7 +109,7 @@ pub fn render_table(entries: &[BackupEntry]) -> String {
             "{:<18} {:<11} {:>10} {:<22} {:<10} {}\n",
             e.timestamp,
             e.engine.as_str(),
-            human_size(e.size_bytes),
+            e.size_bytes.map_or("-".into(), human_size),
             until,
             match (&e.hidden, e.complete) {
                 (Some(_), _) => "HIDDEN",
@@ -165,7 +166,7 @@ mod tests {
             .unwrap();
         assert_eq!(entries.len(), 2);
         assert!(entries[0].complete && !entries[1].complete);
-        assert_eq!(entries[1].size_bytes, 5);
+        assert_eq!(entries[1].size_bytes, Some(5));
         assert_eq!(entries[0].retain_until, Some(lock.retain_until));
         let table = render_table(&entries);
         assert!(

@@ -86,6 +86,16 @@ pub struct ObjectSummary {
     pub last_modified: Option<OffsetDateTime>,
 }
 
+/// One page of a listing of current objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// With a delimiter: the "folders" directly under the prefix (each ends in it).
+    pub folders: Vec<String>,
+    pub objects: Vec<ObjectSummary>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// What the server said after a write completed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PutResult {
@@ -253,8 +263,16 @@ pub trait ObjectStore: Send + Sync {
         prefix: &str,
     ) -> impl Future<Output = StoreResult<Vec<ObjectVersion>>> + Send;
 
-    /// Current objects under `prefix`.
-    fn list(&self, prefix: &str) -> impl Future<Output = StoreResult<Vec<ObjectSummary>>> + Send;
+    /// One page (up to 1000 entries) of the current objects under `prefix`, from `token` (a
+    /// previous page's `next`); with `delimiter`, keys below the next delimiter are grouped into
+    /// [`ListPage::folders`]. A truncated page without a continuation token is an error, never
+    /// a short listing.
+    fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+    ) -> impl Future<Output = StoreResult<ListPage>> + Send;
 
     /// Size and ETag of one object version, read with HEAD: the fallback where listing versions
     /// is not available. HEAD needs read permission on AWS.
@@ -284,6 +302,21 @@ pub trait ObjectStore: Send + Sync {
         version_id: Option<&str>,
         retention: &Retention,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// Every current object under `prefix`, page after page. For folders whose size is bounded
+/// (an audit chain, a test); a release's backups are listed with a delimiter instead.
+pub async fn list_all<S: ObjectStore>(store: &S, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
+    let mut objects = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list_page(prefix, None, token.as_deref()).await?;
+        objects.extend(page.objects);
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return Ok(objects),
+        }
+    }
 }
 
 /// Reads a small object (manifest, signature, audit event) whole, refusing anything larger than

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::checksum::{Expected, expected_multipart, expected_single};
 use super::{
-    BucketProtection, Integrity, ObjectBody, ObjectHead, ObjectStore, ObjectSummary, ObjectVersion,
-    PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
+    BucketProtection, Integrity, ListPage, ObjectBody, ObjectHead, ObjectStore, ObjectSummary,
+    ObjectVersion, PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
 };
 
 #[derive(Debug, Clone)]
@@ -48,9 +48,17 @@ pub struct MemoryStore {
     pub ignore_multipart_lock: bool,
     /// Ignore `If-None-Match`, as Ceph RGW does on versioned buckets.
     ignore_conditions: bool,
+    /// Entries per listing page (1000 on S3).
+    page_size: usize,
 }
 
 impl MemoryStore {
+    /// Listings in pages of `entries` (0: one page).
+    pub fn paged(mut self, entries: usize) -> Self {
+        self.page_size = entries;
+        self
+    }
+
     pub fn ignoring_conditions(mut self) -> Self {
         self.ignore_conditions = true;
         self
@@ -346,19 +354,51 @@ impl ObjectStore for MemoryStore {
             .collect())
     }
 
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+    ) -> StoreResult<ListPage> {
         self.count();
         let state = self.state.lock().unwrap();
-        Ok(state
+        let mut page = ListPage::default();
+        let current = state
             .objects
             .iter()
             .filter(|(k, vs)| k.starts_with(prefix) && vs.last().is_some_and(|v| !v.delete_marker))
-            .map(|(k, versions)| ObjectSummary {
-                key: k.clone(),
-                size: versions.last().map_or(0, |v| v.data.len() as u64),
-                last_modified: None,
-            })
-            .collect())
+            .filter(|(k, _)| token.is_none_or(|t| k.as_str() > t));
+        let mut entries = 0;
+        for (key, versions) in current {
+            let folder = delimiter.and_then(|d| {
+                let rest = &key[prefix.len()..];
+                rest.find(d)
+                    .map(|at| key[..prefix.len() + at + d.len()].to_owned())
+            });
+            // The next page starts after this entry: past every key of a folder.
+            let resume = match folder {
+                Some(folder) if page.folders.last() == Some(&folder) => continue,
+                Some(folder) => {
+                    let resume = format!("{folder}\u{10FFFF}");
+                    page.folders.push(folder);
+                    resume
+                }
+                None => {
+                    page.objects.push(ObjectSummary {
+                        key: key.clone(),
+                        size: versions.last().map_or(0, |v| v.data.len() as u64),
+                        last_modified: None,
+                    });
+                    key.clone()
+                }
+            };
+            entries += 1;
+            if self.page_size > 0 && entries == self.page_size {
+                page.next = Some(resume);
+                break;
+            }
+        }
+        Ok(page)
     }
 
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectHead> {

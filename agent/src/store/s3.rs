@@ -25,8 +25,8 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 use super::{
-    BucketProtection, Integrity, ObjectBody, ObjectHead, ObjectStore, ObjectSummary, ObjectVersion,
-    PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
+    BucketProtection, Integrity, ListPage, ObjectBody, ObjectHead, ObjectStore, ObjectSummary,
+    ObjectVersion, PartChecksum, PutResult, Retention, StoreError, StoreResult, UploadedPart,
 };
 use crate::config::{LockMode, S3Config};
 
@@ -76,6 +76,11 @@ impl S3Store {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// Every current object under `prefix` (tests and tools; the agent lists page by page).
+    pub async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
+        super::list_all(self, prefix).await
     }
 
     /// PutObject with integrity header and lock; create-only (`If-None-Match: *`) if asked.
@@ -448,7 +453,13 @@ impl ObjectStore for S3Store {
             key_marker = out.next_key_marker().map(str::to_owned);
             version_marker = out.next_version_id_marker().map(str::to_owned);
             if key_marker.is_none() {
-                break;
+                return Err(StoreError::Unparsable {
+                    op: "ListObjectVersions",
+                    target: self.target(prefix),
+                    detail: "the page is truncated but carries no key marker; refusing to take \
+                             a partial listing for the whole"
+                        .into(),
+                });
             }
         }
         // S3 sends versions and delete markers apart: each key's newest first again (stable,
@@ -462,27 +473,52 @@ impl ObjectStore for S3Store {
         Ok(versions)
     }
 
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
-        let pages = self
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+    ) -> StoreResult<ListPage> {
+        let out = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
-            .into_paginator()
-            .send();
-        let pages: Vec<_> = pages
-            .try_collect()
+            .set_delimiter(delimiter.map(str::to_owned))
+            .set_continuation_token(token.map(str::to_owned))
+            .send()
             .await
             .map_err(|e| self.err("ListObjectsV2", prefix, e))?;
-        Ok(pages
-            .iter()
-            .flat_map(|page| page.contents())
-            .map(|o| ObjectSummary {
-                key: o.key().unwrap_or_default().to_owned(),
-                size: o.size().unwrap_or_default().max(0) as u64,
-                last_modified: o.last_modified().and_then(from_smithy),
-            })
-            .collect())
+        let next = match (out.is_truncated(), out.next_continuation_token()) {
+            (Some(true), Some(next)) => Some(next.to_owned()),
+            (Some(true), None) => {
+                return Err(StoreError::Unparsable {
+                    op: "ListObjectsV2",
+                    target: self.target(prefix),
+                    detail: "the page is truncated but carries no continuation token; \
+                             refusing to take a partial listing for the whole"
+                        .into(),
+                });
+            }
+            _ => None,
+        };
+        Ok(ListPage {
+            folders: out
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned))
+                .collect(),
+            objects: out
+                .contents()
+                .iter()
+                .map(|o| ObjectSummary {
+                    key: o.key().unwrap_or_default().to_owned(),
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                    last_modified: o.last_modified().and_then(from_smithy),
+                })
+                .collect(),
+            next,
+        })
     }
 
     async fn head(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectHead> {

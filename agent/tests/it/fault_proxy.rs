@@ -93,8 +93,8 @@ impl Fault {
 #[derive(Default)]
 struct Shared {
     faults: Vec<Fault>,
-    /// Method and path of every request, and what was done with it.
-    seen: Vec<(String, String, Option<Action>)>,
+    /// Method, path and query of every request, and what was done with it.
+    seen: Vec<(String, String, String, Option<Action>)>,
 }
 
 /// `pattern` is a substring of `path`, or with a leading `*`, its end.
@@ -155,7 +155,18 @@ impl FaultProxy {
             .unwrap()
             .seen
             .iter()
-            .filter(|(m, p, _)| m == method && path_matches(p, path))
+            .filter(|(m, p, _, _)| m == method && path_matches(p, path))
+            .count()
+    }
+
+    /// ListObjectsV2 requests seen (`GET /bucket?list-type=2...`).
+    pub fn listings(&self) -> usize {
+        self.shared
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|(m, _, q, _)| m == "GET" && q.split('&').any(|p| p == "list-type=2"))
             .count()
     }
 
@@ -166,7 +177,7 @@ impl FaultProxy {
             .unwrap()
             .seen
             .iter()
-            .filter_map(|(m, p, a)| a.map(|a| format!("{m} {p}: {a:?}")))
+            .filter_map(|(m, p, _, a)| a.map(|a| format!("{m} {p}: {a:?}")))
             .collect()
     }
 }
@@ -202,7 +213,8 @@ async fn handle(
                 f.times -= 1;
                 f.action
             });
-        s.seen.push((method.clone(), path.clone(), action));
+        s.seen
+            .push((method.clone(), path.clone(), query.clone(), action));
         action
     };
     if action == Some(Action::Reset) {

@@ -5,6 +5,7 @@ mod clickhouse;
 mod daemon;
 mod fault_proxy;
 mod harness;
+mod listing;
 mod postgres_backup;
 mod postgres_restore;
 mod restore_cli;

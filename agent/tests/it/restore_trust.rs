@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use strongroom::store::ObjectStore;
-
 use crate::harness::{self, Claim, TestId};
 use crate::on_each_s3;
 

@@ -584,3 +584,32 @@ pub fn gzip(sql: &[u8]) -> Vec<u8> {
     gz.write_all(sql).unwrap();
     gz.finish().unwrap()
 }
+
+/// Runs the agent's binary with `args` and `--config config`, as users run it.
+pub fn strongroom(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// A command's stdout and stderr, for messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Drops `name` if it exists.
+pub async fn drop_database(name: &str) {
+    admin("postgres")
+        .await
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}

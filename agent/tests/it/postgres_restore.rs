@@ -18,7 +18,7 @@ use strongroom::store::s3::S3Store;
 use strongroom::store::{Integrity, ObjectStore, PartChecksum};
 use strongroom::validate::CheckKind;
 
-use crate::harness::{self, TestId};
+use crate::harness::{self, TestId, drop_database};
 use crate::on_each_s3;
 
 on_each_s3!(
@@ -68,14 +68,6 @@ async fn signed_backup(
 
 fn target(id: &TestId, suffix: &str) -> String {
     format!("{}_{suffix}", id.database())
-}
-
-async fn drop_database(name: &str) {
-    harness::admin("postgres")
-        .await
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .unwrap();
 }
 
 async fn round_trip_is_exact_signed_and_validated(id: TestId) {

@@ -2,13 +2,13 @@
 //! lines, reports, and refusals that happen before any request.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use bytes::Bytes;
 use strongroom::manifest::Manifest;
 use strongroom::store::{Integrity, ObjectStore, PartChecksum};
 
-use crate::harness::{self, TestId};
+use crate::harness::{self, TestId, strongroom, text};
 use crate::on_each_s3;
 
 on_each_s3!(
@@ -16,24 +16,6 @@ on_each_s3!(
     a_failing_validation_check_exits_non_zero_naming_it,
     audit_chain_verifies_and_reports_removed_or_altered_events,
 );
-
-fn strongroom(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A config file for `id` in `dir`, restoring as `postgres`, with `extra` appended. These
 /// backups are unsigned (signatures are tested in postgres_restore and restore_trust), so

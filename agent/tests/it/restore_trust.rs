@@ -3,10 +3,10 @@
 //! planted dump's psql meta-commands could do, and no unsigned backup unless allowed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Claim, TestId};
+use crate::harness::{self, Claim, TestId, strongroom, text};
 use crate::on_each_s3;
 
 on_each_s3!(
@@ -15,24 +15,6 @@ on_each_s3!(
     a_planted_dump_never_runs_its_meta_commands,
     row_data_in_psqls_errors_stays_out_of_messages_and_the_audit_trail,
 );
-
-fn strongroom(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A config file in `dir` restoring as `postgres`, `signing` lines and `restore` lines added.
 fn config_file(id: &TestId, bucket: &str, dir: &Path, name: &str, extra: &str) -> PathBuf {

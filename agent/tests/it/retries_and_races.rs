@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::fault_proxy::{Action, Fault, FaultProxy};
-use crate::harness::{self, TestId};
+use crate::harness::{self, TestId, drop_database, strongroom, text};
 use crate::on_each_s3;
 
 on_each_s3!(
@@ -17,24 +17,6 @@ on_each_s3!(
     a_restore_whose_report_cannot_be_stored_says_so_and_keeps_the_data,
     a_backup_rides_out_throttling_and_resets_and_fails_cleanly_when_s3_stays_down,
 );
-
-fn strongroom(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A signed config in `dir` for `id`'s database and `bucket`, reaching S3 at `endpoint`.
 fn config_file(id: &TestId, bucket: &str, dir: &Path, endpoint: &str) -> PathBuf {
@@ -53,14 +35,6 @@ fn config_file(id: &TestId, bucket: &str, dir: &Path, endpoint: &str) -> PathBuf
 async fn sample(id: &TestId) {
     let db = harness::fresh_database(&id.database()).await;
     db.batch_execute("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 1000);")
-        .await
-        .unwrap();
-}
-
-async fn drop_database(name: &str) {
-    harness::admin("postgres")
-        .await
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .await
         .unwrap();
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use strongroom::manifest::Manifest;
 use strongroom::store::{Integrity, ObjectStore, PartChecksum};
 
-use crate::harness::{self, TestId, strongroom, text};
+use crate::harness::{self, TestId, drop_database, strongroom, text};
 use crate::on_each_s3;
 
 on_each_s3!(
@@ -221,13 +221,7 @@ async fn a_failing_validation_check_exits_non_zero_naming_it(id: TestId) {
     let config = config_file(&id, &bucket, dir.path(), checks);
     let key = backup(&config);
     let target = format!("{}_check", id.database());
-    harness::admin("postgres")
-        .await
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
-        ))
-        .await
-        .unwrap();
+    drop_database(&target).await;
     let out = strongroom(
         &config,
         &[
@@ -274,13 +268,7 @@ async fn audit_chain_verifies_and_reports_removed_or_altered_events(id: TestId) 
     let out = strongroom(&config, &["verify", "--latest"]);
     assert!(out.status.success(), "{}", text(&out));
     let target = format!("{}_audit", id.database());
-    harness::admin("postgres")
-        .await
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
-        ))
-        .await
-        .unwrap();
+    drop_database(&target).await;
     let out = strongroom(
         &config,
         &[

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, Claim, TestId, strongroom, text};
+use crate::harness::{self, Claim, TestId, drop_database, strongroom, text};
 use crate::on_each_s3;
 
 on_each_s3!(
@@ -84,13 +84,7 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> St
     let key = report["key"].as_str().unwrap().to_owned();
 
     let target = format!("{}_killed", id.database());
-    harness::admin("postgres")
-        .await
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
-        ))
-        .await
-        .unwrap();
+    drop_database(&target).await;
     let mut agent: Child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
         .args([
             "restore",
@@ -215,18 +209,9 @@ async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {
         args.extend_from_slice(extra);
         strongroom(config, &args)
     };
-    let drop_target = async || {
-        harness::admin("postgres")
-            .await
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
-            ))
-            .await
-            .unwrap();
-    };
 
     // With a public key: --latest picks the planted backup and refuses it as unsigned.
-    drop_target().await;
+    drop_database(&target).await;
     let out = restore(&signed, &["--latest"], &[]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(".sig does not exist"), "{}", text(&out));
@@ -266,7 +251,7 @@ async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {
         2,
     )
     .await;
-    drop_target().await;
+    drop_database(&target).await;
     let allow = config_file(
         &id,
         &bucket,
@@ -288,7 +273,7 @@ async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {
     assert!(text(&out).contains("UNSIGNED"), "{}", text(&out));
 
     // The genuine, signed backup restores.
-    drop_target().await;
+    drop_database(&target).await;
     let out = restore(&signed, &["--snapshot", &genuine], &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(harness::tables_of(&target).await, vec!["public.genuine"]);
@@ -334,13 +319,7 @@ async fn row_data_in_psqls_errors_stays_out_of_messages_and_the_audit_trail(id: 
     )
     .await;
     let target = format!("{}_rows", id.database());
-    harness::admin("postgres")
-        .await
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{target}\" WITH (FORCE)"
-        ))
-        .await
-        .unwrap();
+    drop_database(&target).await;
     let out = strongroom(
         &config_path,
         &[

@@ -114,6 +114,21 @@ async fn choose_base<S: ObjectStore>(
     (length < ch.full_every).then_some((latest.keys.dump, length))
 }
 
+/// What already exists under a new backup's folder, for [`Error::KeyTaken`]: a second writer
+/// in the same second, or a clock that went backwards.
+fn taken(folder: &str, listed: &[ObjectVersion]) -> Option<String> {
+    let inside: Vec<&ObjectVersion> = listed
+        .iter()
+        .filter(|v| v.key.starts_with(folder))
+        .collect();
+    let first = inside.first()?;
+    Some(format!(
+        "{} version(s) and delete marker(s) already under the folder, e.g. {}",
+        inside.len(),
+        KeyVersions::from_listing(&first.key, inside.iter().copied()).describe()
+    ))
+}
+
 /// A BACKUP the server is running.
 pub struct Started {
     server: ClickHouse,
@@ -139,11 +154,10 @@ pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started
         async { Ok::<_, Error>(server.require_backup_support().await?) },
         async { Ok(store.list_versions(&keys.dump).await?) },
     )?;
-    let existing = KeyVersions::from_listing(&keys.dump, &existing);
-    if !existing.is_empty() {
+    if let Some(versions) = taken(&keys.dump, &existing) {
         return Err(Error::KeyTaken {
             key: store.target(&keys.dump),
-            versions: existing.describe(),
+            versions,
         });
     }
     let destination = destination(ch);
@@ -323,25 +337,32 @@ fn check_listing<S: ObjectStore>(
         }
     }
     // ClickHouse retries a failed or slow upload, and on a versioned bucket each attempt is a
-    // version: the newest is the one RESTORE reads, so it is the one pinned. A key whose newest
-    // entry is a delete marker has no current version at all.
+    // version: the newest is the one RESTORE reads, so it is the one pinned. A delete marker is
+    // never pinned: a key whose newest entry is one has no current version at all.
     let mut current: BTreeMap<String, ObjectVersion> = BTreeMap::new();
-    for (key, versions) in by_key {
-        let count = versions.len();
-        let Some(newest) = versions.into_iter().find(|v| v.is_latest) else {
+    for (key, all) in by_key {
+        let versions = KeyVersions { key, all };
+        if versions.hidden() {
             return Err(fail(
-                &store.target(&key),
-                "hidden by a delete marker right after the BACKUP: something deletes here",
+                &store.target(&versions.key),
+                format!(
+                    "hidden by a delete marker right after the BACKUP (versions: {}): \
+                     something deletes here; find out what, and run the backup again",
+                    versions.describe()
+                ),
             ));
+        }
+        let Some(newest) = versions.find(None).cloned() else {
+            continue;
         };
-        if count > 1 {
+        if versions.all.len() > 1 {
             tracing::warn!(
-                key,
-                versions = count,
+                key = versions.key,
+                versions = %versions.describe(),
                 "ClickHouse wrote this file more than once (a retried upload); pinning the newest"
             );
         }
-        current.insert(key, newest);
+        current.insert(versions.key, newest);
     }
     let mut expected = metadata.stored_objects();
     expected.insert(layout::CLICKHOUSE_METADATA.to_owned(), metadata_size);
@@ -532,5 +553,86 @@ mod tests {
         );
         assert_eq!(base_folder("S3('https://other/b/x/')", &url), None);
         assert_eq!(escape("my-table"), "my%2Dtable");
+    }
+
+    fn listed(key: &str, id: &str, size: u64, marker: bool) -> ObjectVersion {
+        ObjectVersion {
+            key: key.into(),
+            version_id: Some(id.into()),
+            size,
+            delete_marker: marker,
+            ..ObjectVersion::default()
+        }
+    }
+
+    /// Marks each key's first entry the latest, as S3 lists them.
+    fn latest_first(mut listing: Vec<ObjectVersion>) -> Vec<ObjectVersion> {
+        for i in 0..listing.len() {
+            listing[i].is_latest = i == 0 || listing[i - 1].key != listing[i].key;
+        }
+        listing
+    }
+
+    /// A folder whose `.backup` stores one 4-byte file.
+    fn one_file() -> (BackupKeys, BackupMetadata) {
+        let keys = layout::clickhouse_keys("b", "r", Timestamp::parse("20261123T020000Z").unwrap());
+        let metadata = BackupMetadata::parse(
+            b"<config><contents><file><name>data/a.bin</name><size>4</size></file>\
+              </contents></config>",
+        )
+        .unwrap();
+        (keys, metadata)
+    }
+
+    #[test]
+    fn the_newest_data_version_is_pinned_and_a_delete_marker_never() {
+        let store = crate::store::memory::MemoryStore::default();
+        let (keys, metadata) = one_file();
+        let data = format!("{}data/a.bin", keys.dump);
+        let lock = format!("{}.lock", keys.dump);
+        // A retried upload, a marker between the attempts, and ClickHouse's deleted .lock.
+        let listing = vec![
+            listed(&keys.checksum, "m1", 10, false),
+            listed(&data, "v3", 4, false),
+            listed(&data, "dm", 0, true),
+            listed(&data, "v1", 4, false),
+            listed(&lock, "l2", 0, true),
+            listed(&lock, "l1", 1, false),
+        ];
+        let objects =
+            check_listing(&store, &keys, latest_first(listing.clone()), &metadata, 10).unwrap();
+        let pinned: Vec<_> = objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.version_id.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            pinned,
+            [(keys.checksum.as_str(), "m1"), (data.as_str(), "v3")]
+        );
+
+        // A marker on top: nothing to pin, the backup fails naming the key.
+        let mut hidden = listing;
+        hidden.insert(1, listed(&data, "dm2", 0, true));
+        let e = check_listing(&store, &keys, latest_first(hidden), &metadata, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&data), "{e}");
+        assert!(e.contains("hidden by a delete marker"), "{e}");
+    }
+
+    #[test]
+    fn anything_under_the_new_folder_means_it_is_taken() {
+        let (keys, _) = one_file();
+        assert_eq!(taken(&keys.dump, &[]), None);
+        let other = listed(
+            "b/clickhouse/r/20261123T020000Z.manifest.json",
+            "x",
+            1,
+            false,
+        );
+        assert_eq!(taken(&keys.dump, &[other]), None);
+        let inside = listed(&format!("{}.backup", keys.dump), "v1", 3, false);
+        let found = taken(&keys.dump, &[inside]).unwrap();
+        assert!(found.contains("v1 (3 bytes)"), "{found}");
     }
 }

@@ -22,7 +22,7 @@ use crate::catalog;
 use crate::config::clickhouse::Login;
 use crate::config::{ClickHouseConfig, Config};
 use crate::engine::EngineError;
-use crate::engine::clickhouse::metadata::BackupMetadata;
+use crate::engine::clickhouse::metadata::{BackupMetadata, FileEntry};
 use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope, ServerVersion};
 use crate::error::{Error, Result};
 use crate::layout::{self, BackupKeys, Engine, Timestamp};
@@ -451,15 +451,24 @@ async fn row_counts(
         );
     }
     for (database, table, entry) in metadata.part_counts() {
-        let mut name = entry.name.clone();
+        let mut wanted = entry.clone();
         let mut level = 0;
         let rows = loop {
             let here = &chain[level];
-            let Some(file) = here.metadata.file(&name) else {
+            let found = if level == 0 {
+                here.metadata.file(&wanted.name)
+            } else {
+                same_content(&here.metadata, &wanted)
+            };
+            let Some(file) = found else {
                 return Err(fail(
-                    &format!("{}{name}", here.folder),
-                    "not listed in that backup's .backup, although an incremental backup \
-                     refers to it",
+                    &format!("{}{}", here.folder, wanted.name),
+                    format!(
+                        "an incremental backup takes it ({} bytes, checksum {}) from this base \
+                         backup, whose .backup lists no such file",
+                        wanted.size,
+                        wanted.checksum.as_deref().unwrap_or("none")
+                    ),
                 ));
             };
             if !file.in_base() {
@@ -470,7 +479,7 @@ async fn row_counts(
                     )
                 })?;
             }
-            name = file.name.clone();
+            wanted = file.clone();
             level += 1;
             if level == chain.len() {
                 let recorded = here.metadata.base_backup.clone().unwrap_or_default();
@@ -514,6 +523,18 @@ async fn row_counts(
         }
     }
     Ok(tables.into_values().collect())
+}
+
+/// The entry of a base backup's `.backup` that holds `file`'s bytes. ClickHouse takes a file
+/// from the base by size and checksum, not by name: a new part's `count.txt` can come from
+/// another part's that holds the same number. Its own name is preferred.
+fn same_content<'m>(base: &'m BackupMetadata, file: &FileEntry) -> Option<&'m FileEntry> {
+    let same = |f: &&FileEntry| f.size == file.size && f.checksum == file.checksum;
+    let by_name = base.file(&file.name).filter(same);
+    match &file.checksum {
+        Some(_) => by_name.or_else(|| base.files.iter().find(same)),
+        None => base.file(&file.name),
+    }
 }
 
 /// No `data/<db>/<table>/` files at all: nothing was stored for the table, so it is empty.
@@ -618,6 +639,32 @@ mod tests {
             .to_string();
         assert!(e.contains(&data), "{e}");
         assert!(e.contains("hidden by a delete marker"), "{e}");
+    }
+
+    #[test]
+    fn a_base_file_is_found_by_its_content() {
+        let base = BackupMetadata::parse(
+            b"<config><contents>\
+              <file><name>data/a/t/all_3_3_0/count.txt</name><size>2</size><checksum>c10</checksum></file>\
+              <file><name>data/a/t/all_1_1_0/count.txt</name><size>2</size><checksum>c99</checksum></file>\
+              </contents></config>",
+        )
+        .unwrap();
+        let wanted = |name: &str, checksum: &str| FileEntry {
+            name: name.into(),
+            size: 2,
+            checksum: Some(checksum.into()),
+            use_base: true,
+            base_size: 2,
+            data_file: None,
+        };
+        // A new part holding 10 rows, like all_3_3_0 in the base: ClickHouse took that file.
+        let found = same_content(&base, &wanted("data/a/t/all_4_4_0/count.txt", "c10"));
+        assert_eq!(found.unwrap().name, "data/a/t/all_3_3_0/count.txt");
+        // Its own name wins only with the same content.
+        let found = same_content(&base, &wanted("data/a/t/all_1_1_0/count.txt", "c10"));
+        assert_eq!(found.unwrap().name, "data/a/t/all_3_3_0/count.txt");
+        assert!(same_content(&base, &wanted("data/a/t/all_5_5_0/count.txt", "c77")).is_none());
     }
 
     #[test]

@@ -449,6 +449,17 @@ async fn clickhouse_tampered_objects_are_refused_before_restore(id: TestId) {
     ))
     .await;
     assert_eq!(dbs.trim(), "0", "ClickHouse restored nothing");
+    // verify says what restore will do: this backup cannot be restored as it is.
+    let verdicts = verify_all(&config, &store, false).await;
+    assert_eq!(verdicts[0].status, Status::Failed, "{:?}", verdicts[0]);
+    assert!(
+        verdicts[0]
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&format!("{altered} has a newer version above the pinned"))),
+        "{:?}",
+        verdicts[0].problems
+    );
 
     // A delete marker hides an object from ClickHouse: refused too.
     let hidden = manifest
@@ -471,12 +482,15 @@ async fn clickhouse_tampered_objects_are_refused_before_restore(id: TestId) {
         .unwrap_err();
     assert!(e.to_string().contains(&hidden), "{e}");
     let verdicts = verify_all(&config, &store, false).await;
-    assert_eq!(
-        verdicts[0].status,
-        Status::Ok,
-        "pinned versions are still intact"
+    assert_eq!(verdicts[0].status, Status::Failed, "{:?}", verdicts[0]);
+    assert!(
+        verdicts[0]
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&format!("{hidden} is hidden by a delete marker"))),
+        "{:?}",
+        verdicts[0].problems
     );
-    assert!(!verdicts[0].warnings.is_empty());
 }
 
 async fn clickhouse_failed_backup_leaves_no_manifest(id: TestId) {

@@ -9,3 +9,4 @@ mod postgres_restore;
 mod restore_cli;
 mod restore_trust;
 mod store_conformance;
+mod verify_trust;

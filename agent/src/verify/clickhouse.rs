@@ -4,6 +4,7 @@
 use sha2::{Digest as _, Sha256};
 
 use super::Verdict;
+pub(crate) use super::objects::shadowed;
 use crate::catalog::{self, FetchedManifest};
 use crate::config::Config;
 use crate::engine::clickhouse::metadata::BackupMetadata;

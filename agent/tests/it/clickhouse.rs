@@ -480,7 +480,11 @@ async fn clickhouse_tampered_objects_are_refused_before_restore(id: TestId) {
     let e = run_restore(&config, &store, &report.key, false)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains(&hidden), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("{hidden} is hidden by a delete marker")),
+        "{e}"
+    );
     let verdicts = verify_all(&config, &store, false).await;
     assert_eq!(verdicts[0].status, Status::Failed, "{:?}", verdicts[0]);
     assert!(

@@ -8,7 +8,8 @@
 //! checking its SHA-256 and that the gzip stream is complete, and checks the `.sha256` file's
 //! content. Backups without a manifest are reported as incomplete, not failed: they are the
 //! remains of failed runs, locked like everything else; a manifest hidden by a delete marker
-//! is a failure. ClickHouse backups get their own checks in [`clickhouse`].
+//! is a failure. ClickHouse backups get their own checks, down their incremental chain, in
+//! [`clickhouse`].
 
 pub(crate) mod clickhouse;
 mod objects;
@@ -171,6 +172,7 @@ async fn check_objects<S: ObjectStore>(
                 retain_until: r.retain_until,
             },
             by: "the manifest".into(),
+            advice: "",
         });
     if required.is_none() && config.s3.object_lock.required {
         verdict.problems.push(

@@ -6,8 +6,11 @@
 //! folder's object versions. It checks that every file the metadata stores is there with its
 //! size (pinning the newest version: ClickHouse retries uploads), checks (and where the bucket
 //! default did not apply, sets) each object's retention, follows `base_backup` links for row
-//! counts stored in earlier backups, and writes the signed manifest. A failed, timed-out or
-//! cancelled BACKUP leaves no manifest.
+//! counts stored in earlier backups, extends the retention of the incremental chain below it
+//! ([`chain`]), and writes the signed manifest. A failed, timed-out or cancelled BACKUP leaves
+//! no manifest.
+
+mod chain;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,15 +80,26 @@ fn is_lock_file(folder: &str, key: &str) -> bool {
     key.strip_prefix(folder) == Some(".lock")
 }
 
-/// The previous backup to base this one on, with the new chain length, when incremental
-/// backups are on and the chain is shorter than `full_every`. Any doubt means a full backup.
+/// The backup an incremental one builds on.
+struct Base {
+    /// Its folder, named as `base_backup`.
+    folder: String,
+    /// The new backup's chain length.
+    length: u32,
+    /// It and the backups below it, newest first: the new backup extends their retention.
+    chain: Vec<chain::Link>,
+}
+
+/// The previous backup to base this one on, when incremental backups are on and the chain is
+/// shorter than `full_every`. Any doubt (a manifest of the chain that cannot be read through
+/// the server, or does not fit) means a full backup.
 async fn choose_base<S: ObjectStore>(
     config: &Config,
     ch: &ClickHouseConfig,
     store: &S,
     server: &ClickHouse,
     destination: &Destination,
-) -> Option<(String, u32)> {
+) -> Option<Base> {
     if ch.full_every <= 1 {
         return None;
     }
@@ -97,21 +111,24 @@ async fn choose_base<S: ObjectStore>(
     )
     .await
     .ok()?;
-    let manifest = match server
-        .read_object(destination, &latest.keys.manifest)
-        .await
-        .map_err(Error::from)
-        .and_then(|bytes| Ok(Manifest::from_bytes(&latest.keys.manifest, &bytes)?))
-    {
-        Ok(m) => m,
+    let source = chain::ThroughServer {
+        server,
+        destination,
+    };
+    let links = match chain::read_chain(&config.s3.prefix, &latest.keys.dump, &source).await {
+        Ok(links) => links,
         Err(e) => {
-            tracing::warn!(base = %latest.keys.manifest, error = %e,
-                "cannot read the previous backup's manifest; taking a full backup");
+            tracing::warn!(base = %latest.keys.dump, error = %e,
+                "cannot read the chain below the previous backup; taking a full backup");
             return None;
         }
     };
-    let length = manifest.clickhouse.as_ref()?.chain_length + 1;
-    (length < ch.full_every).then_some((latest.keys.dump, length))
+    let length = links.first()?.manifest.clickhouse.as_ref()?.chain_length + 1;
+    (length < ch.full_every).then_some(Base {
+        folder: latest.keys.dump,
+        length,
+        chain: links,
+    })
 }
 
 /// What already exists under a new backup's folder, for [`Error::KeyTaken`]: a second writer
@@ -138,7 +155,7 @@ pub struct Started {
     keys: BackupKeys,
     destination: Destination,
     scope: Scope,
-    base: Option<(String, u32)>,
+    base: Option<Base>,
     id: String,
 }
 
@@ -173,7 +190,7 @@ pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started
         &destination,
         &keys.dump,
         &id,
-        base.as_ref().map(|(folder, _)| folder.as_str()),
+        base.as_ref().map(|b| b.folder.as_str()),
     );
     tracing::info!(folder = %keys.dump, server_version = %version.text, %statement,
         "ClickHouse backup started");
@@ -249,7 +266,7 @@ pub async fn finish<S: ObjectStore>(
     let metadata = BackupMetadata::parse(&metadata_bytes)
         .map_err(|problem| fail(&store.target(&keys.checksum), problem))?;
     let objects = check_listing(store, &keys, listed, &metadata, metadata_bytes.len() as u64)?;
-    let ((), tables) = tokio::try_join!(
+    let ((), tables, ()) = tokio::try_join!(
         async {
             match &retention {
                 Some(required) => lock_all(store, &objects, required).await,
@@ -257,6 +274,13 @@ pub async fn finish<S: ObjectStore>(
             }
         },
         row_counts(&server, &destination, &keys.dump, &metadata, counts),
+        async {
+            // Every base must stay locked as long as this backup, which needs it to restore.
+            if let (Some(base), Some(required)) = (&base, &retention) {
+                chain::extend(store, &keys.dump, &base.chain, required).await?;
+            }
+            Ok(())
+        },
     )?;
 
     let metadata_sha256 = sha256_hex(&metadata_bytes);
@@ -280,8 +304,8 @@ pub async fn finish<S: ObjectStore>(
             server_version: version.text.clone(),
             backup_id: id,
             scope: scope.describe(),
-            base_backup: base.as_ref().map(|(folder, _)| folder.clone()),
-            chain_length: base.as_ref().map_or(0, |(_, length)| *length),
+            base_backup: base.as_ref().map(|b| b.folder.clone()),
+            chain_length: base.as_ref().map_or(0, |b| b.length),
             metadata_key: keys.checksum.clone(),
             metadata_sha256: metadata_sha256.clone(),
             files: metadata.files.len() as u64,

@@ -30,6 +30,8 @@ pub(crate) struct Required {
     pub retention: Retention,
     /// "the manifest", "the incremental backup X that depends on it".
     pub by: String,
+    /// What to do when an object falls short, appended to the message ("" for none).
+    pub advice: &'static str,
 }
 
 /// What the objects of one manifest look like in the bucket.
@@ -245,7 +247,7 @@ pub(crate) fn short_retention(
     required: &Required,
 ) -> String {
     format!(
-        "{key} retention is {}, {} requires {} until {}",
+        "{key} retention is {}, {} requires {} until {}{}",
         actual.map_or("missing".into(), |a| format!(
             "{} until {}",
             a.mode.as_str(),
@@ -253,7 +255,8 @@ pub(crate) fn short_retention(
         )),
         required.by,
         required.retention.mode.as_str(),
-        required.retention.retain_until
+        required.retention.retain_until,
+        required.advice
     )
 }
 

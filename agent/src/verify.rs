@@ -1,31 +1,31 @@
 //! `strongroom verify`: the runbook's "verify object presence and non-zero size ... checksum",
 //! made strict.
 //!
-//! For each backup: the manifest is present (one version) and its signature valid; every
-//! object it lists is present at its pinned VersionId with the recorded, non-zero size; each
-//! carries a retention at least as strong and as long as the manifest's. `--deep` also streams
-//! the dump, checking its SHA-256 and that the gzip stream is complete, and checks the
-//! `.sha256` file's content. Backups without a manifest are reported as incomplete, not failed:
-//! they are the remains of failed runs, locked like everything else. ClickHouse backups get
-//! their own checks in [`clickhouse`].
+//! For each backup: the manifest is present (one version, not hidden) and its signature valid;
+//! every object it lists is present at its pinned VersionId with the recorded, non-zero size,
+//! with nothing above it that its restore would read instead, and carries a retention at least
+//! as strong and as long as the manifest's ([`objects`]). `--deep` also streams the dump,
+//! checking its SHA-256 and that the gzip stream is complete, and checks the `.sha256` file's
+//! content. Backups without a manifest are reported as incomplete, not failed: they are the
+//! remains of failed runs, locked like everything else; a manifest hidden by a delete marker
+//! is a failure. ClickHouse backups get their own checks, down their incremental chain, in
+//! [`clickhouse`].
 
 pub(crate) mod clickhouse;
+mod objects;
 
-use std::collections::BTreeMap;
 use std::io::sink;
-
-use futures::StreamExt as _;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::catalog::{self, FetchedManifest};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::{Engine, SnapshotRef};
-use crate::lock::{RETENTION_CONCURRENCY, satisfies};
 use crate::signing::ManifestVerifier;
-use crate::store::{ObjectStore, ObjectVersion, Retention, read_small};
+use crate::store::versions::KeyVersions;
+use crate::store::{ObjectStore, Retention, read_small};
 use crate::unpack;
 
 /// Which backups to verify.
@@ -121,8 +121,10 @@ pub async fn verify_one<S: ObjectStore>(
         snapshot.timestamp.to_string(),
     );
     if !complete {
-        verdict.status = Status::Incomplete;
-        verdict.signature = "-".into();
+        check_incomplete(store, snapshot, &mut verdict).await;
+        if !verdict.problems.is_empty() {
+            verdict.status = Status::Failed;
+        }
         return verdict;
     }
     match catalog::fetch_manifest(store, snapshot, verifier).await {
@@ -152,113 +154,58 @@ pub async fn verify_one<S: ObjectStore>(
     verdict
 }
 
-/// Presence by version, size, retention of every object in the manifest.
+/// Presence by version, size, what sits above, storage class and retention of every object
+/// in the manifest ([`objects`]), into `verdict`.
 async fn check_objects<S: ObjectStore>(
     store: &S,
     config: &Config,
     manifest: &FetchedManifest,
     verdict: &mut Verdict,
 ) {
-    let required = manifest.manifest.retention.as_ref().map(|r| Retention {
-        mode: r.mode,
-        retain_until: r.retain_until,
-    });
+    let required = manifest
+        .manifest
+        .retention
+        .as_ref()
+        .map(|r| objects::Required {
+            retention: Retention {
+                mode: r.mode,
+                retain_until: r.retain_until,
+            },
+            by: "the manifest".into(),
+            advice: "",
+        });
     if required.is_none() && config.s3.object_lock.required {
         verdict.problems.push(
             "the manifest records no retention: the backup was written without Object Lock".into(),
         );
     }
-    // One listing covers every object: they share the backup's key prefix.
-    let listing_prefix = common_prefix(manifest.manifest.objects.iter().map(|o| o.key.as_str()));
-    let listed = match store.list_versions(listing_prefix).await {
-        Ok(v) => v,
-        Err(e) => {
-            verdict.problems.push(e.to_string());
-            return;
-        }
-    };
-    let mut by_key: BTreeMap<&str, Vec<&ObjectVersion>> = BTreeMap::new();
-    for v in &listed {
-        by_key.entry(v.key.as_str()).or_default().push(v);
-    }
-    let mut present = Vec::new();
-    for object in &manifest.manifest.objects {
-        let versions = by_key
-            .get(object.key.as_str())
-            .map_or(&[][..], Vec::as_slice);
-        let Some(found) = versions.iter().find(|v| v.version_id == object.version_id) else {
-            verdict.problems.push(format!(
-                "{} version {} is missing",
-                object.key,
-                object.version_id.as_deref().unwrap_or("(none)")
-            ));
-            continue;
-        };
-        let others = versions.len() - 1;
-        if others > 0 {
-            verdict.warnings.push(format!(
-                "{} has {others} other version(s) the manifest does not pin",
-                object.key
-            ));
-        }
-        if found.size != object.size_bytes || (found.size == 0 && object.sha256.is_some()) {
-            verdict.problems.push(format!(
-                "{} is {} bytes, the manifest says {}",
-                object.key, found.size, object.size_bytes
-            ));
-        }
-        if object.key == manifest.manifest.objects[0].key {
-            verdict.size_bytes = Some(found.size);
-        }
-        present.push(object);
-    }
-    let Some(required) = required else { return };
-    // A ClickHouse backup has an object per file: their retentions are read many at a time.
-    let mut retentions = futures::stream::iter(present.into_iter().map(|object| async move {
-        let actual = store
-            .retention(&object.key, object.version_id.as_deref())
-            .await;
-        (object, actual)
-    }))
-    .buffered(RETENTION_CONCURRENCY);
-    while let Some((object, actual)) = retentions.next().await {
-        match actual {
-            Ok(Some(actual)) if satisfies(&actual, &required) => {
-                let until = verdict.retain_until.get_or_insert(actual.retain_until);
-                *until = (*until).min(actual.retain_until);
-            }
-            Ok(actual) => verdict.problems.push(format!(
-                "{} retention is {}, the manifest requires {} until {}",
-                object.key,
-                actual.map_or("missing".into(), |a| format!(
-                    "{} until {}",
-                    a.mode.as_str(),
-                    a.retain_until
-                )),
-                required.mode.as_str(),
-                required.retain_until
-            )),
-            Err(e) => verdict.problems.push(e.to_string()),
-        }
-    }
+    let found = objects::check(store, manifest, required.as_ref()).await;
+    verdict.problems.extend(found.problems);
+    verdict.warnings.extend(found.warnings);
+    verdict.retain_until = found.retain_until;
+    verdict.size_bytes = found.first_size;
 }
 
-/// The longest common prefix of `keys`, cut back to a character boundary.
-fn common_prefix<'a>(mut keys: impl Iterator<Item = &'a str>) -> &'a str {
-    let Some(first) = keys.next() else { return "" };
-    let mut len = first.len();
-    for key in keys {
-        len = first
-            .bytes()
-            .zip(key.bytes())
-            .take(len)
-            .take_while(|(a, b)| a == b)
-            .count();
+/// A backup listed without a manifest: the remains of a run that did not finish, unless a
+/// delete marker hides the manifest (a complete backup someone hid: a problem).
+async fn check_incomplete<S: ObjectStore>(
+    store: &S,
+    snapshot: &SnapshotRef,
+    verdict: &mut Verdict,
+) {
+    verdict.signature = "-".into();
+    let key = &snapshot.keys.manifest;
+    match KeyVersions::of(store, key).await {
+        Ok(versions) if versions.hidden() => verdict.problems.push(
+            Error::Hidden {
+                key: store.target(key),
+                versions: versions.describe(),
+            }
+            .to_string(),
+        ),
+        Ok(_) => verdict.status = Status::Incomplete,
+        Err(e) => verdict.problems.push(e.to_string()),
     }
-    while !first.is_char_boundary(len) {
-        len -= 1;
-    }
-    &first[..len]
 }
 
 /// Streams the dump (SHA-256, complete gzip, uncompressed size) and checks the `.sha256` file.
@@ -440,5 +387,39 @@ mod tests {
             verdict.size_bytes,
             Some("contents of b/x/.backup".len() as u64)
         );
+    }
+
+    #[tokio::test]
+    async fn a_hidden_manifest_fails_and_a_missing_one_is_incomplete() {
+        let store = MemoryStore::default();
+        let config = Config::from_yaml(
+            "release: r\ns3:\n  bucket: backups-1\n  prefix: b\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let ts = Timestamp::parse("20261123T020000Z").unwrap();
+        let snapshot = SnapshotRef {
+            engine: Engine::Postgresql,
+            release: "r".into(),
+            timestamp: ts,
+            keys: crate::layout::postgres_keys("b", "r", ts),
+        };
+        let verdict = verify_one(&store, &config, &snapshot, false, None, false).await;
+        assert_eq!(verdict.status, Status::Incomplete);
+
+        put(&store, &snapshot.keys.manifest, None).await;
+        store.hide(&snapshot.keys.manifest);
+        let verdict = verify_one(&store, &config, &snapshot, false, None, false).await;
+        assert_eq!(verdict.status, Status::Failed);
+        assert_eq!(verdict.problems.len(), 1);
+        assert!(
+            verdict.problems[0].starts_with(&format!(
+                "mem://{} is hidden by a delete marker",
+                snapshot.keys.manifest
+            )),
+            "{}",
+            verdict.problems[0]
+        );
+        assert!(render_line(&verdict).starts_with("FAIL "));
     }
 }

@@ -6,8 +6,11 @@
 //! folder's object versions. It checks that every file the metadata stores is there with its
 //! size (pinning the newest version: ClickHouse retries uploads), checks (and where the bucket
 //! default did not apply, sets) each object's retention, follows `base_backup` links for row
-//! counts stored in earlier backups, and writes the signed manifest. A failed, timed-out or
-//! cancelled BACKUP leaves no manifest.
+//! counts stored in earlier backups, extends the retention of the incremental chain below it
+//! ([`chain`]), and writes the signed manifest. A failed, timed-out or cancelled BACKUP leaves
+//! no manifest.
+
+mod chain;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use crate::catalog;
 use crate::config::clickhouse::Login;
 use crate::config::{ClickHouseConfig, Config};
 use crate::engine::EngineError;
-use crate::engine::clickhouse::metadata::BackupMetadata;
+use crate::engine::clickhouse::metadata::{BackupMetadata, FileEntry};
 use crate::engine::clickhouse::{self, ClickHouse, Destination, Scope, ServerVersion};
 use crate::error::{Error, Result};
 use crate::layout::{self, BackupKeys, Engine, Timestamp};
@@ -77,15 +80,26 @@ fn is_lock_file(folder: &str, key: &str) -> bool {
     key.strip_prefix(folder) == Some(".lock")
 }
 
-/// The previous backup to base this one on, with the new chain length, when incremental
-/// backups are on and the chain is shorter than `full_every`. Any doubt means a full backup.
+/// The backup an incremental one builds on.
+struct Base {
+    /// Its folder, named as `base_backup`.
+    folder: String,
+    /// The new backup's chain length.
+    length: u32,
+    /// It and the backups below it, newest first: the new backup extends their retention.
+    chain: Vec<chain::Link>,
+}
+
+/// The previous backup to base this one on, when incremental backups are on and the chain is
+/// shorter than `full_every`. Any doubt (a manifest of the chain that cannot be read through
+/// the server, or does not fit) means a full backup.
 async fn choose_base<S: ObjectStore>(
     config: &Config,
     ch: &ClickHouseConfig,
     store: &S,
     server: &ClickHouse,
     destination: &Destination,
-) -> Option<(String, u32)> {
+) -> Option<Base> {
     if ch.full_every <= 1 {
         return None;
     }
@@ -97,21 +111,39 @@ async fn choose_base<S: ObjectStore>(
     )
     .await
     .ok()?;
-    let manifest = match server
-        .read_object(destination, &latest.keys.manifest)
-        .await
-        .map_err(Error::from)
-        .and_then(|bytes| Ok(Manifest::from_bytes(&latest.keys.manifest, &bytes)?))
-    {
-        Ok(m) => m,
+    let source = chain::ThroughServer {
+        server,
+        destination,
+    };
+    let links = match chain::read_chain(&config.s3.prefix, &latest.keys.dump, &source).await {
+        Ok(links) => links,
         Err(e) => {
-            tracing::warn!(base = %latest.keys.manifest, error = %e,
-                "cannot read the previous backup's manifest; taking a full backup");
+            tracing::warn!(base = %latest.keys.dump, error = %e,
+                "cannot read the chain below the previous backup; taking a full backup");
             return None;
         }
     };
-    let length = manifest.clickhouse.as_ref()?.chain_length + 1;
-    (length < ch.full_every).then_some((latest.keys.dump, length))
+    let length = links.first()?.manifest.clickhouse.as_ref()?.chain_length + 1;
+    (length < ch.full_every).then_some(Base {
+        folder: latest.keys.dump,
+        length,
+        chain: links,
+    })
+}
+
+/// What already exists under a new backup's folder, for [`Error::KeyTaken`]: a second writer
+/// in the same second, or a clock that went backwards.
+fn taken(folder: &str, listed: &[ObjectVersion]) -> Option<String> {
+    let inside: Vec<&ObjectVersion> = listed
+        .iter()
+        .filter(|v| v.key.starts_with(folder))
+        .collect();
+    let first = inside.first()?;
+    Some(format!(
+        "{} version(s) and delete marker(s) already under the folder, e.g. {}",
+        inside.len(),
+        KeyVersions::from_listing(&first.key, inside.iter().copied()).describe()
+    ))
 }
 
 /// A BACKUP the server is running.
@@ -123,7 +155,7 @@ pub struct Started {
     keys: BackupKeys,
     destination: Destination,
     scope: Scope,
-    base: Option<(String, u32)>,
+    base: Option<Base>,
     id: String,
 }
 
@@ -139,11 +171,10 @@ pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started
         async { Ok::<_, Error>(server.require_backup_support().await?) },
         async { Ok(store.list_versions(&keys.dump).await?) },
     )?;
-    let existing = KeyVersions::from_listing(&keys.dump, &existing);
-    if !existing.is_empty() {
+    if let Some(versions) = taken(&keys.dump, &existing) {
         return Err(Error::KeyTaken {
             key: store.target(&keys.dump),
-            versions: existing.describe(),
+            versions,
         });
     }
     let destination = destination(ch);
@@ -159,7 +190,7 @@ pub async fn start<S: ObjectStore>(config: &Config, store: &S) -> Result<Started
         &destination,
         &keys.dump,
         &id,
-        base.as_ref().map(|(folder, _)| folder.as_str()),
+        base.as_ref().map(|b| b.folder.as_str()),
     );
     tracing::info!(folder = %keys.dump, server_version = %version.text, %statement,
         "ClickHouse backup started");
@@ -235,7 +266,7 @@ pub async fn finish<S: ObjectStore>(
     let metadata = BackupMetadata::parse(&metadata_bytes)
         .map_err(|problem| fail(&store.target(&keys.checksum), problem))?;
     let objects = check_listing(store, &keys, listed, &metadata, metadata_bytes.len() as u64)?;
-    let ((), tables) = tokio::try_join!(
+    let ((), tables, ()) = tokio::try_join!(
         async {
             match &retention {
                 Some(required) => lock_all(store, &objects, required).await,
@@ -243,6 +274,13 @@ pub async fn finish<S: ObjectStore>(
             }
         },
         row_counts(&server, &destination, &keys.dump, &metadata, counts),
+        async {
+            // Every base must stay locked as long as this backup, which needs it to restore.
+            if let (Some(base), Some(required)) = (&base, &retention) {
+                chain::extend(store, &keys.dump, &base.chain, required).await?;
+            }
+            Ok(())
+        },
     )?;
 
     let metadata_sha256 = sha256_hex(&metadata_bytes);
@@ -266,8 +304,8 @@ pub async fn finish<S: ObjectStore>(
             server_version: version.text.clone(),
             backup_id: id,
             scope: scope.describe(),
-            base_backup: base.as_ref().map(|(folder, _)| folder.clone()),
-            chain_length: base.as_ref().map_or(0, |(_, length)| *length),
+            base_backup: base.as_ref().map(|b| b.folder.clone()),
+            chain_length: base.as_ref().map_or(0, |b| b.length),
             metadata_key: keys.checksum.clone(),
             metadata_sha256: metadata_sha256.clone(),
             files: metadata.files.len() as u64,
@@ -323,25 +361,32 @@ fn check_listing<S: ObjectStore>(
         }
     }
     // ClickHouse retries a failed or slow upload, and on a versioned bucket each attempt is a
-    // version: the newest is the one RESTORE reads, so it is the one pinned. A key whose newest
-    // entry is a delete marker has no current version at all.
+    // version: the newest is the one RESTORE reads, so it is the one pinned. A delete marker is
+    // never pinned: a key whose newest entry is one has no current version at all.
     let mut current: BTreeMap<String, ObjectVersion> = BTreeMap::new();
-    for (key, versions) in by_key {
-        let count = versions.len();
-        let Some(newest) = versions.into_iter().find(|v| v.is_latest) else {
+    for (key, all) in by_key {
+        let versions = KeyVersions { key, all };
+        if versions.hidden() {
             return Err(fail(
-                &store.target(&key),
-                "hidden by a delete marker right after the BACKUP: something deletes here",
+                &store.target(&versions.key),
+                format!(
+                    "hidden by a delete marker right after the BACKUP (versions: {}): \
+                     something deletes here; find out what, and run the backup again",
+                    versions.describe()
+                ),
             ));
+        }
+        let Some(newest) = versions.find(None).cloned() else {
+            continue;
         };
-        if count > 1 {
+        if versions.all.len() > 1 {
             tracing::warn!(
-                key,
-                versions = count,
+                key = versions.key,
+                versions = %versions.describe(),
                 "ClickHouse wrote this file more than once (a retried upload); pinning the newest"
             );
         }
-        current.insert(key, newest);
+        current.insert(versions.key, newest);
     }
     let mut expected = metadata.stored_objects();
     expected.insert(layout::CLICKHOUSE_METADATA.to_owned(), metadata_size);
@@ -430,15 +475,24 @@ async fn row_counts(
         );
     }
     for (database, table, entry) in metadata.part_counts() {
-        let mut name = entry.name.clone();
+        let mut wanted = entry.clone();
         let mut level = 0;
         let rows = loop {
             let here = &chain[level];
-            let Some(file) = here.metadata.file(&name) else {
+            let found = if level == 0 {
+                here.metadata.file(&wanted.name)
+            } else {
+                same_content(&here.metadata, &wanted)
+            };
+            let Some(file) = found else {
                 return Err(fail(
-                    &format!("{}{name}", here.folder),
-                    "not listed in that backup's .backup, although an incremental backup \
-                     refers to it",
+                    &format!("{}{}", here.folder, wanted.name),
+                    format!(
+                        "an incremental backup takes it ({} bytes, checksum {}) from this base \
+                         backup, whose .backup lists no such file",
+                        wanted.size,
+                        wanted.checksum.as_deref().unwrap_or("none")
+                    ),
                 ));
             };
             if !file.in_base() {
@@ -449,7 +503,7 @@ async fn row_counts(
                     )
                 })?;
             }
-            name = file.name.clone();
+            wanted = file.clone();
             level += 1;
             if level == chain.len() {
                 let recorded = here.metadata.base_backup.clone().unwrap_or_default();
@@ -495,6 +549,18 @@ async fn row_counts(
     Ok(tables.into_values().collect())
 }
 
+/// The entry of a base backup's `.backup` that holds `file`'s bytes. ClickHouse takes a file
+/// from the base by size and checksum, not by name: a new part's `count.txt` can come from
+/// another part's that holds the same number. Its own name is preferred.
+fn same_content<'m>(base: &'m BackupMetadata, file: &FileEntry) -> Option<&'m FileEntry> {
+    let same = |f: &&FileEntry| f.size == file.size && f.checksum == file.checksum;
+    let by_name = base.file(&file.name).filter(same);
+    match &file.checksum {
+        Some(_) => by_name.or_else(|| base.files.iter().find(same)),
+        None => base.file(&file.name),
+    }
+}
+
 /// No `data/<db>/<table>/` files at all: nothing was stored for the table, so it is empty.
 fn is_mergetree_without_parts(metadata: &BackupMetadata, table: &ClickHouseTable) -> bool {
     let prefix = format!("data/{}/{}/", escape(&table.database), escape(&table.table));
@@ -532,5 +598,112 @@ mod tests {
         );
         assert_eq!(base_folder("S3('https://other/b/x/')", &url), None);
         assert_eq!(escape("my-table"), "my%2Dtable");
+    }
+
+    fn listed(key: &str, id: &str, size: u64, marker: bool) -> ObjectVersion {
+        ObjectVersion {
+            key: key.into(),
+            version_id: Some(id.into()),
+            size,
+            delete_marker: marker,
+            ..ObjectVersion::default()
+        }
+    }
+
+    /// Marks each key's first entry the latest, as S3 lists them.
+    fn latest_first(mut listing: Vec<ObjectVersion>) -> Vec<ObjectVersion> {
+        for i in 0..listing.len() {
+            listing[i].is_latest = i == 0 || listing[i - 1].key != listing[i].key;
+        }
+        listing
+    }
+
+    /// A folder whose `.backup` stores one 4-byte file.
+    fn one_file() -> (BackupKeys, BackupMetadata) {
+        let keys = layout::clickhouse_keys("b", "r", Timestamp::parse("20261123T020000Z").unwrap());
+        let metadata = BackupMetadata::parse(
+            b"<config><contents><file><name>data/a.bin</name><size>4</size></file>\
+              </contents></config>",
+        )
+        .unwrap();
+        (keys, metadata)
+    }
+
+    #[test]
+    fn the_newest_data_version_is_pinned_and_a_delete_marker_never() {
+        let store = crate::store::memory::MemoryStore::default();
+        let (keys, metadata) = one_file();
+        let data = format!("{}data/a.bin", keys.dump);
+        let lock = format!("{}.lock", keys.dump);
+        // A retried upload, a marker between the attempts, and ClickHouse's deleted .lock.
+        let listing = vec![
+            listed(&keys.checksum, "m1", 10, false),
+            listed(&data, "v3", 4, false),
+            listed(&data, "dm", 0, true),
+            listed(&data, "v1", 4, false),
+            listed(&lock, "l2", 0, true),
+            listed(&lock, "l1", 1, false),
+        ];
+        let objects =
+            check_listing(&store, &keys, latest_first(listing.clone()), &metadata, 10).unwrap();
+        let pinned: Vec<_> = objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.version_id.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            pinned,
+            [(keys.checksum.as_str(), "m1"), (data.as_str(), "v3")]
+        );
+
+        // A marker on top: nothing to pin, the backup fails naming the key.
+        let mut hidden = listing;
+        hidden.insert(1, listed(&data, "dm2", 0, true));
+        let e = check_listing(&store, &keys, latest_first(hidden), &metadata, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&data), "{e}");
+        assert!(e.contains("hidden by a delete marker"), "{e}");
+    }
+
+    #[test]
+    fn a_base_file_is_found_by_its_content() {
+        let base = BackupMetadata::parse(
+            b"<config><contents>\
+              <file><name>data/a/t/all_3_3_0/count.txt</name><size>2</size><checksum>c10</checksum></file>\
+              <file><name>data/a/t/all_1_1_0/count.txt</name><size>2</size><checksum>c99</checksum></file>\
+              </contents></config>",
+        )
+        .unwrap();
+        let wanted = |name: &str, checksum: &str| FileEntry {
+            name: name.into(),
+            size: 2,
+            checksum: Some(checksum.into()),
+            use_base: true,
+            base_size: 2,
+            data_file: None,
+        };
+        // A new part holding 10 rows, like all_3_3_0 in the base: ClickHouse took that file.
+        let found = same_content(&base, &wanted("data/a/t/all_4_4_0/count.txt", "c10"));
+        assert_eq!(found.unwrap().name, "data/a/t/all_3_3_0/count.txt");
+        // Its own name wins only with the same content.
+        let found = same_content(&base, &wanted("data/a/t/all_1_1_0/count.txt", "c10"));
+        assert_eq!(found.unwrap().name, "data/a/t/all_3_3_0/count.txt");
+        assert!(same_content(&base, &wanted("data/a/t/all_5_5_0/count.txt", "c77")).is_none());
+    }
+
+    #[test]
+    fn anything_under_the_new_folder_means_it_is_taken() {
+        let (keys, _) = one_file();
+        assert_eq!(taken(&keys.dump, &[]), None);
+        let other = listed(
+            "b/clickhouse/r/20261123T020000Z.manifest.json",
+            "x",
+            1,
+            false,
+        );
+        assert_eq!(taken(&keys.dump, &[other]), None);
+        let inside = listed(&format!("{}.backup", keys.dump), "v1", 3, false);
+        let found = taken(&keys.dump, &[inside]).unwrap();
+        assert!(found.contains("v1 (3 bytes)"), "{found}");
     }
 }

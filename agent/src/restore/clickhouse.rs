@@ -4,7 +4,8 @@
 //! ClickHouse's RESTORE reads the newest version of each object and checks no checksums, so the
 //! agent proves first, with listings and the manifest, that what ClickHouse will read is exactly
 //! what was backed up: every object present at its pinned VersionId with its size and no newer
-//! version above it, `.backup` hashing to the manifest's digest, and the same for every backup
+//! version or delete marker above it, readable (an archived object must be restored from the
+//! archive first), `.backup` hashing to the manifest's digest, and the same for every backup
 //! of an incremental chain. Target tables must not hold data (unless `--force`). Then
 //! `RESTORE ... ASYNC` runs and is followed in `system.backups`; row counts are compared with the
 //! manifest's, and the configured SQL and HTTP checks run.
@@ -25,9 +26,10 @@ use crate::error::{Error, Result};
 use crate::layout::{Engine, SnapshotRef};
 use crate::manifest::ClickHouseDetails;
 use crate::signing::ManifestVerifier;
+use crate::store::versions::KeyVersions;
 use crate::store::{ObjectStore, ObjectVersion};
 use crate::validate::{self, CheckKind, CheckResult};
-use crate::verify::clickhouse::{PinnedMetadata, base_chain};
+use crate::verify::clickhouse::{PinnedMetadata, base_chain, shadowed};
 
 /// The restore's login; options that only apply to PostgreSQL are refused.
 pub fn preflight(config: &Config, options: &RestoreOptions) -> Result<Login> {
@@ -78,8 +80,8 @@ fn recorded_scope(details: &ClickHouseDetails) -> Scope {
     }
 }
 
-/// Problems that make ClickHouse read other bytes than the manifest pins, for one backup, and
-/// the SHA-256 of its `.backup` as read.
+/// Problems that make ClickHouse read other bytes than the manifest pins (or none at all), for
+/// one backup, and the SHA-256 of its `.backup` as read.
 async fn check_backup<S: ObjectStore>(
     store: &S,
     manifest: &FetchedManifest,
@@ -92,12 +94,17 @@ async fn check_backup<S: ObjectStore>(
     }
     let mut problems = Vec::new();
     for object in &manifest.manifest.objects {
-        let versions = listed.get(&object.key).map(Vec::as_slice).unwrap_or(&[]);
-        let Some(pinned) = versions.iter().find(|v| v.version_id == object.version_id) else {
+        let versions = KeyVersions {
+            key: object.key.clone(),
+            all: listed.remove(&object.key).unwrap_or_default(),
+        };
+        let pinned_id = object.version_id.as_deref();
+        let Some(pinned) = versions.find(pinned_id) else {
             problems.push(format!(
-                "{} version {} is missing",
+                "{} version {} is missing (versions: {})",
                 object.key,
-                object.version_id.as_deref().unwrap_or("(none)")
+                pinned_id.unwrap_or("(none)"),
+                versions.describe()
             ));
             continue;
         };
@@ -108,13 +115,13 @@ async fn check_backup<S: ObjectStore>(
             ));
         }
         // Older versions (an upload ClickHouse retried) are harmless: it reads the newest.
-        if !pinned.is_latest {
-            problems.push(format!(
-                "{} has a newer version or a delete marker above the pinned {}; ClickHouse \
-                 would read that instead",
-                object.key,
-                object.version_id.as_deref().unwrap_or("(none)")
-            ));
+        problems.extend(shadowed(&versions, pinned_id));
+        if pinned.archived()
+            && let Err(e) = store.get(&object.key, pinned_id).await
+        {
+            // Readable again once restored from the archive; only then does ClickHouse
+            // read it. The probe opens the body and drops it unread.
+            problems.push(e.to_string());
         }
     }
     let metadata = PinnedMetadata::read(store, manifest, &details).await?;
@@ -323,4 +330,90 @@ pub async fn restore_clickhouse<S: ObjectStore>(
     };
     super::store_report(store, policy, config, snapshot, &mut report).await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{self, Timestamp};
+    use crate::manifest::{Manifest, ManifestObject};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Integrity, PartChecksum};
+    use bytes::Bytes;
+    use sha2::{Digest as _, Sha256};
+    use time::macros::datetime;
+
+    #[tokio::test]
+    async fn hidden_newer_and_archived_objects_are_refused_by_name() {
+        let store = MemoryStore::default();
+        let ts = Timestamp::parse("20261123T020000Z").unwrap();
+        let keys = layout::clickhouse_keys("b", "r", ts);
+        let names = ["data/hidden.bin", "data/newer.bin", "data/cold.bin"];
+        let mut objects = Vec::new();
+        let mut digest = String::new();
+        for key in std::iter::once(keys.checksum.clone())
+            .chain(names.iter().map(|n| format!("{}{n}", keys.dump)))
+        {
+            let body = Bytes::from(format!("contents of {key}"));
+            if key == keys.checksum {
+                digest = hex::encode(Sha256::digest(&body));
+            }
+            let sum = PartChecksum::compute(Integrity::Md5, &body);
+            let size = body.len() as u64;
+            let put = store.put_object(&key, body, sum, None).await.unwrap();
+            objects.push(ManifestObject {
+                key,
+                version_id: put.version_id,
+                size_bytes: size,
+                sha256: None,
+            });
+        }
+        let started = datetime!(2026-11-23 02:00:00 UTC);
+        let manifest = FetchedManifest::unsigned(
+            &keys.manifest,
+            Manifest {
+                objects,
+                clickhouse: Some(ClickHouseDetails {
+                    server_version: "26.9".into(),
+                    backup_id: "id".into(),
+                    scope: vec![],
+                    base_backup: None,
+                    chain_length: 0,
+                    metadata_key: keys.checksum.clone(),
+                    metadata_sha256: digest,
+                    files: 3,
+                    total_size_bytes: 0,
+                    tables: vec![],
+                }),
+                ..Manifest::header(Engine::Clickhouse, "r", ts, (started, started), None)
+            },
+        );
+        let (problems, _) = check_backup(&store, &manifest, &keys.dump).await.unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let [hidden, newer, cold] = names.map(|n| format!("{}{n}", keys.dump));
+        store.hide(&hidden);
+        let body = Bytes::from_static(b"other");
+        let sum = PartChecksum::compute(Integrity::Md5, &body);
+        store.put_object(&newer, body, sum, None).await.unwrap();
+        store.archive(&cold, "DEEP_ARCHIVE");
+        let (problems, _) = check_backup(&store, &manifest, &keys.dump).await.unwrap();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!("{hidden} is hidden by a delete marker")),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].starts_with(&format!("{newer} has a newer version above")),
+            "{}",
+            problems[1]
+        );
+        assert!(problems[2].contains(&cold), "{}", problems[2]);
+        assert!(
+            problems[2].contains("restore it from the archive first"),
+            "{}",
+            problems[2]
+        );
+    }
 }

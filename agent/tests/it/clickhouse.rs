@@ -18,6 +18,7 @@ use strongroom::pipeline::Progress;
 use strongroom::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice};
 use strongroom::store::ObjectStore;
 use strongroom::store::s3::S3Store;
+use strongroom::store::versions::KeyVersions;
 use strongroom::verify::{self, Selection, Status};
 
 use crate::daemon::{Agent, free_port};
@@ -27,6 +28,7 @@ use crate::on_each_s3;
 on_each_s3!(
     clickhouse_round_trip_restores_exact_rows_and_content,
     clickhouse_incremental_chain_round_trip,
+    clickhouse_incremental_keeps_its_chain_locked_and_verified,
     clickhouse_tampered_objects_are_refused_before_restore,
     clickhouse_failed_backup_leaves_no_manifest,
 );
@@ -400,6 +402,160 @@ async fn clickhouse_incremental_chain_round_trip(id: TestId) {
     assert_eq!(third.status, Status::Failed);
 }
 
+/// Retention, mode and retain-until, of one object version as the store reads it (moto's
+/// GetObjectRetention answer is unreadable; the store falls back to HEAD there).
+async fn retain_until(store: &S3Store, key: &str, version: Option<&str>) -> time::OffsetDateTime {
+    store
+        .retention(key, version)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} has no retention"))
+        .retain_until
+}
+
+/// Every base of an incremental stays locked as long as the incremental (extending is always
+/// allowed), and verify of the incremental checks the bases' objects, not only their manifests.
+async fn clickhouse_incremental_keeps_its_chain_locked_and_verified(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let keys = tempfile::tempdir().unwrap();
+    let (private, _) = harness::keypair(keys.path());
+    let extra = format!(
+        "  full_every: 3\nsigning:\n  private_key_file: {}\n",
+        private.display()
+    );
+    let (_, config) = config_for(&id, &bucket, &f, &extra);
+    let db = &f.db;
+
+    let full = run_backup(&config, &store).await.expect("full backup");
+    let mut reports = vec![full];
+    // Ten rows each round: the second increment's new part has a count.txt of the same bytes
+    // as the first's, which ClickHouse then takes from the base by checksum, not by name.
+    for round in 0..2 {
+        // Later by at least a second, so each incremental's retain-until is later too.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        sql(&format!(
+            "INSERT INTO {db}.storage_records SELECT 700000 + {round} * 1000 + number, \
+             'round {round}', {round}, ['r'], now() FROM numbers(10)"
+        ))
+        .await;
+        reports.push(
+            run_backup(&config, &store)
+                .await
+                .expect("incremental backup"),
+        );
+    }
+    let newest = manifest_of(&store, &reports[2]).await;
+    let details = newest.clickhouse.as_ref().unwrap();
+    assert_eq!(details.chain_length, 2);
+    let records = details.tables.iter().find(|t| t.table == "storage_records");
+    assert_eq!(records.unwrap().rows, Some(20777 + 20));
+    let until = newest.retention.clone().expect("locked").retain_until;
+    assert!(until > reports[0].retain_until.unwrap(), "a later backup");
+    // Both bases (objects, manifest, signature) are locked at least as long as the newest.
+    for base in &reports[..2] {
+        let manifest = manifest_of(&store, base).await;
+        assert!(manifest.clickhouse.is_some());
+        let mut pinned: Vec<(String, Option<String>)> = manifest
+            .objects
+            .iter()
+            .map(|o| (o.key.clone(), o.version_id.clone()))
+            .collect();
+        let signature = format!("{}.sig", base.manifest_key);
+        for key in [&base.manifest_key, &signature] {
+            let versions = KeyVersions::of(&*store, key).await.unwrap();
+            assert_eq!(versions.all.len(), 1, "{key}: {versions:?}");
+            pinned.push((key.clone(), versions.all[0].version_id.clone()));
+        }
+        for (key, version) in &pinned {
+            let base_until = retain_until(&store, key, version.as_deref()).await;
+            assert!(
+                base_until >= until,
+                "{key} is locked until {base_until}, before {until} of {}, which depends on it",
+                reports[2].key
+            );
+        }
+    }
+    let verdicts = verify_all(&config, &store, false).await;
+    assert_eq!(verdicts.len(), 3);
+    assert!(
+        verdicts.iter().all(|v| v.status == Status::Ok),
+        "{:?}",
+        verdicts.iter().map(|v| &v.problems).collect::<Vec<_>>()
+    );
+
+    // A newer version of one of the full backup's files: ClickHouse would read it when it
+    // restores the newest incremental, so verify of the incremental fails naming the base.
+    let full_manifest = manifest_of(&store, &reports[0]).await;
+    let data_files: Vec<&str> = full_manifest
+        .objects
+        .iter()
+        .filter(|o| o.key.ends_with(".bin"))
+        .map(|o| o.key.as_str())
+        .collect();
+    assert!(data_files.len() >= 2, "{data_files:?}");
+    let forged = b"not the original column data".to_vec();
+    store
+        .client()
+        .put_object()
+        .bucket(&bucket)
+        .key(data_files[0])
+        .content_md5(base64_md5(&forged))
+        .body(forged.into())
+        .send()
+        .await
+        .unwrap();
+    let verdicts = verify_all(&config, &store, false).await;
+    let incremental = verdicts
+        .iter()
+        .find(|v| v.snapshot == reports[2].key)
+        .unwrap();
+    assert_eq!(incremental.status, Status::Failed, "{incremental:?}");
+    let named = format!(
+        "base backup {}: {} has a newer version above the pinned",
+        reports[0].key, data_files[0]
+    );
+    assert!(
+        incremental.problems.iter().any(|p| p.starts_with(&named)),
+        "{named}: {:?}",
+        incremental.problems
+    );
+
+    // A delete marker on another of its files: the same, said as such.
+    store
+        .client()
+        .delete_object()
+        .bucket(&bucket)
+        .key(data_files[1])
+        .send()
+        .await
+        .unwrap();
+    let verdicts = verify_all(&config, &store, false).await;
+    let incremental = verdicts
+        .iter()
+        .find(|v| v.snapshot == reports[2].key)
+        .unwrap();
+    assert_eq!(incremental.status, Status::Failed);
+    let named = format!(
+        "base backup {}: {} is hidden by a delete marker",
+        reports[0].key, data_files[1]
+    );
+    assert!(
+        incremental.problems.iter().any(|p| p.starts_with(&named)),
+        "{named}: {:?}",
+        incremental.problems
+    );
+    // And restore refuses it before ClickHouse is asked.
+    sql(&format!("DROP DATABASE {db} SYNC")).await;
+    let e = run_restore(&config, &store, &reports[2].key, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused before ClickHouse was asked"), "{e}");
+    assert!(e.contains(data_files[1]), "{e}");
+}
+
 fn base64_md5(bytes: &[u8]) -> String {
     use base64::Engine as _;
     use md5::Digest as _;
@@ -449,6 +605,17 @@ async fn clickhouse_tampered_objects_are_refused_before_restore(id: TestId) {
     ))
     .await;
     assert_eq!(dbs.trim(), "0", "ClickHouse restored nothing");
+    // verify says what restore will do: this backup cannot be restored as it is.
+    let verdicts = verify_all(&config, &store, false).await;
+    assert_eq!(verdicts[0].status, Status::Failed, "{:?}", verdicts[0]);
+    assert!(
+        verdicts[0]
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&format!("{altered} has a newer version above the pinned"))),
+        "{:?}",
+        verdicts[0].problems
+    );
 
     // A delete marker hides an object from ClickHouse: refused too.
     let hidden = manifest
@@ -469,14 +636,21 @@ async fn clickhouse_tampered_objects_are_refused_before_restore(id: TestId) {
     let e = run_restore(&config, &store, &report.key, false)
         .await
         .unwrap_err();
-    assert!(e.to_string().contains(&hidden), "{e}");
-    let verdicts = verify_all(&config, &store, false).await;
-    assert_eq!(
-        verdicts[0].status,
-        Status::Ok,
-        "pinned versions are still intact"
+    assert!(
+        e.to_string()
+            .contains(&format!("{hidden} is hidden by a delete marker")),
+        "{e}"
     );
-    assert!(!verdicts[0].warnings.is_empty());
+    let verdicts = verify_all(&config, &store, false).await;
+    assert_eq!(verdicts[0].status, Status::Failed, "{:?}", verdicts[0]);
+    assert!(
+        verdicts[0]
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&format!("{hidden} is hidden by a delete marker"))),
+        "{:?}",
+        verdicts[0].problems
+    );
 }
 
 async fn clickhouse_failed_backup_leaves_no_manifest(id: TestId) {

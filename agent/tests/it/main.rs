@@ -12,3 +12,4 @@ mod restore_cli;
 mod restore_trust;
 mod retries_and_races;
 mod store_conformance;
+mod verify_trust;

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Engine, SnapshotRef, Timestamp};
 use crate::locked_write::WritePolicy;
 use crate::signing::ManifestVerifier;
-use crate::store::ObjectStore;
 use crate::store::versions::KeyVersions;
+use crate::store::{ObjectStore, StoreError};
 use crate::validate::{self, CheckResult};
 
 /// Which backup to restore.
@@ -151,12 +151,20 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
 }
 
 /// Newer versions under the pinned key are never restored, but they are worth knowing about.
+/// An archived pinned version is refused here, before the target is touched.
 async fn version_warnings<S: ObjectStore>(
     store: &S,
     key: &str,
     pinned: Option<&str>,
 ) -> Result<Vec<String>> {
     let versions = KeyVersions::of(store, key).await?;
+    if versions.find(pinned).is_some_and(|v| v.archived()) {
+        return Err(StoreError::Archived {
+            op: "GetObject",
+            target: store.target(key),
+        }
+        .into());
+    }
     let others = KeyVersions::from_listing(
         key,
         versions

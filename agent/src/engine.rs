@@ -69,6 +69,12 @@ pub enum EngineError {
     )]
     ClickHouseTimeout { id: String, seconds: u64 },
     #[error(
+        "ClickHouse no longer lists operation {id} in system.backups (for {seconds} s): the \
+         server restarted or dropped it, so it will never finish. Nothing counts as done; check \
+         the server's log, and the next run starts over"
+    )]
+    ClickHouseLost { id: String, seconds: u64 },
+    #[error(
         "ClickHouse {what} {id} ended {status}: {error}. Nothing counts as done: a failed BACKUP \
          gets no manifest, a failed RESTORE may leave tables partly filled (empty them before \
          retrying). Fix what ClickHouse names and run again; system.backups keeps the row for {id}"

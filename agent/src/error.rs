@@ -204,6 +204,9 @@ pub enum Error {
         seconds: u64,
         detail: String,
     },
+    /// The agent stopped waiting for a ClickHouse BACKUP, and asked the server to stop it.
+    #[error("{cause}. Asked to stop the BACKUP: {stopped}; it gets no manifest either way")]
+    ClickHouseGivenUp { cause: String, stopped: String },
     /// The run took longer than its configured deadline and was cancelled.
     #[error(
         "the backup into {key} ran longer than {setting} ({seconds} s) and was cancelled: its \

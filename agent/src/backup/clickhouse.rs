@@ -235,12 +235,26 @@ pub async fn finish<S: ObjectStore>(
         &id,
         Duration::from_secs(ch.backup_timeout_seconds),
         Duration::from_millis(ch.poll_interval_ms),
+        Duration::from_secs(ch.lost_after_seconds),
         |op| progress.set(op.bytes_read, op.total_size),
     );
     let op = tokio::select! {
-        op = wait => op?,
+        op = wait => match op {
+            Err(e @ EngineError::ClickHouseTimeout { .. }) => {
+                // Giving up: stop it where the server can, and say whether it could.
+                let stopped = server.stop(&id).await;
+                tracing::warn!(id = %id, outcome = %stopped, "BACKUP timed out");
+                return Err(Error::ClickHouseGivenUp { cause: e.to_string(), stopped });
+            }
+            op => op?,
+        },
         () = cancel.cancelled() => {
-            return Err(Error::Cancelled { key: store.target(&keys.dump) });
+            let stopped = server.stop(&id).await;
+            tracing::warn!(id = %id, outcome = %stopped, "BACKUP cancelled");
+            return Err(Error::ClickHouseGivenUp {
+                cause: Error::Cancelled { key: store.target(&keys.dump) }.to_string(),
+                stopped,
+            });
         }
     };
     if !op.succeeded() {

@@ -42,6 +42,9 @@ fn poll_interval_ms() -> u64 {
 fn connect_timeout_seconds() -> u64 {
     CONNECT_TIMEOUT_SECONDS
 }
+fn lost_after_seconds() -> u64 {
+    60
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +91,10 @@ pub struct ClickHouseConfig {
     /// How often `system.backups` is polled while a BACKUP or RESTORE runs.
     #[serde(default = "poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// A BACKUP or RESTORE missing from `system.backups` this long (a restarted server forgets
+    /// its operations) has failed; the agent stops waiting instead of polling until the timeout.
+    #[serde(default = "lost_after_seconds")]
+    pub lost_after_seconds: u64,
     #[serde(default = "connect_timeout_seconds")]
     pub connect_timeout_seconds: u64,
 }
@@ -257,6 +264,11 @@ pub(super) fn validate(ch: &ClickHouseConfig) -> Result<(), Invalid> {
             "clickhouse.restore_timeout_seconds",
             ch.restore_timeout_seconds,
             1..=7 * DAY,
+        ),
+        (
+            "clickhouse.lost_after_seconds",
+            ch.lost_after_seconds,
+            1..=3600,
         ),
         (
             "clickhouse.poll_interval_ms",

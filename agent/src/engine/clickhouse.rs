@@ -22,6 +22,8 @@ pub const MINIMUM_VERSION: (u32, u32) = (22, 8);
 
 /// A long query (reading many `count.txt` files) gets this long.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long [`ClickHouse::stop`] waits for the server to report an operation cancelled.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// `SELECT version()`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,21 +310,40 @@ impl ClickHouse {
 
     /// Polls operation `id` until it ends or `timeout` passes, first after 25 ms, then doubling
     /// up to every `poll` (short operations end promptly, long ones cost few queries); `seen`
-    /// gets each state (for progress).
+    /// gets each state (for progress). An operation missing from `system.backups` for `lost`
+    /// (a restarted server forgets it) has failed: waiting longer cannot help.
     pub async fn wait(
         &self,
         id: &str,
         timeout: Duration,
         poll: Duration,
+        lost: Duration,
         mut seen: impl FnMut(&Operation),
     ) -> Result<Operation, EngineError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut delay = Duration::from_millis(25).min(poll);
+        let mut last_seen = tokio::time::Instant::now();
         loop {
-            if let Some(op) = self.operation(id).await? {
-                seen(&op);
-                if !op.in_progress() {
-                    return Ok(op);
+            // A server that does not answer for a moment (restarting?) is asked again; one that
+            // answers without the operation, or not at all, for `lost` has lost it.
+            match self.operation(id).await {
+                Ok(Some(op)) => {
+                    last_seen = tokio::time::Instant::now();
+                    seen(&op);
+                    if !op.in_progress() {
+                        return Ok(op);
+                    }
+                }
+                Ok(None) if last_seen.elapsed() >= lost => {
+                    return Err(EngineError::ClickHouseLost {
+                        id: id.to_owned(),
+                        seconds: lost.as_secs(),
+                    });
+                }
+                Err(e) if last_seen.elapsed() >= lost => return Err(e),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(id, error = %e, "system.backups not readable; asking again")
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -333,6 +354,53 @@ impl ClickHouse {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(poll);
+        }
+    }
+
+    /// Asks the server to stop operation `id` (`KILL QUERY` on the query that started it:
+    /// ClickHouse 24.1 and later cancel a BACKUP or RESTORE that way) and waits briefly for it to
+    /// say so. Returns what happened, in words, for the log and the error.
+    pub async fn stop(&self, id: &str) -> String {
+        let query_id = match self
+            .scalar(&format!(
+                "SELECT query_id FROM system.backups WHERE id = {}",
+                quote(id)
+            ))
+            .await
+        {
+            Ok(Some(q)) if !q.is_empty() => q,
+            Ok(_) => return "it could not be stopped: the server does not list it".into(),
+            Err(e) => return format!("it could not be stopped: {e}"),
+        };
+        if let Err(e) = self
+            .execute(
+                "KILL QUERY",
+                &format!("KILL QUERY WHERE query_id = {} ASYNC", quote(&query_id)),
+            )
+            .await
+        {
+            return format!(
+                "it could not be stopped (KILL QUERY failed: {e}); it may still finish"
+            );
+        }
+        let until = tokio::time::Instant::now() + STOP_WAIT;
+        loop {
+            match self.operation(id).await {
+                Ok(Some(op)) if op.status.ends_with("_CANCELLED") => {
+                    return format!("ClickHouse stopped it ({})", op.status);
+                }
+                Ok(Some(op)) if !op.in_progress() => {
+                    return format!("it ended {} before it could be stopped", op.status);
+                }
+                _ if tokio::time::Instant::now() >= until => {
+                    return format!(
+                        "KILL QUERY was sent but it still runs after {} s (servers before 24.1 \
+                         cannot cancel a BACKUP); it may still finish",
+                        STOP_WAIT.as_secs()
+                    );
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
         }
     }
 

@@ -268,6 +268,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
             &id,
             Duration::from_secs(ch.restore_timeout_seconds),
             Duration::from_millis(ch.poll_interval_ms),
+            Duration::from_secs(ch.lost_after_seconds),
             |_| {},
         )
         .await?;

@@ -31,6 +31,8 @@ on_each_s3!(
     clickhouse_incremental_keeps_its_chain_locked_and_verified,
     clickhouse_tampered_objects_are_refused_before_restore,
     clickhouse_failed_backup_leaves_no_manifest,
+    clickhouse_a_backup_lost_by_a_restarted_server_fails_in_bounded_time,
+    clickhouse_a_backup_given_up_on_is_stopped_on_the_server,
 );
 
 /// Runs SQL on the test ClickHouse (chdb) as the harness user; the result as TSV.
@@ -687,6 +689,171 @@ async fn clickhouse_failed_backup_leaves_no_manifest(id: TestId) {
     sql(&format!("DROP DATABASE {} SYNC", f.db)).await;
     let e = run_backup(&config, &store).await.unwrap_err();
     assert!(e.to_string().contains(&f.db), "{e}");
+}
+
+/// A chdb front end of the test's own, which it may kill and start again (a server restart:
+/// `system.backups` forgets every operation).
+struct OwnClickHouse {
+    child: std::process::Child,
+    data: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnClickHouse {
+    fn start(data: tempfile::TempDir, port: u16) -> OwnClickHouse {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/harness/chdb_http.py");
+        let python = std::path::Path::new(&env("STRONGROOM_TEST_VENV")).join("bin/python");
+        let child = std::process::Command::new(python)
+            .arg(script)
+            .arg("--data")
+            .arg(data.path())
+            .args(["--port", &port.to_string()])
+            .args(["--user", &env("STRONGROOM_TEST_CLICKHOUSE_USER")])
+            .args([
+                "--password-file",
+                &env("STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "chdb never came up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnClickHouse { child, data, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then the same data directory and port again.
+    fn restart(mut self) -> OwnClickHouse {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (data, port) = (
+            std::mem::replace(&mut self.data, tempfile::tempdir().unwrap()),
+            self.port,
+        );
+        OwnClickHouse::start(data, port)
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn clickhouse_a_backup_lost_by_a_restarted_server_fails_in_bounded_time(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let own = OwnClickHouse::start(tempfile::tempdir().unwrap(), free_port());
+    let db = id.database();
+    for statement in [
+        format!(
+            "CREATE NAMED COLLECTION nc_{db} AS url = '{}/{bucket}/', access_key_id = '{}', \
+             secret_access_key = '{}'",
+            id.s3.endpoint(),
+            env("AWS_ACCESS_KEY_ID"),
+            env("AWS_SECRET_ACCESS_KEY")
+        ),
+        format!("CREATE DATABASE {db}"),
+        format!("CREATE TABLE {db}.big (id UInt64, v String) ENGINE = MergeTree ORDER BY id"),
+        format!(
+            "INSERT INTO {db}.big SELECT number, randomPrintableASCII(64) FROM numbers(6000000)"
+        ),
+    ] {
+        sql_on(&own.url(), &statement).await;
+    }
+    let f = Fixture {
+        db: db.clone(),
+        collection: format!("nc_{db}"),
+    };
+    let (yaml, _) = config_for(&id, &bucket, &f, "  lost_after_seconds: 3\n");
+    let yaml = yaml.replace(&env("STRONGROOM_TEST_CLICKHOUSE_URL"), &own.url());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &yaml);
+    let agent = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["backup", "--engine", "clickhouse", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !sql_on(&own.url(), "SELECT status FROM system.backups")
+        .await
+        .contains("CREATING_BACKUP")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the BACKUP never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server restarts mid-BACKUP: it no longer knows the operation.
+    let own = own.restart();
+    let restarted = std::time::Instant::now();
+    let out = agent.wait_with_output().unwrap();
+    let text = harness::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no longer lists operation"), "{text}");
+    assert!(
+        restarted.elapsed() < Duration::from_secs(30),
+        "failed soon after, not at the backup timeout: {:?}\n{text}",
+        restarted.elapsed()
+    );
+    let manifests: Vec<_> = store
+        .list(&format!("{}/clickhouse/", harness::config(&yaml).s3.prefix))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.key.ends_with(".manifest.json"))
+        .collect();
+    assert!(manifests.is_empty(), "{manifests:?}");
+    drop(own);
+}
+
+async fn clickhouse_a_backup_given_up_on_is_stopped_on_the_server(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    sql(&format!(
+        "CREATE TABLE {}.big (id UInt64, v String) ENGINE = MergeTree ORDER BY id",
+        f.db
+    ))
+    .await;
+    sql(&format!(
+        "INSERT INTO {}.big SELECT number, randomPrintableASCII(64) FROM numbers(6000000)",
+        f.db
+    ))
+    .await;
+    let (_, config) = config_for(&id, &bucket, &f, "  backup_timeout_seconds: 1\n");
+    let e = run_backup(&config, &store).await.unwrap_err().to_string();
+    assert!(e.contains("did not finish within 1 s"), "{e}");
+    assert!(
+        e.contains("Asked to stop the BACKUP: ClickHouse stopped it"),
+        "{e}"
+    );
+    let statuses =
+        sql("SELECT toString(status) FROM system.backups WHERE id LIKE '%' ORDER BY start_time")
+            .await;
+    assert!(statuses.contains("BACKUP_CANCELLED"), "{statuses}");
+    let manifests: Vec<_> = store
+        .list(&format!("{}/clickhouse/", config.s3.prefix))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.key.ends_with(".manifest.json"))
+        .collect();
+    assert!(manifests.is_empty(), "{manifests:?}");
 }
 
 fn write_config(dir: &std::path::Path, yaml: &str) -> PathBuf {

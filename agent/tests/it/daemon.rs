@@ -721,7 +721,7 @@ async fn waits_and_recovers() {
         &config,
         format!(
             "release: recovery\ns3:\n  bucket: recovery-bucket\n  prefix: backups/recovery\n  \
-             endpoint: http://127.0.0.1:{s3_port}\n  part_size_mib: 5\npostgresql:\n  host: {}\n  \
+             endpoint: http://127.0.0.1:{s3_port}\n  part_size_mib: 5\n  max_attempts: 2\npostgresql:\n  host: {}\n  \
              port: {}\n  user: strongroom_backup\n  database: postgres\n  password_file: {}\n  \
              schedule: \"*/2 * * * * *\"\ndaemon:\n  listen: 127.0.0.1:{port}\n  \
              readiness_interval_seconds: 1\n  s3_check_interval_seconds: 1\n  \

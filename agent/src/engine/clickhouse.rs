@@ -361,6 +361,19 @@ impl ClickHouse {
     /// ClickHouse 24.1 and later cancel a BACKUP or RESTORE that way) and waits briefly for it to
     /// say so. Returns what happened, in words, for the log and the error.
     pub async fn stop(&self, id: &str) -> String {
+        // Bounded: a shutdown waits for this, and the pod's grace period is not endless.
+        let limit = STOP_WAIT + Duration::from_secs(5);
+        tokio::time::timeout(limit, self.try_stop(id))
+            .await
+            .unwrap_or_else(|_| {
+                format!(
+                    "it could not be stopped: the server did not answer within {} s",
+                    limit.as_secs()
+                )
+            })
+    }
+
+    async fn try_stop(&self, id: &str) -> String {
         let query_id = match self
             .scalar(&format!(
                 "SELECT query_id FROM system.backups WHERE id = {}",

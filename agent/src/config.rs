@@ -542,7 +542,7 @@ impl Config {
         if let Some(ch) = &self.clickhouse {
             clickhouse::validate(ch)?;
         }
-        restore::validate(&self.restore)?;
+        restore::validate(&self.restore, self.postgresql.as_ref())?;
         validate_daemon(&self.daemon)?;
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty; use e.g. `info`"));

@@ -116,8 +116,28 @@ impl PostgresConfig {
         )
     }
 
+    /// The restore's TLS: `restore.sslmode` / `restore.sslrootcert`, each defaulting to this
+    /// section's, with the key that supplied each value (for messages).
+    pub fn restore_tls(&self, restore: &RestoreConfig) -> Result<TlsParams, ConfigError> {
+        let mode = match restore.sslmode {
+            Some(mode) => (mode, "restore.sslmode"),
+            None => (self.sslmode, "postgresql.sslmode"),
+        };
+        let root = match (&restore.sslrootcert, &self.sslrootcert) {
+            (Some(path), _) => Some((path.as_path(), "restore.sslrootcert")),
+            (None, Some(path)) => Some((path.as_path(), "postgresql.sslrootcert")),
+            (None, None) => None,
+        };
+        let unset_key = if restore.sslmode.is_some() {
+            "restore.sslrootcert"
+        } else {
+            "postgresql.sslrootcert"
+        };
+        tls_params(mode, root, unset_key)
+    }
+
     /// How a restore connects: `restore.user` / `restore.password_file` when set, into
-    /// `database`, with this section's TLS.
+    /// `database`, with [`PostgresConfig::restore_tls`].
     pub fn restore_params(
         &self,
         restore: &RestoreConfig,
@@ -134,7 +154,7 @@ impl PostgresConfig {
             database: database.to_owned(),
             password,
             connect_timeout_seconds: self.connect_timeout_seconds,
-            tls: self.tls()?,
+            tls: self.restore_tls(restore)?,
         })
     }
 }
@@ -309,6 +329,7 @@ mod tests {
         let pg = c.postgresql.as_ref().unwrap();
         assert_eq!(pg.sslmode, SslMode::Prefer);
         assert_eq!(pg.sslrootcert, None);
+        assert_eq!(c.restore.sslmode, None);
         let backup = pg.backup_params().unwrap();
         assert_eq!(backup.tls.effective_mode(&backup.host), SslMode::Prefer);
         let restore = pg.restore_params(&c.restore, "other").unwrap();
@@ -326,6 +347,7 @@ mod tests {
         for (pg, restore, key) in [
             ("sslmode: verify_full", "", "postgresql.sslmode"),
             ("sslmode: allow", "", "postgresql.sslmode"),
+            ("", "sslmode: strict", "restore.sslmode"),
         ] {
             let e = parse(&yaml(pg, restore)).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
@@ -343,6 +365,11 @@ mod tests {
                 .to_string();
             assert!(e.contains("`postgresql.sslrootcert`"), "{e}");
             assert!(e.contains(mode) && e.contains("CA"), "{e}");
+            let e = parse(&yaml("", &format!("sslmode: {mode}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`restore.sslrootcert`"), "{e}");
+            assert!(e.contains("restore.sslmode"), "{e}");
         }
         let e = parse(&yaml("sslrootcert: \"\"", ""))
             .unwrap_err()
@@ -353,6 +380,52 @@ mod tests {
         );
         // prefer and require need none.
         parse(&yaml("sslmode: require", "")).unwrap();
+    }
+
+    #[test]
+    fn restore_tls_falls_back_to_postgresql_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_file(dir.path());
+        let other = dir.path().join("other.crt");
+        std::fs::copy(&ca, &other).unwrap();
+
+        // Nothing set for the restore: postgresql's mode and CA.
+        let c = parse(&yaml(
+            &format!("sslmode: verify-full\nsslrootcert: {ca}"),
+            "",
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let p = pg.restore_params(&c.restore, "t").unwrap();
+        assert_eq!(p.tls.effective_mode(&p.host), SslMode::VerifyFull);
+        assert_eq!(p.tls.root_cert_path(&p.host), Some(Path::new(&ca)));
+
+        // Only the mode set: postgresql's CA still serves.
+        let c = parse(&yaml(
+            &format!("sslmode: require\nsslrootcert: {ca}"),
+            "sslmode: verify-ca",
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let p = pg.restore_params(&c.restore, "t").unwrap();
+        assert_eq!(p.tls.effective_mode(&p.host), SslMode::VerifyCa);
+        assert_eq!(p.tls.root_cert_path(&p.host), Some(Path::new(&ca)));
+        let b = pg.backup_params().unwrap();
+        assert_eq!(b.tls.effective_mode(&b.host), SslMode::Require);
+
+        // Both set: the restore's own.
+        let c = parse(&yaml(
+            "sslmode: disable",
+            &format!("sslmode: verify-full\nsslrootcert: {}", other.display()),
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let p = pg.restore_params(&c.restore, "t").unwrap();
+        assert_eq!(p.tls.effective_mode(&p.host), SslMode::VerifyFull);
+        assert_eq!(p.tls.root_cert_path(&p.host), Some(other.as_path()));
+        let b = pg.backup_params().unwrap();
+        assert_eq!(b.tls.effective_mode(&b.host), SslMode::Disable);
+        assert_eq!(b.tls.root_cert_path(&b.host), None);
     }
 
     #[test]
@@ -376,6 +449,20 @@ mod tests {
             let exit = crate::error::Error::from(e).exit_code();
             assert_eq!(exit, crate::error::EXIT_USAGE);
         }
+
+        // The restore's own CA file is named as the restore's.
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let c = parse(&yaml(
+            "",
+            &format!("sslmode: verify-ca\nsslrootcert: {}", not_pem.display()),
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let e = pg.restore_params(&c.restore, "t").unwrap_err().to_string();
+        assert!(e.contains("`restore.sslrootcert`"), "{e}");
+        assert!(e.contains("no PEM certificate"), "{e}");
+        pg.backup_params().unwrap();
 
         // `disable` never reads the file.
         let c = parse(&yaml(

@@ -7,6 +7,7 @@ mod fault_proxy;
 mod harness;
 mod postgres_backup;
 mod postgres_restore;
+mod postgres_tls;
 mod restore_cli;
 mod restore_trust;
 mod retries_and_races;

@@ -437,6 +437,16 @@ pub enum ConfigError {
          key in a Kubernetes Secret mounts as an empty or absent file)"
     )]
     EmptySecret { key: &'static str, path: PathBuf },
+    /// The `sslrootcert` file is missing, unreadable or holds no usable CA certificate.
+    #[error(
+        "cannot use the CA file named by `{key}` ({path}): {problem}; mount the PEM file of the \
+         CA that issued the PostgreSQL server's certificate there, readable by the agent's user"
+    )]
+    RootCert {
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
 }
 
 /// A validation failure before it is tied to a file.
@@ -532,7 +542,7 @@ impl Config {
         if let Some(ch) = &self.clickhouse {
             clickhouse::validate(ch)?;
         }
-        restore::validate(&self.restore)?;
+        restore::validate(&self.restore, self.postgresql.as_ref())?;
         validate_daemon(&self.daemon)?;
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty; use e.g. `info`"));

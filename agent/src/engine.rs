@@ -36,6 +36,14 @@ pub enum EngineError {
         user: String,
         detail: String,
     },
+    /// TLS, or its absence, is why the connection failed (`postgres::tls` says which).
+    #[error("cannot connect to PostgreSQL at {target} as {user}: {problem}; {advice}")]
+    Tls {
+        target: String,
+        user: String,
+        problem: String,
+        advice: String,
+    },
     #[error("PostgreSQL query ({what}) failed on database {database}: {detail}")]
     Query {
         what: &'static str,

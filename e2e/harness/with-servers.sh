@@ -6,7 +6,9 @@
 #   VENV      the project venv holding moto (default .venv)
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
 #   STRONGROOM_TEST_PG_STANDBY_HOST, STRONGROOM_TEST_PG_STANDBY_PORT (a streaming standby),
-#   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
+#   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_PG_CA (the CA of the server's TLS
+#   certificate, which names only localhost; TCP takes TLS only),
+#   STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
 #   STRONGROOM_TEST_VENV (for tests that start their own moto),
 #   STRONGROOM_TEST_S3_LOCALSTACK (only when SERVERS names localstack; venv .venv-localstack),
 #   STRONGROOM_TEST_CLICKHOUSE_URL (the chdb front end: ClickHouse 26.9 with BACKUP),
@@ -65,6 +67,7 @@ for server in $servers; do
       export STRONGROOM_TEST_PGHOST="$work/pg/socket" STRONGROOM_TEST_PGPORT="$port"
       export STRONGROOM_TEST_PG_STANDBY_HOST="$work/pg/standby-socket" STRONGROOM_TEST_PG_STANDBY_PORT="$standby_port"
       export STRONGROOM_TEST_PG_PASSWORD_FILE="$work/pg/backup-password"
+      export STRONGROOM_TEST_PG_CA="$work/pg/tls/ca.crt"
       ;;
     rgw)
       port=$(free_port)

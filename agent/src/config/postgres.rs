@@ -2,14 +2,15 @@
 //!
 //! The password comes from a file (a mounted Secret) or `PGPASSWORD`, never from this file;
 //! [`PostgresConfig::backup_params`] and [`PostgresConfig::restore_params`] turn the section into
-//! connection parameters.
+//! connection parameters, reading the password and the `sslrootcert` CA file (a missing one is a
+//! config error, before any connection).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, Invalid, RestoreConfig, defaults, in_range, invalid, read_secret};
-use crate::engine::postgres::ConnParams;
+use crate::engine::postgres::{ConnParams, RootCert, SslMode, TlsParams};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +27,17 @@ pub struct PostgresConfig {
     /// else no password (peer or trust authentication over the socket).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// TLS over TCP for the agent's sessions, pg_dump and psql, with libpq's meanings; `prefer`
+    /// (libpq's default) encrypts when the server accepts TLS and checks no certificate. A
+    /// socket host never uses TLS.
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// PEM file of the CA(s) the server's certificate must chain to. Needed by `verify-ca` and
+    /// `verify-full` (there is no system-roots default: pg_dump 15 cannot use them, and the
+    /// managed databases' CAs are not in them); with `prefer`/`require` the chain is then
+    /// checked too, as libpq does.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
     /// The `pg_dump` binary; its major version must be >= the server's.
     #[serde(default = "defaults::pg_dump")]
     pub pg_dump: PathBuf,
@@ -89,11 +101,43 @@ impl PostgresConfig {
             database: self.database.clone(),
             password: self.password()?,
             connect_timeout_seconds: self.connect_timeout_seconds,
+            tls: self.tls()?,
         })
     }
 
+    /// The backup's TLS: `sslmode` and the CAs of `sslrootcert` (read now).
+    pub fn tls(&self) -> Result<TlsParams, ConfigError> {
+        tls_params(
+            (self.sslmode, "postgresql.sslmode"),
+            self.sslrootcert
+                .as_deref()
+                .map(|path| (path, "postgresql.sslrootcert")),
+            "postgresql.sslrootcert",
+        )
+    }
+
+    /// The restore's TLS: `restore.sslmode` / `restore.sslrootcert`, each defaulting to this
+    /// section's, with the key that supplied each value (for messages).
+    pub fn restore_tls(&self, restore: &RestoreConfig) -> Result<TlsParams, ConfigError> {
+        let mode = match restore.sslmode {
+            Some(mode) => (mode, "restore.sslmode"),
+            None => (self.sslmode, "postgresql.sslmode"),
+        };
+        let root = match (&restore.sslrootcert, &self.sslrootcert) {
+            (Some(path), _) => Some((path.as_path(), "restore.sslrootcert")),
+            (None, Some(path)) => Some((path.as_path(), "postgresql.sslrootcert")),
+            (None, None) => None,
+        };
+        let unset_key = if restore.sslmode.is_some() {
+            "restore.sslrootcert"
+        } else {
+            "postgresql.sslrootcert"
+        };
+        tls_params(mode, root, unset_key)
+    }
+
     /// How a restore connects: `restore.user` / `restore.password_file` when set, into
-    /// `database`.
+    /// `database`, with [`PostgresConfig::restore_tls`].
     pub fn restore_params(
         &self,
         restore: &RestoreConfig,
@@ -110,8 +154,35 @@ impl PostgresConfig {
             database: database.to_owned(),
             password,
             connect_timeout_seconds: self.connect_timeout_seconds,
+            tls: self.restore_tls(restore)?,
         })
     }
+}
+
+/// TLS parameters from a mode and a CA file, each with the key that set it; `unset_key` names
+/// the CA key to set when there is none. The file is read only when the mode can use it.
+fn tls_params(
+    (mode, mode_key): (SslMode, &'static str),
+    root: Option<(&Path, &'static str)>,
+    unset_key: &'static str,
+) -> Result<TlsParams, ConfigError> {
+    let root_key = root.map_or(unset_key, |(_, key)| key);
+    let root_cert = match root {
+        Some((path, key)) if mode != SslMode::Disable => Some(RootCert::load(path).map_err(
+            |problem| ConfigError::RootCert {
+                key,
+                path: path.to_owned(),
+                problem,
+            },
+        )?),
+        _ => None,
+    };
+    // Validation refuses a verifying mode without a CA file first; this is the last guard.
+    TlsParams::new(mode, root_cert, mode_key, root_key).map_err(|problem| ConfigError::RootCert {
+        key: root_key,
+        path: PathBuf::from("not set"),
+        problem,
+    })
 }
 
 pub(super) fn validate(pg: &PostgresConfig) -> Result<(), Invalid> {
@@ -180,5 +251,225 @@ pub(super) fn validate(pg: &PostgresConfig) -> Result<(), Invalid> {
         pg.backup_timeout_seconds,
         1..=7 * DAY,
     )?;
+    validate_tls(
+        "postgresql.sslmode",
+        pg.sslmode,
+        "postgresql.sslrootcert",
+        pg.sslrootcert.as_deref(),
+    )
+}
+
+/// A verifying `sslmode` needs a CA file, and a CA file needs a path. Whether the file is
+/// there and usable is checked when it is read ([`PostgresConfig::backup_params`]).
+pub(super) fn validate_tls(
+    mode_key: &str,
+    mode: SslMode,
+    root_key: &str,
+    root: Option<&Path>,
+) -> Result<(), Invalid> {
+    if root.is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(invalid(
+            root_key,
+            "must not be empty; give the path of the CA's PEM file, or leave the key out",
+        ));
+    }
+    if mode.verifies() && root.is_none() {
+        return Err(invalid(
+            root_key,
+            format!(
+                "`{mode_key}: {}` needs the PEM file of the CA that issued the server's \
+                 certificate (for RDS, Cloud SQL or Azure, the provider's CA bundle); the \
+                 system trust store is not used. Or choose `{mode_key}: require` to encrypt \
+                 without checking the certificate",
+                mode.as_str()
+            ),
+        ));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+    use crate::engine::postgres::SslMode;
+
+    const BASE: &str = "release: app\ns3:\n  bucket: backups-1\npostgresql:\n  database: app\n  \
+                        host: db.example\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    /// `BASE` with `pg` lines added to `postgresql:` and `restore` as a `restore:` section.
+    fn yaml(pg: &str, restore: &str) -> String {
+        let mut text = BASE.to_owned();
+        for line in pg.lines() {
+            text.push_str(&format!("  {line}\n"));
+        }
+        if !restore.is_empty() {
+            text.push_str("restore:\n");
+            for line in restore.lines() {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+        text
+    }
+
+    fn ca_file(dir: &Path) -> String {
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, crate::engine::postgres::tls::tests::TEST_CA_PEM).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn sslmode_defaults_to_prefer_for_backups_and_restores() {
+        let c = parse(BASE).unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        assert_eq!(pg.sslmode, SslMode::Prefer);
+        assert_eq!(pg.sslrootcert, None);
+        assert_eq!(c.restore.sslmode, None);
+        let backup = pg.backup_params().unwrap();
+        assert_eq!(backup.tls.effective_mode(&backup.host), SslMode::Prefer);
+        let restore = pg.restore_params(&c.restore, "other").unwrap();
+        assert_eq!(restore.tls.effective_mode(&restore.host), SslMode::Prefer);
+    }
+
+    #[test]
+    fn every_libpq_mode_parses_and_unknown_ones_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_file(dir.path());
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let c = parse(&yaml(&format!("sslmode: {mode}\nsslrootcert: {ca}"), "")).unwrap();
+            assert_eq!(c.postgresql.unwrap().sslmode.as_str(), mode);
+        }
+        for (pg, restore, key) in [
+            ("sslmode: verify_full", "", "postgresql.sslmode"),
+            ("sslmode: allow", "", "postgresql.sslmode"),
+            ("", "sslmode: strict", "restore.sslmode"),
+        ] {
+            let e = parse(&yaml(pg, restore)).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains("verify-full") && e.contains("disable"), "{e}");
+        }
+        let e = parse(&yaml("sslrootcrt: /x", "")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `sslrootcrt`"), "{e}");
+    }
+
+    #[test]
+    fn verifying_modes_need_sslrootcert() {
+        for mode in ["verify-ca", "verify-full"] {
+            let e = parse(&yaml(&format!("sslmode: {mode}"), ""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`postgresql.sslrootcert`"), "{e}");
+            assert!(e.contains(mode) && e.contains("CA"), "{e}");
+            let e = parse(&yaml("", &format!("sslmode: {mode}")))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`restore.sslrootcert`"), "{e}");
+            assert!(e.contains("restore.sslmode"), "{e}");
+        }
+        let e = parse(&yaml("sslrootcert: \"\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`postgresql.sslrootcert`: must not be empty"),
+            "{e}"
+        );
+        // prefer and require need none.
+        parse(&yaml("sslmode: require", "")).unwrap();
+    }
+
+    #[test]
+    fn restore_tls_falls_back_to_postgresql_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_file(dir.path());
+        let other = dir.path().join("other.crt");
+        std::fs::copy(&ca, &other).unwrap();
+
+        // Nothing set for the restore: postgresql's mode and CA.
+        let c = parse(&yaml(
+            &format!("sslmode: verify-full\nsslrootcert: {ca}"),
+            "",
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let p = pg.restore_params(&c.restore, "t").unwrap();
+        assert_eq!(p.tls.effective_mode(&p.host), SslMode::VerifyFull);
+        assert_eq!(p.tls.root_cert_path(&p.host), Some(Path::new(&ca)));
+
+        // Only the mode set: postgresql's CA still serves.
+        let c = parse(&yaml(
+            &format!("sslmode: require\nsslrootcert: {ca}"),
+            "sslmode: verify-ca",
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let p = pg.restore_params(&c.restore, "t").unwrap();
+        assert_eq!(p.tls.effective_mode(&p.host), SslMode::VerifyCa);
+        assert_eq!(p.tls.root_cert_path(&p.host), Some(Path::new(&ca)));
+        let b = pg.backup_params().unwrap();
+        assert_eq!(b.tls.effective_mode(&b.host), SslMode::Require);
+
+        // Both set: the restore's own.
+        let c = parse(&yaml(
+            "sslmode: disable",
+            &format!("sslmode: verify-full\nsslrootcert: {}", other.display()),
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let p = pg.restore_params(&c.restore, "t").unwrap();
+        assert_eq!(p.tls.effective_mode(&p.host), SslMode::VerifyFull);
+        assert_eq!(p.tls.root_cert_path(&p.host), Some(other.as_path()));
+        let b = pg.backup_params().unwrap();
+        assert_eq!(b.tls.effective_mode(&b.host), SslMode::Disable);
+        assert_eq!(b.tls.root_cert_path(&b.host), None);
+    }
+
+    #[test]
+    fn a_missing_or_unusable_ca_file_is_a_config_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.crt");
+        let c = parse(&yaml(
+            &format!("sslmode: verify-full\nsslrootcert: {}", absent.display()),
+            "",
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        for e in [
+            pg.backup_params().unwrap_err(),
+            pg.restore_params(&c.restore, "t").unwrap_err(),
+        ] {
+            let text = e.to_string();
+            assert!(matches!(e, ConfigError::RootCert { .. }), "{text}");
+            assert!(text.contains("`postgresql.sslrootcert`"), "{text}");
+            assert!(text.contains("absent.crt"), "{text}");
+            let exit = crate::error::Error::from(e).exit_code();
+            assert_eq!(exit, crate::error::EXIT_USAGE);
+        }
+
+        // The restore's own CA file is named as the restore's.
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let c = parse(&yaml(
+            "",
+            &format!("sslmode: verify-ca\nsslrootcert: {}", not_pem.display()),
+        ))
+        .unwrap();
+        let pg = c.postgresql.as_ref().unwrap();
+        let e = pg.restore_params(&c.restore, "t").unwrap_err().to_string();
+        assert!(e.contains("`restore.sslrootcert`"), "{e}");
+        assert!(e.contains("no PEM certificate"), "{e}");
+        pg.backup_params().unwrap();
+
+        // `disable` never reads the file.
+        let c = parse(&yaml(
+            &format!("sslmode: disable\nsslrootcert: {}", absent.display()),
+            "",
+        ))
+        .unwrap();
+        c.postgresql.unwrap().backup_params().unwrap();
+    }
 }

@@ -1,10 +1,15 @@
-//! The `restore:` section: who loads a backup, and the SQL and HTTP checks run afterwards.
+//! The `restore:` section: who loads a backup, how it connects (role, TLS), and the SQL and
+//! HTTP checks run afterwards.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClickHouseRestoreConfig, DAY, Invalid, defaults, in_range, invalid};
+use super::{
+    ClickHouseRestoreConfig, DAY, Invalid, PostgresConfig, defaults, in_range, invalid,
+    postgres::validate_tls,
+};
+use crate::engine::postgres::SslMode;
 
 /// How `strongroom restore` loads a dump and what it checks afterwards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +22,13 @@ pub struct RestoreConfig {
     /// `postgresql.password_file`, then `PGPASSWORD`, when absent.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// The restore's TLS mode; `postgresql.sslmode` when absent (a restore may run from
+    /// another network than the sidecar, e.g. a CronJob over TCP).
+    #[serde(default)]
+    pub sslmode: Option<SslMode>,
+    /// The restore's CA file; `postgresql.sslrootcert` when absent.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
     #[serde(default = "defaults::psql")]
     pub psql: PathBuf,
     /// Restore backups without a verified signature. Off: without `signing.public_key_file`
@@ -36,6 +48,8 @@ impl Default for RestoreConfig {
         RestoreConfig {
             user: None,
             password_file: None,
+            sslmode: None,
+            sslrootcert: None,
             psql: defaults::psql(),
             allow_unsigned: false,
             validation: ValidationConfig::default(),
@@ -115,7 +129,26 @@ pub struct HttpCheck {
     pub expect_json: Option<serde_json::Value>,
 }
 
-pub(super) fn validate(restore: &RestoreConfig) -> Result<(), Invalid> {
+pub(super) fn validate(
+    restore: &RestoreConfig,
+    postgresql: Option<&PostgresConfig>,
+) -> Result<(), Invalid> {
+    // Only the restore's own keys: postgresql's were checked with their section.
+    if restore.sslmode.is_some() || restore.sslrootcert.is_some() {
+        let mode = restore
+            .sslmode
+            .or(postgresql.map(|pg| pg.sslmode))
+            .unwrap_or_default();
+        let root = restore
+            .sslrootcert
+            .as_deref()
+            .or(postgresql.and_then(|pg| pg.sslrootcert.as_deref()));
+        let mode_key = match restore.sslmode {
+            Some(_) => "restore.sslmode",
+            None => "postgresql.sslmode",
+        };
+        validate_tls(mode_key, mode, "restore.sslrootcert", root)?;
+    }
     let v = &restore.validation;
     let mut names = std::collections::BTreeSet::new();
     for (i, check) in v.sql.iter().enumerate() {

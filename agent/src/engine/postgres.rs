@@ -2,20 +2,24 @@
 //! target checks of a restore, and the pg_dump / psql child processes.
 //!
 //! Connection parameters reach pg_dump and psql through their environment (`PGHOST`, ...
-//! `PGPASSWORD`), never their argv, so the password does not appear in `ps`. This module does
-//! not touch S3; `backup` and `restore` wire these pieces to the store.
+//! `PGPASSWORD`, `PGSSLMODE`), never their argv, so the password does not appear in `ps`. The
+//! agent's own sessions use TLS as [`tls`] says, with the same `sslmode` meanings as libpq. This
+//! module does not touch S3; `backup` and `restore` wire these pieces to the store.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::EngineError;
 use super::process::ChildProcess;
 
 pub mod messages;
 pub mod script;
+pub mod tls;
+
+pub use tls::{RootCert, SslMode, TlsParams};
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -27,6 +31,8 @@ pub struct ConnParams {
     pub database: String,
     pub password: Option<String>,
     pub connect_timeout_seconds: u64,
+    /// TCP only: a socket host never uses TLS.
+    pub tls: TlsParams,
 }
 
 impl std::fmt::Debug for ConnParams {
@@ -34,8 +40,8 @@ impl std::fmt::Debug for ConnParams {
         // Never print the password.
         write!(
             f,
-            "{}:{}/{} as {}",
-            self.host, self.port, self.database, self.user
+            "{}:{}/{} as {} ({:?})",
+            self.host, self.port, self.database, self.user, self.tls
         )
     }
 }
@@ -68,6 +74,13 @@ impl ConnParams {
         match &self.password {
             Some(password) => command.env("PGPASSWORD", password),
             None => command.env_remove("PGPASSWORD"),
+        };
+        // Always explicit: an inherited PGSSLMODE or PGSSLROOTCERT must not make pg_dump or
+        // psql check something else than the agent's own session did.
+        command.env("PGSSLMODE", self.tls.effective_mode(&self.host).as_str());
+        match self.tls.root_cert_path(&self.host) {
+            Some(path) => command.env("PGSSLROOTCERT", path),
+            None => command.env_remove("PGSSLROOTCERT"),
         };
     }
 }
@@ -116,7 +129,7 @@ fn query_error(
     }
 }
 
-/// Opens a connection.
+/// Opens a connection, over TLS as `params.tls` says.
 pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
     let mut config = tokio_postgres::Config::new();
     config
@@ -127,18 +140,32 @@ pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
         .application_name("strongroom")
         .connect_timeout(std::time::Duration::from_secs(
             params.connect_timeout_seconds,
-        ));
+        ))
+        .ssl_mode(params.tls.session_mode(&params.host));
     if let Some(password) = &params.password {
         config.password(password);
     }
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| EngineError::Connect {
-            target: params.target(),
-            user: params.user.clone(),
-            detail: detail(&e),
-        })?;
+    let connector = params.tls.connector().map_err(|e| EngineError::Tls {
+        target: params.target(),
+        user: params.user.clone(),
+        problem: format!("no TLS client could be set up: {e}"),
+        advice: "report this as a bug, with the sslmode in use".into(),
+    })?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| {
+        match params.tls.explain(&params.host, &e) {
+            Some(failure) => EngineError::Tls {
+                target: params.target(),
+                user: params.user.clone(),
+                problem: failure.problem,
+                advice: failure.advice,
+            },
+            None => EngineError::Connect {
+                target: params.target(),
+                user: params.user.clone(),
+                detail: detail(&e),
+            },
+        }
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %detail(&e), "PostgreSQL connection closed with an error");
@@ -393,6 +420,97 @@ pub fn spawn_psql(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn params(host: &str, tls: TlsParams) -> ConnParams {
+        ConnParams {
+            host: host.into(),
+            port: 5432,
+            user: "u".into(),
+            database: "d".into(),
+            password: None,
+            connect_timeout_seconds: 5,
+            tls,
+        }
+    }
+
+    fn tls(mode: SslMode, root: Option<RootCert>) -> TlsParams {
+        TlsParams::new(mode, root, "postgresql.sslmode", "postgresql.sslrootcert").unwrap()
+    }
+
+    fn env_of(command: &Command, name: &str) -> Option<Option<String>> {
+        command
+            .as_std()
+            .get_envs()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    #[test]
+    fn pg_dump_and_psql_get_the_same_tls_settings_as_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, tls::tests::TEST_CA_PEM).unwrap();
+        let root = RootCert::load(&ca).unwrap();
+
+        let mut command = Command::new("pg_dump");
+        params("db.example", tls(SslMode::VerifyFull, Some(root.clone())))
+            .apply_env(&mut command, "t");
+        assert_eq!(
+            env_of(&command, "PGSSLMODE"),
+            Some(Some("verify-full".into()))
+        );
+        assert_eq!(
+            env_of(&command, "PGSSLROOTCERT"),
+            Some(Some(ca.display().to_string()))
+        );
+
+        // An inherited PGSSLROOTCERT is removed when the agent uses none.
+        let mut command = Command::new("pg_dump");
+        params("db.example", tls(SslMode::Require, None)).apply_env(&mut command, "t");
+        assert_eq!(env_of(&command, "PGSSLMODE"), Some(Some("require".into())));
+        assert_eq!(env_of(&command, "PGSSLROOTCERT"), Some(None));
+
+        // A socket never uses TLS, whatever the mode.
+        let mut command = Command::new("pg_dump");
+        params("/var/run/postgresql", tls(SslMode::VerifyFull, Some(root)))
+            .apply_env(&mut command, "t");
+        assert_eq!(env_of(&command, "PGSSLMODE"), Some(Some("disable".into())));
+        assert_eq!(env_of(&command, "PGSSLROOTCERT"), Some(None));
+    }
+
+    /// A server that answers PostgreSQL's SSLRequest with `N` (no TLS) and then hangs up.
+    async fn server_without_tls() -> u16 {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 8];
+                if socket.read_exact(&mut request).await.is_ok()
+                    && request == [0, 0, 0, 8, 4, 210, 22, 47]
+                {
+                    let _ = socket.write_all(b"N").await;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn require_against_a_server_without_tls_says_so() {
+        let port = server_without_tls().await;
+        let mut p = params("127.0.0.1", tls(SslMode::Require, None));
+        p.port = port;
+        let e = connect(&p).await.unwrap_err().to_string();
+        assert!(e.contains("does not accept TLS"), "{e}");
+        assert!(e.contains("`postgresql.sslmode` is require"), "{e}");
+        assert!(e.contains("ssl = on"), "{e}");
+
+        // `prefer` goes on unencrypted; what fails then is no TLS matter.
+        p.tls = tls(SslMode::Prefer, None);
+        let e = connect(&p).await.unwrap_err();
+        assert!(matches!(e, EngineError::Connect { .. }), "{e}");
+    }
 
     #[test]
     fn restrict_is_known_from_the_version_line() {

@@ -127,6 +127,11 @@ pub fn pg() -> Pg {
     }
 }
 
+/// The CA that issued the harness server's TLS certificate (for `localhost` only).
+pub fn pg_ca() -> PathBuf {
+    env("STRONGROOM_TEST_PG_CA").into()
+}
+
 /// The harness's streaming standby of [`pg`].
 pub fn standby() -> Pg {
     Pg {

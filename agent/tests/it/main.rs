@@ -8,6 +8,7 @@ mod harness;
 mod listing;
 mod postgres_backup;
 mod postgres_restore;
+mod postgres_tls;
 mod restore_cli;
 mod restore_trust;
 mod retries_and_races;

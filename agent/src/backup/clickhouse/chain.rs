@@ -288,6 +288,17 @@ mod tests {
         (keys.dump, bytes)
     }
 
+    /// The manifests of these backup folders, by manifest key.
+    fn manifests<const N: usize>(folders: [(&String, Vec<u8>); N]) -> BTreeMap<String, Vec<u8>> {
+        folders
+            .into_iter()
+            .map(|(folder, bytes)| {
+                let key = format!("{}.manifest.json", folder.trim_end_matches('/'));
+                (key, bytes)
+            })
+            .collect()
+    }
+
     impl ManifestSource for BTreeMap<String, Vec<u8>> {
         async fn read(&self, key: &str) -> Result<Vec<u8>> {
             Ok(self[key].clone())
@@ -299,17 +310,7 @@ mod tests {
         let store = MemoryStore::default();
         let (full, full_bytes) = backup(&store, "20261122T020000Z", None, true).await;
         let (inc, inc_bytes) = backup(&store, "20261122T030000Z", Some((&full, 1)), false).await;
-        let manifests: BTreeMap<String, Vec<u8>> = [
-            (
-                format!("{}.manifest.json", full.trim_end_matches('/')),
-                full_bytes,
-            ),
-            (
-                format!("{}.manifest.json", inc.trim_end_matches('/')),
-                inc_bytes,
-            ),
-        ]
-        .into();
+        let manifests = manifests([(&full, full_bytes), (&inc, inc_bytes)]);
         let chain = read_chain("b", &inc, &manifests).await.unwrap();
         assert_eq!(
             chain.iter().map(|l| l.folder.as_str()).collect::<Vec<_>>(),
@@ -340,17 +341,7 @@ mod tests {
         let (full, full_bytes) = backup(&store, "20261122T020000Z", None, false).await;
         // Claims two links below it, but its base is a full backup.
         let (inc, inc_bytes) = backup(&store, "20261122T030000Z", Some((&full, 2)), false).await;
-        let manifests: BTreeMap<String, Vec<u8>> = [
-            (
-                format!("{}.manifest.json", full.trim_end_matches('/')),
-                full_bytes,
-            ),
-            (
-                format!("{}.manifest.json", inc.trim_end_matches('/')),
-                inc_bytes,
-            ),
-        ]
-        .into();
+        let manifests = manifests([(&full, full_bytes), (&inc, inc_bytes)]);
         let e = read_chain("b", &inc, &manifests)
             .await
             .unwrap_err()

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Engine, SnapshotRef, Timestamp};
 use crate::locked_write::WritePolicy;
 use crate::signing::ManifestVerifier;
+use crate::store::ObjectStore;
 use crate::store::versions::KeyVersions;
-use crate::store::{ObjectStore, StoreError};
 use crate::validate::{self, CheckResult};
 
 /// Which backup to restore.
@@ -151,7 +151,9 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
 }
 
 /// Newer versions under the pinned key are never restored, but they are worth knowing about.
-/// An archived pinned version is refused here, before the target is touched.
+/// An archived pinned version that is not readable is refused here, before the target is
+/// touched. A listing names the storage class even once a copy was restored from the archive,
+/// so a GET decides (it opens the body and drops it unread).
 async fn version_warnings<S: ObjectStore>(
     store: &S,
     key: &str,
@@ -159,11 +161,7 @@ async fn version_warnings<S: ObjectStore>(
 ) -> Result<Vec<String>> {
     let versions = KeyVersions::of(store, key).await?;
     if versions.find(pinned).is_some_and(|v| v.archived()) {
-        return Err(StoreError::Archived {
-            op: "GetObject",
-            target: store.target(key),
-        }
-        .into());
+        store.get(key, pinned).await?;
     }
     let others = KeyVersions::from_listing(
         key,
@@ -380,4 +378,43 @@ async fn put_report<S: ObjectStore>(
         .put(store, &key, bytes, policy.retention_from(now).as_ref())
         .await?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Integrity, PartChecksum, StoreError};
+
+    #[tokio::test]
+    async fn an_archived_dump_is_refused_until_restored_from_the_archive() {
+        let store = MemoryStore::default();
+        let key = "b/postgresql/r/20261123T020000Z.sql.gz";
+        let body = Bytes::from_static(b"dump");
+        let sum = PartChecksum::compute(Integrity::Md5, &body);
+        let put = store.put_object(key, body, sum, None).await.unwrap();
+        let pinned = put.version_id.as_deref();
+        assert!(
+            version_warnings(&store, key, pinned)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.archive(key, "GLACIER");
+        let e = version_warnings(&store, key, pinned).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Store(StoreError::Archived { .. })),
+            "{e}"
+        );
+        // Listings still say GLACIER; the restored copy is readable, so the restore goes on.
+        store.restore_from_archive(key);
+        assert!(
+            version_warnings(&store, key, pinned)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

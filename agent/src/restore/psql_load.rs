@@ -3,7 +3,9 @@
 //! psql gets the agent's prologue (its own `\restrict` key, then `BEGIN`), then the dump as the
 //! [`ScriptGuard`] lets it through (SQL only; pg_dump's own `BEGIN;`/`COMMIT;` lines blanked),
 //! and `COMMIT` only once the dump's SHA-256 and size matched the manifest and the guard saw
-//! it end cleanly. Every other way out kills psql, and an input that just ends (the agent died:
+//! it end cleanly. Every other way out kills psql while its input is still open (psql runs
+//! what is left in its buffer when its input ends; the guard never lets a statement's first word
+//! through before it knows that word is no `COMMIT`), and an input that just ends (the agent died:
 //! psql also gets SIGKILL through `PR_SET_PDEATHSIG`) leaves the transaction open, which the
 //! server rolls back when psql's session ends. psql ends a COPY at the end of its input as if
 //! it were complete and, without `--single-transaction`, commits nothing at that point.
@@ -83,9 +85,12 @@ pub async fn load<S: ObjectStore>(
     };
     let (psql, mut stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
     let sink_error = |source| Error::Unpack(UnpackError::Sink { source });
+    // psql runs what is left in its buffer when its input ends, so on a way out that does not
+    // commit it is killed while this second handle still keeps its input open.
+    let open_input = stdin.try_clone().map_err(sink_error)?;
     // A few bytes into an empty pipe: this write cannot block.
     if let Err(e) = stdin.write_all(&postgres::restore_prologue(restrict.as_deref())) {
-        drop(stdin);
+        drop((stdin, open_input));
         psql.finish().await?;
         return Err(sink_error(e));
     }
@@ -118,7 +123,7 @@ pub async fn load<S: ObjectStore>(
                     return Err(refused(store, key, version, r));
                 }
                 Err(PushError::Forward(_)) => {
-                    drop(stdin);
+                    drop((stdin, open_input));
                     psql.finish().await?;
                     return Err(sink_error(std::io::ErrorKind::BrokenPipe.into()));
                 }
@@ -126,7 +131,7 @@ pub async fn load<S: ObjectStore>(
             tracing::info!(key, sha256 = %actual, neutralised = guard.neutralised(),
                 "dump matches its manifest and is SQL only; committing");
             let committed = stdin.write_all(postgres::RESTORE_COMMIT);
-            drop(stdin);
+            drop((stdin, open_input));
             psql.finish().await?;
             committed.map_err(sink_error)?;
             Ok(Loaded {
@@ -143,12 +148,14 @@ pub async fn load<S: ObjectStore>(
             }
             // psql stopped reading: it failed on its own (and rolled back); its error says why.
             None => {
+                drop(open_input);
                 psql.finish().await?;
                 Err(sink_error(source))
             }
         },
         Err(e) => {
             psql.kill().await;
+            drop(open_input);
             Err(e.into())
         }
     }

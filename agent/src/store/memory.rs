@@ -22,6 +22,8 @@ pub struct StoredVersion {
     /// A delete marker (no data).
     pub delete_marker: bool,
     pub storage_class: Option<String>,
+    /// An archived version with a temporary copy restored from the archive: readable.
+    pub restored_copy: bool,
 }
 
 /// An open multipart upload: its lock and the parts received so far.
@@ -113,6 +115,7 @@ impl MemoryStore {
                 retention,
                 delete_marker: false,
                 storage_class: None,
+                restored_copy: false,
             });
         version_id
     }
@@ -133,6 +136,7 @@ impl MemoryStore {
                 retention: None,
                 delete_marker: true,
                 storage_class: None,
+                restored_copy: false,
             });
     }
 
@@ -141,6 +145,15 @@ impl MemoryStore {
         let mut state = self.state.lock().unwrap();
         for v in state.objects.get_mut(key).into_iter().flatten() {
             v.storage_class = Some(class.to_owned());
+        }
+    }
+
+    /// Makes the archived versions of `key` readable again, as `RestoreObject` does; listings
+    /// still name the archive class.
+    pub fn restore_from_archive(&self, key: &str) {
+        let mut state = self.state.lock().unwrap();
+        for v in state.objects.get_mut(key).into_iter().flatten() {
+            v.restored_copy = true;
         }
     }
 }
@@ -412,7 +425,7 @@ impl ObjectStore for MemoryStore {
     async fn get(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectBody> {
         self.count();
         let version = self.find(key, version_id)?;
-        if version.storage_class.is_some() {
+        if version.storage_class.is_some() && !version.restored_copy {
             return Err(StoreError::Archived {
                 op: "GetObject",
                 target: self.target(key),

@@ -430,9 +430,10 @@ impl ScriptGuard {
     }
 
     /// Forwards the checked SQL, except an open plain literal (up to [`LITERAL_HOLD`] bytes)
-    /// that may still have to be rewritten.
+    /// that may still have to be rewritten, and a statement's first word not yet read to its
+    /// end (it may be `COMMIT`, which psql would run if its input ended right after it).
     fn flush<F: Forward>(&mut self, out: &mut F) -> Result<(), PushError> {
-        let keep_from = match self.literal {
+        let literal_from = match self.literal {
             Some(l) if l.rewritable => {
                 let start = (l.at as i64 - self.pending_base) as usize;
                 if self.pending.len() - start > LITERAL_HOLD {
@@ -447,6 +448,13 @@ impl ScriptGuard {
             }
             _ => self.pending.len(),
         };
+        let word_from = self
+            .lexer
+            .undecided_first_word()
+            .map_or(self.pending.len(), |at| {
+                (at as i64 - self.pending_base).max(0) as usize
+            });
+        let keep_from = literal_from.min(word_from);
         out.forward(&self.pending[..keep_from])?;
         self.pending.drain(..keep_from);
         self.pending_base += keep_from as i64;

@@ -5,6 +5,8 @@
 //! reports the checks that fail as the guard's refusal text, and the plain literals it may have
 //! to rewrite as [`Event`]s; it forwards nothing.
 
+/// Longest keyword the lexer compares (a longer word is none of them).
+const KEYWORD_LIMIT: usize = 16;
 /// Longest dollar-quote tag or psql variable name the guard follows.
 const NAME_LIMIT: usize = 256;
 
@@ -202,6 +204,8 @@ pub(super) struct Lexer {
     /// Lowercased first bytes of the identifier being read (enough for keywords).
     word: Vec<u8>,
     word_len: usize,
+    /// Offset of the identifier's first byte.
+    word_start: u64,
     /// The previous byte of SQL text (for the multibyte-encoding checks).
     prev: u8,
     /// Offset of the byte being read, and bytes fed so far.
@@ -235,6 +239,7 @@ impl Default for Lexer {
             state: Lex::Initial,
             word: Vec::new(),
             word_len: 0,
+            word_start: 0,
             prev: b'\n',
             offset: 0,
             fed: 0,
@@ -269,6 +274,16 @@ impl Lexer {
             && self.begin_depth == 0
             && self.atomic_depth == 0
             && !self.copy_pending
+    }
+
+    /// Where the statement's first word starts, while it is still being read and could yet
+    /// turn out to be transaction control (refused only once the word ends). psql runs what is
+    /// left in its buffer when its input ends, so none of such a word may reach it early: a
+    /// dump cut off after `COMMIT` must not commit.
+    pub(super) fn undecided_first_word(&self) -> Option<u64> {
+        let first = self.statement_tokens == 0 && self.atomic_depth == 0;
+        (first && matches!(self.state, Lex::Ident) && self.word_len <= KEYWORD_LIMIT)
+            .then_some(self.word_start)
     }
 
     /// Whether the text read so far ends cleanly, so that the agent's COMMIT can follow.
@@ -534,6 +549,7 @@ impl Lexer {
                 self.word.clear();
                 self.word.push(b.to_ascii_lowercase());
                 self.word_len = 1;
+                self.word_start = self.offset;
                 self.state = Lex::Ident;
                 Ok(())
             }
@@ -543,7 +559,7 @@ impl Lexer {
 
     fn ident(&mut self, b: u8) -> Step {
         if is_ident_cont(b) {
-            if self.word.len() < 16 {
+            if self.word.len() < KEYWORD_LIMIT {
                 self.word.push(b.to_ascii_lowercase());
             }
             self.word_len += 1;
@@ -775,7 +791,7 @@ impl Lexer {
 
     fn identifier(&mut self) -> Step {
         let word: &'static str = match self.word.as_slice() {
-            _ if self.word_len > 16 => "",
+            _ if self.word_len > KEYWORD_LIMIT => "",
             w => intern(w),
         };
         // psql's heuristic (psqlscan.l, {identifier}).

@@ -381,3 +381,43 @@ fn dollar_quotes_follow_psql() {
     // A tag is matched exactly: $ab$ does not end $a$.
     accepted("SELECT $a$ $ab$ \\! $a$;\n");
 }
+
+/// psql runs what is in its buffer when its input ends: a dump cut off (or an agent killed)
+/// right after a long line's `COMMIT` or `END` must not have forwarded that word.
+#[test]
+fn a_first_word_that_may_be_transaction_control_is_held_until_it_ends() {
+    for word in ["COMMIT", "END", "commit", "Abort"] {
+        for filler in [
+            " ".repeat(2 * HOLD),
+            format!("/*{}*/", "x".repeat(2 * HOLD)),
+        ] {
+            let mut g = ScriptGuard::new();
+            let mut out = Vec::new();
+            let line = format!("SELECT 1;{filler}{word}");
+            g.push(line.as_bytes(), &mut out).unwrap();
+            assert!(!out.is_empty(), "the long line streams");
+            let sent = String::from_utf8_lossy(&out);
+            assert!(
+                !sent
+                    .to_ascii_lowercase()
+                    .contains(&word.to_ascii_lowercase()),
+                "forwarded {word} before knowing it: ...{}",
+                &sent[sent.len().saturating_sub(20)..]
+            );
+            assert!(g.push(b";\n", &mut out).is_err(), "{word} is refused");
+        }
+    }
+    // An ordinary first word is forwarded once it ends; a long one once it cannot be a keyword.
+    let mut g = ScriptGuard::new();
+    let mut out = Vec::new();
+    let line = format!("SELECT 1;{}INSERT", " ".repeat(2 * HOLD));
+    g.push(line.as_bytes(), &mut out).unwrap();
+    g.push(b" ", &mut out).unwrap();
+    let long = format!("SELECT 1;{}{}", " ".repeat(2 * HOLD), "w".repeat(HOLD));
+    let mut g2 = ScriptGuard::new();
+    let mut out2 = Vec::new();
+    g2.push(long.as_bytes(), &mut out2).unwrap();
+    assert!(String::from_utf8_lossy(&out2).ends_with("www"));
+    g.push(b"INTO t VALUES (1);\n", &mut out).unwrap();
+    assert!(String::from_utf8_lossy(&out).ends_with("INSERT INTO t VALUES (1);\n"));
+}

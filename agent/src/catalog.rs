@@ -288,6 +288,11 @@ pub async fn backups<S: ObjectStore>(
         // Only a backup missing one of its two marks costs a request: is it hidden?
         let hidden = match (dumps.contains_key(&ts), complete) {
             (true, true) => None,
+            // A ClickHouse folder whose every file is hidden lists as nothing: its `.backup`
+            // file says whether it was there.
+            (false, _) if engine == Engine::Clickhouse => {
+                hidden_part(store, &keys.checksum, "backup's .backup file").await?
+            }
             (false, _) => hidden_part(store, &keys.dump, "dump").await?,
             (true, false) => hidden_part(store, &keys.manifest, "manifest").await?,
         };
@@ -375,5 +380,22 @@ mod tests {
         let e = single_version(&store, "h").await.unwrap_err();
         assert!(e.to_string().contains("hidden by a delete marker"), "{e}");
         assert!(single_version(&store, "none").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_clickhouse_backup_whose_files_are_all_hidden_is_listed_hidden() {
+        let store = MemoryStore::default();
+        let ts = Timestamp::parse("20261123T020000Z").unwrap();
+        let keys = layout::clickhouse_keys("b", "r", ts);
+        let data = format!("{}data/part.bin", keys.dump);
+        for key in [&keys.checksum, &data, &keys.manifest] {
+            put(&store, key, b"x").await;
+        }
+        store.hide(&keys.checksum);
+        store.hide(&data);
+        let listed = backups(&store, "b", Engine::Clickhouse, "r").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let hidden = listed[0].hidden.as_deref().expect("listed as hidden");
+        assert!(hidden.contains(".backup"), "{hidden}");
     }
 }

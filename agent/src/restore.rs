@@ -239,9 +239,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     let load_seconds = started.elapsed().as_secs_f64();
 
     let validation_started = Instant::now();
-    let client = postgres::connect(&params).await?;
-    let mut checks = validate::row_counts(&client, &database, &details.tables).await?;
-    checks.extend(validate::sql_checks(&client, &config.restore.validation.sql).await);
+    let mut checks = postgres_checks(config, &params, &details.tables).await;
     let validation_seconds = validation_started.elapsed().as_secs_f64();
     let smoke_seconds = smoke_checks(config, &mut checks).await;
 
@@ -278,6 +276,34 @@ pub async fn restore_postgres<S: ObjectStore>(
     };
     store_report(store, policy, config, snapshot, &mut report).await;
     Ok(report)
+}
+
+/// Row counts against the manifest, then the configured SQL checks. The dump is committed by
+/// now, so a database that cannot be counted is a failed check in the report, not an error
+/// that would lose the report.
+async fn postgres_checks(
+    config: &Config,
+    params: &ConnParams,
+    tables: &[postgres::TableRows],
+) -> Vec<CheckResult> {
+    let counted = async {
+        let client = postgres::connect(params).await?;
+        let checks = validate::row_counts(&client, &params.database, tables).await?;
+        Ok::<_, Error>((client, checks))
+    };
+    match counted.await {
+        Ok((client, mut checks)) => {
+            checks.extend(validate::sql_checks(&client, &config.restore.validation.sql).await);
+            checks
+        }
+        Err(e) => vec![CheckResult {
+            kind: validate::CheckKind::RowCount,
+            name: format!("row counts of {}", params.database),
+            expected: format!("{} tables counted", tables.len()),
+            actual: format!("counting failed: {e}"),
+            passed: false,
+        }],
+    }
 }
 
 /// Local checks for a restore of `engine` (its config section, passwords, options), so a bad

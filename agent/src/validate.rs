@@ -19,6 +19,8 @@ pub enum CheckKind {
     RowCount,
     Sql,
     Http,
+    /// The backup's objects in the bucket, checked again after the engine read them.
+    Objects,
 }
 
 /// One check, what it expected, what it found.

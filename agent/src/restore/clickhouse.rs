@@ -167,6 +167,30 @@ async fn check_chain<S: ObjectStore>(
     }
 }
 
+/// ClickHouse read the newest version of each object at some point during the RESTORE, and
+/// checks no checksums: the versions proven before it must still be the newest after it, or
+/// the restored tables may hold bytes that no one verified.
+async fn unchanged_during_restore<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    verifier: Option<&ManifestVerifier>,
+    snapshot: &SnapshotRef,
+    manifest: &FetchedManifest,
+) -> CheckResult {
+    let actual = match check_chain(store, config, verifier, snapshot, manifest).await {
+        Ok(_) => None,
+        Err(Error::RestoreRefused { problems, .. }) => Some(problems),
+        Err(e) => Some(format!("could not be checked: {e}")),
+    };
+    CheckResult {
+        kind: CheckKind::Objects,
+        name: "objects unchanged while ClickHouse restored".into(),
+        expected: "every pinned version still the newest".into(),
+        passed: actual.is_none(),
+        actual: actual.unwrap_or_else(|| "every pinned version still the newest".into()),
+    }
+}
+
 /// Refuses tables that hold data, unless forced.
 async fn check_targets(
     server: &ClickHouse,
@@ -195,17 +219,24 @@ async fn validate_tables(
     server: &ClickHouse,
     details: &ClickHouseDetails,
     config: &Config,
-) -> Result<Vec<CheckResult>> {
+) -> Vec<CheckResult> {
     let mut checks = Vec::new();
     for t in &details.tables {
         let Some(expected) = t.rows else { continue };
-        let actual = server.table_rows(&t.database, &t.table).await?;
+        // RESTORE is done: a count that fails is a failed check in the report.
+        let (actual, passed) = match server.table_rows(&t.database, &t.table).await {
+            Ok(actual) => (
+                actual.map_or("table missing".into(), |n| n.to_string()),
+                actual == Some(expected),
+            ),
+            Err(e) => (format!("counting failed: {e}"), false),
+        };
         checks.push(CheckResult {
             kind: CheckKind::RowCount,
             name: format!("rows in {}.{}", t.database, t.table),
             expected: expected.to_string(),
-            actual: actual.map_or("table missing".into(), |n| n.to_string()),
-            passed: actual == Some(expected),
+            actual,
+            passed,
         });
     }
     for check in &config.restore.clickhouse.sql {
@@ -222,7 +253,7 @@ async fn validate_tables(
             passed,
         });
     }
-    Ok(checks)
+    checks
 }
 
 /// Restores `snapshot` into the configured ClickHouse server, validates it, stores the report.
@@ -284,7 +315,8 @@ pub async fn restore_clickhouse<S: ObjectStore>(
     let load_seconds = started.elapsed().as_secs_f64();
 
     let validation_started = Instant::now();
-    let mut checks = validate_tables(&server, &details, config).await?;
+    let mut checks = validate_tables(&server, &details, config).await;
+    checks.push(unchanged_during_restore(store, config, verifier, snapshot, &manifest).await);
     let validation_seconds = validation_started.elapsed().as_secs_f64();
     let smoke_seconds = super::smoke_checks(config, &mut checks).await;
     let metadata = manifest.object(&details.metadata_key)?;
@@ -391,6 +423,19 @@ mod tests {
         );
         let (problems, _) = check_backup(&store, &manifest, &keys.dump).await.unwrap();
         assert!(problems.is_empty(), "{problems:?}");
+        let config = Config::from_yaml(
+            "release: r\ns3:\n  bucket: backups-1\nclickhouse:\n  named_collection: nc\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let snapshot = SnapshotRef {
+            engine: Engine::Clickhouse,
+            release: "r".into(),
+            timestamp: ts,
+            keys: keys.clone(),
+        };
+        let after = unchanged_during_restore(&store, &config, None, &snapshot, &manifest).await;
+        assert!(after.passed, "{after:?}");
 
         let [hidden, newer, cold] = names.map(|n| format!("{}{n}", keys.dump));
         store.hide(&hidden);
@@ -416,5 +461,9 @@ mod tests {
             "{}",
             problems[2]
         );
+        // The same, found after a RESTORE: a failed check in the report.
+        let after = unchanged_during_restore(&store, &config, None, &snapshot, &manifest).await;
+        assert!(!after.passed);
+        assert!(after.actual.contains(&newer), "{}", after.actual);
     }
 }

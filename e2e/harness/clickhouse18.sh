@@ -42,8 +42,15 @@ tcp_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));p
 "${owner[@]}" /usr/sbin/clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" \
   -- --listen_host=127.0.0.1 --http_port="$port" --tcp_port="$tcp_port" \
   > "$dir/log/stdout.log" 2>&1 &
+launcher=$!
 for _ in $(seq 1 100); do
-  if curl -sf "http://127.0.0.1:$port/ping" >/dev/null; then exit 0; fi
+  if curl -sf "http://127.0.0.1:$port/ping" >/dev/null; then
+    # The server's own pid (under runuser, its child), for the harness to stop it: the pid file
+    # the server writes is not enough (runs left clickhouse-server 18.16 behind without this).
+    server=$(pgrep -P "$launcher" -f clickhouse-server || echo "$launcher")
+    echo "$server" > "$dir/server.pid"
+    exit 0
+  fi
   sleep 0.1
 done
 echo "clickhouse18: no answer on 127.0.0.1:$port after 10 s" >&2

@@ -37,13 +37,14 @@ stop() {
     fi
   done
   pidfiles=("$work"/moto/moto.pid "$work"/rgw/run/*.pid "$work"/chdb/chdb.pid "$work"/ch18/server.pid "$work"/localstack/localstack.pid)
+  # Read once: a server may remove its pid file as it shuts down, before the KILL below.
+  pids=()
   for pidfile in "${pidfiles[@]}"; do
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
   done
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   sleep 0.5
-  for pidfile in "${pidfiles[@]}"; do
-    [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
-  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
   if [ -n "${KEEP_SERVER_LOGS:-}" ]; then echo "server logs kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap stop EXIT

@@ -24,6 +24,11 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::EngineError;
+
 /// Rewrites one line of a child's stderr before it is logged or kept.
 pub type Scrub = fn(&str) -> Cow<'_, str>;
 
@@ -31,10 +36,6 @@ pub type Scrub = fn(&str) -> Cow<'_, str>;
 pub fn keep(line: &str) -> Cow<'_, str> {
     Cow::Borrowed(line)
 }
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
-
-use super::EngineError;
 
 /// Pipe buffer for the data pipe: 1 MiB, the default unprivileged maximum on Linux.
 const PIPE_SIZE: i32 = 1 << 20;
@@ -170,8 +171,33 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// Reads one line into `raw`, keeping at most `limit` bytes of it and skipping the rest (a
+/// hostile dump can make psql print a line of any length). False at the end of the stream.
+async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    raw: &mut Vec<u8>,
+    limit: usize,
+) -> bool {
+    let mut read_any = false;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(buf) if !buf.is_empty() => buf,
+            _ => return read_any,
+        };
+        read_any = true;
+        let (used, ended) =
+            memchr::memchr(b'\n', buf).map_or((buf.len(), false), |i| (i + 1, true));
+        let room = limit.saturating_sub(raw.len());
+        raw.extend_from_slice(&buf[..used.min(room)]);
+        reader.consume(used);
+        if ended {
+            return true;
+        }
+    }
+}
+
 /// Logs each scrubbed stderr line and returns the last [`STDERR_TAIL`] bytes of them. Reads
-/// to the end whatever the bytes are; a line's length is bounded by what is kept of it.
+/// to the end whatever the bytes are; at most [`STDERR_TAIL`] bytes of a line are kept.
 async fn tail_of(stderr: tokio::process::ChildStderr, program: &str, scrub: Scrub) -> String {
     let mut reader = BufReader::new(stderr);
     let mut raw = Vec::new();
@@ -179,9 +205,8 @@ async fn tail_of(stderr: tokio::process::ChildStderr, program: &str, scrub: Scru
     let mut bytes = 0;
     loop {
         raw.clear();
-        match reader.read_until(b'\n', &mut raw).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        if !read_line_bounded(&mut reader, &mut raw, STDERR_TAIL).await {
+            break;
         }
         let text = String::from_utf8_lossy(&raw);
         let text = text.trim_end_matches(['\n', '\r']);
@@ -276,6 +301,29 @@ mod tests {
         out.read_to_end(&mut buf).unwrap();
         let e = child.finish().await.unwrap_err().to_string();
         assert!(e.ends_with("fatal: (removed) row"), "{e}");
+    }
+
+    // Two threads: the test blocks one reading stdout while stderr is drained on the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stderr_line_of_any_length_is_cut_while_it_is_read() {
+        let mut reader =
+            tokio::io::BufReader::with_capacity(64, &b"0123456789abcdefghij\nshort\n"[..]);
+        let mut raw = Vec::new();
+        assert!(read_line_bounded(&mut reader, &mut raw, 8).await);
+        assert_eq!(raw, b"01234567");
+        raw.clear();
+        assert!(read_line_bounded(&mut reader, &mut raw, 8).await);
+        assert_eq!(raw, b"short\n");
+        raw.clear();
+        assert!(!read_line_bounded(&mut reader, &mut raw, 8).await);
+        // 64 MiB on one line: read to the end, kept to the limit.
+        let script =
+            "head -c 67108864 /dev/zero | tr '\\0' x >&2; echo >&2; echo 'last' >&2; exit 1";
+        let (child, mut out) = ChildProcess::spawn_source("sh", sh(script), keep).unwrap();
+        let mut buf = Vec::new();
+        out.read_to_end(&mut buf).unwrap();
+        let e = child.finish().await.unwrap_err().to_string();
+        assert!(e.ends_with("last"), "{}", &e[e.len().saturating_sub(80)..]);
     }
 
     #[tokio::test]

@@ -5,15 +5,72 @@
 //! (`CONTEXT:  COPY t, line 3: "..."`), key values (`DETAIL:  Key (id)=(42) already exists.`),
 //! whole rows (`DETAIL:  Failing row contains (...)`), rejected input (`invalid input syntax for
 //! type integer: "..."`) and statement text (`LINE 1: ...`, which for large objects is their
-//! data). Those parts are replaced; what failed, where, and why stays.
+//! data). Those parts are replaced; what failed, where, and why stays. A quoted value can span
+//! lines, so a line that does not start the way a message line does (`psql:`, `pg_dump:`,
+//! `ERROR:`, `DETAIL:` ...) is dropped: it continues something quoted above it.
 
 use std::borrow::Cow;
 
 const REMOVED: &str = "(data removed)";
 
+/// How the lines of pg_dump's, psql's and the server's messages start (after psql's
+/// `psql:<stdin>:N: ` prefix, which starts with `psql:` too).
+const MESSAGE_STARTS: &[&str] = &[
+    "psql:",
+    "pg_dump:",
+    "ERROR:",
+    "FATAL:",
+    "PANIC:",
+    "WARNING:",
+    "NOTICE:",
+    "INFO:",
+    "LOG:",
+    "DEBUG",
+    "DETAIL:",
+    "HINT:",
+    "CONTEXT:",
+    "LOCATION:",
+    // libpq's hint under a failed connection.
+    "\tIs the server running",
+];
+
+/// Where the server quotes statement text or a value, after which the line is data.
+const QUOTES_DATA: &[&str] = &[
+    "at or near \"",
+    "SQL statement \"",
+    "JSON data, line ",
+    "literal: \"",
+];
+
 /// `line` without the row data PostgreSQL quoted in it.
 pub fn scrub(line: &str) -> Cow<'_, str> {
     let trimmed = line.trim_start();
+    if !trimmed.is_empty()
+        && !trimmed.starts_with("LINE ")
+        && !trimmed.starts_with("QUERY:")
+        && !trimmed.bytes().all(|b| b == b'^')
+        && !MESSAGE_STARTS.iter().any(|start| line.starts_with(start))
+    {
+        return Cow::Borrowed("");
+    }
+    if let Some(rest) = trimmed.strip_prefix("QUERY:") {
+        let indent = line.len() - rest.len();
+        return Cow::Owned(format!("{} (statement text removed)", &line[..indent]));
+    }
+    if let Some((at, marker)) = QUOTES_DATA
+        .iter()
+        .filter_map(|m| line.find(m).map(|at| (at, m)))
+        .min()
+    {
+        let keep = at + marker.trim_end_matches('"').len();
+        return Cow::Owned(format!("{}{REMOVED}", &line[..keep]));
+    }
+    if let Some(at) = line.find("value \"")
+        && let Some(end) = line[at + 7..].find("\" is out of range")
+    {
+        let verdict = &line[at + 7 + end + 1..];
+        return Cow::Owned(format!("{}value {REMOVED}{verdict}", &line[..at]));
+    }
     // psql prefixes messages with `psql:<stdin>:N: `; the markers follow it.
     if let Some(at) = line.find("CONTEXT:  COPY ")
         && let Some(quote) = line[at..].find(": \"")
@@ -95,6 +152,34 @@ mod tests {
             (
                 "pg_dump: error: connection to server failed",
                 "pg_dump: error: connection to server failed",
+            ),
+            (
+                r#"ERROR:  value "99999999999" is out of range for type integer"#,
+                "ERROR:  value (data removed) is out of range for type integer",
+            ),
+            (
+                r#"ERROR:  malformed array literal: "{alice""#,
+                "ERROR:  malformed array literal: (data removed)",
+            ),
+            (
+                r#"ERROR:  syntax error at or near "s3cr3t""#,
+                "ERROR:  syntax error at or near (data removed)",
+            ),
+            (
+                r#"CONTEXT:  SQL statement "INSERT INTO t VALUES ('s3cr3t')""#,
+                "CONTEXT:  SQL statement (data removed)",
+            ),
+            (
+                "CONTEXT:  JSON data, line 1: {\"pw\": \"s3cr3t",
+                "CONTEXT:  JSON data, line (data removed)",
+            ),
+            ("QUERY:  SELECT 's3cr3t'", "QUERY: (statement text removed)"),
+            // The rest of a value quoted over several lines.
+            ("s3cr3t line two) already exists.", ""),
+            ("\ts3cr3t", ""),
+            (
+                "\tIs the server running locally and accepting connections on that socket?",
+                "\tIs the server running locally and accepting connections on that socket?",
             ),
         ] {
             assert_eq!(scrub(line), want, "{line}");

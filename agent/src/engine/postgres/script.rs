@@ -221,9 +221,15 @@ impl ScriptGuard {
     }
 
     fn refuse(&mut self, problem: String) -> PushError {
+        // A COPY data line is table rows: the message (which reaches locked audit events and
+        // reports) names the COPY statement instead.
+        let head = match self.mode {
+            Mode::Copy { .. } => format!("a row of COPY data of {}", self.copy_statement),
+            Mode::Sql => escaped(&self.head),
+        };
         let refusal = Refusal {
             line: self.line,
-            head: escaped(&self.head),
+            head,
             problem,
         };
         self.refused = Some(refusal.clone());

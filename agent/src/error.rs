@@ -139,10 +139,11 @@ pub enum Error {
     /// A backup object already exists under the key this run would write; a second writer in the
     /// same second (or a clock that went backwards) would otherwise add a version to it.
     #[error(
-        "s3 object {key} already holds other content (versions: {versions}); this run wrote \
-         nothing more under it and did not complete. Another backup of this release ran in the \
-         same second (run one writer per database, and wait before running again), or someone \
-         else writes to the bucket"
+        "s3 object {key} already holds other content or a delete marker (versions: \
+         {versions}); this run stops there and did not complete (on a server that ignores \
+         If-None-Match its own version may sit beside the others; readers keep the first). \
+         Another backup of this release ran in the same second (run one writer per database, \
+         and wait before running again), or someone else writes to the bucket"
     )]
     KeyTaken { key: String, versions: String },
     /// The server is a standby and `postgresql.backup_from` is `primary`.

@@ -180,7 +180,7 @@ fn tls_params(
     // Validation refuses a verifying mode without a CA file first; this is the last guard.
     TlsParams::new(mode, root_cert, mode_key, root_key).map_err(|problem| ConfigError::RootCert {
         key: root_key,
-        path: PathBuf::from("not set"),
+        path: root.map_or_else(|| PathBuf::from("no file set"), |(path, _)| path.to_owned()),
         problem,
     })
 }

@@ -84,7 +84,17 @@ pub async fn load<S: ObjectStore>(
         None
     };
     let (psql, mut stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
-    let sink_error = |source| Error::Unpack(UnpackError::Sink { source });
+    let database = params.database.clone();
+    let sink_error = |source: std::io::Error| {
+        let source = std::io::Error::new(
+            source.kind(),
+            format!(
+                "psql loading {key} into database {database} stopped reading its input \
+                 ({source}); nothing was committed, see psql's messages above"
+            ),
+        );
+        Error::Unpack(UnpackError::Sink { source })
+    };
     // psql runs what is left in its buffer when its input ends, so on a way out that does not
     // commit it is killed while this second handle still keeps its input open.
     let open_input = stdin.try_clone().map_err(sink_error)?;

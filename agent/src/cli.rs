@@ -22,7 +22,7 @@ use crate::layout::Engine;
 use crate::list;
 use crate::locked_write::WritePolicy;
 use crate::pipeline::Progress;
-use crate::restore::{self, RestoreOptions, SnapshotChoice};
+use crate::restore::{self, RestoreOptions, SnapshotChoice, run_once};
 use crate::signing::{self, ManifestVerifier};
 use crate::status_client;
 use crate::store::s3::S3Store;
@@ -92,6 +92,31 @@ pub enum Command {
         /// (also restore.allow_unsigned); the report says UNSIGNED.
         #[arg(long)]
         allow_unsigned: bool,
+        /// This restore's run id (the chart's restore.runId): a restore of the same snapshot
+        /// into the same target with the same id runs once; a passed one leaves a marker under
+        /// <prefix>/reports/.
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+        /// Run even though a restore with this --run-id already passed.
+        #[arg(long, requires = "run_id")]
+        rerun: bool,
+    },
+    /// Check the bucket and these credentials: Object Lock, versioning, default retention,
+    /// verified integrity header, clock skew, locked writes, and that the role cannot delete.
+    /// Leaves one small probe object, locked for a day, under <prefix>/.strongroom/preflight/.
+    Preflight {
+        /// Print JSON instead of one line per check.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file without contacting anything (exit 64 naming the key on error).
+    CheckConfig,
+    /// Parse the arguments after `--` as a strongroom command line and run nothing (the Helm
+    /// chart's tests check the commands the chart renders with it).
+    #[command(hide = true)]
+    CheckArgs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run the agent: scheduled backups, /healthz /readyz /status /metrics, config reload.
     Run,
@@ -177,7 +202,10 @@ impl From<EngineArg> for Engine {
 impl Command {
     /// Whether the command reads the config file (keygen and status do not).
     pub fn needs_config(&self) -> bool {
-        !matches!(self, Command::Keygen { .. } | Command::Status { .. })
+        !matches!(
+            self,
+            Command::Keygen { .. } | Command::Status { .. } | Command::CheckArgs { .. }
+        )
     }
 }
 
@@ -209,6 +237,17 @@ pub async fn run_without_config(command: Command) -> Result<()> {
                     engines: stale.join(", "),
                     max_age: humantime::format_duration(max_age).to_string(),
                 });
+            }
+        }
+        Command::CheckArgs { args } => {
+            let argv = std::iter::once("strongroom".to_owned()).chain(args);
+            match Cli::try_parse_from(argv) {
+                Ok(parsed) => println!("parses: {:?}", parsed.command),
+                Err(e) => {
+                    return Err(Error::BadArguments {
+                        problem: e.to_string(),
+                    });
+                }
             }
         }
         _ => unreachable!("every other command needs a config"),
@@ -253,6 +292,20 @@ async fn run_daemon(config: Config, config_path: &Path) -> Result<()> {
     .await
 }
 
+/// Where a restore loads, for its run marker: the server and the database.
+fn restore_target(config: &Config, engine: Engine, options: &RestoreOptions) -> String {
+    match (engine, &config.postgresql, &config.clickhouse) {
+        (Engine::Postgresql, Some(pg), _) => format!(
+            "{}:{}/{}",
+            pg.host,
+            pg.port,
+            options.database.as_deref().unwrap_or(&pg.database)
+        ),
+        (Engine::Clickhouse, _, Some(ch)) => ch.url.clone(),
+        _ => String::new(),
+    }
+}
+
 fn load_verifier(config: &Config) -> Result<Option<ManifestVerifier>> {
     Ok(match &config.signing.public_key_file {
         Some(path) => Some(ManifestVerifier::load(path)?),
@@ -266,8 +319,16 @@ async fn record(store: &S3Store, policy: Option<&WritePolicy>, prefix: &str, dra
 
 /// Runs a command with a loaded, valid config (read from `config_path`).
 pub async fn run(command: Command, config: Config, config_path: &Path) -> Result<()> {
-    if let Command::Run = command {
-        return run_daemon(config, config_path).await;
+    match command {
+        Command::Run => return run_daemon(config, config_path).await,
+        Command::CheckConfig => {
+            println!(
+                "{}",
+                crate::inspect::check_config::summary(&config, config_path)
+            );
+            return Ok(());
+        }
+        _ => {}
     }
     let store = Arc::new(S3Store::connect(&config.s3).await);
     let prefix = config.s3.prefix.clone();
@@ -397,6 +458,8 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             force,
             create,
             allow_unsigned,
+            run_id,
+            rerun,
         } => {
             let engine = Engine::from(engine);
             let choice = match which.snapshot {
@@ -416,6 +479,31 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             restore::preflight_engine(&config, engine, &options)?;
             let verifier = load_verifier(&config)?;
             let snapshot = restore::resolve_snapshot(&*store, &config, engine, &choice).await?;
+            let run = run_id.map(|id| {
+                let target = restore_target(&config, engine, &options);
+                let key = run_once::marker_key(
+                    &prefix,
+                    engine,
+                    &snapshot.release,
+                    &snapshot.keys.dump,
+                    &target,
+                    &id,
+                );
+                (id, target, key)
+            });
+            let earlier = match &run {
+                Some((_, _, key)) => run_once::earlier_run(&*store, key).await?,
+                None => None,
+            };
+            if let (Some((id, target, _)), Some(earlier), false) = (&run, &earlier, rerun) {
+                println!(
+                    "restore of {} into {target} with run id {id} already passed, so it does \
+                     not run again: {earlier}. Nothing was changed. To restore again, use a new \
+                     run id (restore.runId) or --rerun (restore.rerun: true)",
+                    snapshot.keys.dump
+                );
+                return Ok(());
+            }
             let policy = WritePolicy::prepare(&*store, &config.s3).await?;
             let result = restore::restore_snapshot(
                 &config,
@@ -468,6 +556,27 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                     problem,
                 });
             }
+            // A rerun keeps the first marker (markers are create-only, like every object).
+            if let (Some((run_id, target, key)), Some(report_key), None) =
+                (run, &report.report_key, earlier)
+            {
+                let marker = run_once::RunMarker {
+                    run_id,
+                    snapshot: snapshot.keys.dump.clone(),
+                    target,
+                    report_key: report_key.clone(),
+                    finished_at: report.finished_at,
+                };
+                if let Err(e) = run_once::record(&*store, &policy, &key, &marker).await {
+                    return Err(Error::ReportNotStored {
+                        database: report.target_database,
+                        problem: format!(
+                            "the run marker {key} was not stored ({e}), so the same run id \
+                             would restore again"
+                        ),
+                    });
+                }
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify { engine, json },
@@ -501,8 +610,35 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 });
             }
         }
-        Command::Keygen { .. } | Command::Status { .. } => run_without_config(command).await?,
-        Command::Run => unreachable!("handled above"),
+        Command::Preflight { json } => {
+            let checks =
+                crate::inspect::preflight::run(&store, &config, OffsetDateTime::now_utc()).await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&checks).expect("serialisable")
+                );
+            } else {
+                for c in &checks {
+                    println!("{c}");
+                }
+            }
+            let failed: Vec<&str> = checks
+                .iter()
+                .filter(|c| c.status == crate::inspect::preflight::CheckStatus::Fail)
+                .map(|c| c.name)
+                .collect();
+            if !failed.is_empty() {
+                return Err(Error::PreflightFailed {
+                    target: format!("s3://{}/{prefix}", store.bucket()),
+                    failed: failed.join(", "),
+                });
+            }
+        }
+        Command::Keygen { .. } | Command::Status { .. } | Command::CheckArgs { .. } => {
+            run_without_config(command).await?
+        }
+        Command::Run | Command::CheckConfig => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -234,6 +234,15 @@ pub enum Error {
     /// `strongroom status`: an enabled engine has no recent success.
     #[error("no successful backup within {max_age} for: {engines}")]
     Stale { engines: String, max_age: String },
+    /// `strongroom preflight`: a check failed.
+    #[error(
+        "{target} is not ready for backups: failed checks {failed} (each line above says what \
+         to change)"
+    )]
+    PreflightFailed { target: String, failed: String },
+    /// `strongroom check-args`: the arguments do not parse.
+    #[error("the arguments do not parse as a strongroom command line: {problem}")]
+    BadArguments { problem: String },
     /// No public key is configured, and unsigned restores were not allowed.
     #[error(
         "restore refused: no signing.public_key_file is configured, so nothing tells a backup \
@@ -285,6 +294,7 @@ impl Error {
             | Error::BadTarget { .. }
             | Error::OptionNotForEngine { .. }
             | Error::UnsignedRefused
+            | Error::BadArguments { .. }
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             Error::ReportNotStored { .. } => EXIT_REPORT_NOT_STORED,
             Error::Standby { .. } => EXIT_SKIPPED,

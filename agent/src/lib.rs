@@ -45,6 +45,7 @@ pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod inspect;
 pub mod layout;
 pub mod list;
 pub mod lock;

@@ -9,6 +9,7 @@
 
 pub mod clickhouse;
 pub mod psql_load;
+pub mod run_once;
 
 use std::time::{Duration, Instant};
 
@@ -388,13 +389,16 @@ async fn put_report<S: ObjectStore>(
     report: &RestoreReport,
 ) -> Result<String> {
     let now = OffsetDateTime::now_utc();
+    // A random suffix: two restores of one snapshot in the same second (into two targets)
+    // each keep their own report.
     let key = format!(
-        "{}/reports/{}/{}/{}-restore-of-{}.json",
+        "{}/reports/{}/{}/{}-restore-of-{}-{}.json",
         config.s3.prefix,
         snapshot.engine,
         snapshot.release,
         Timestamp::new(now),
-        snapshot.timestamp
+        snapshot.timestamp,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let mut stored = report.clone();
     stored.report_key = Some(key.clone());

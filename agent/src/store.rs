@@ -9,6 +9,7 @@
 pub mod checksum;
 pub mod probe;
 pub mod s3;
+pub mod s3_probes;
 pub mod versions;
 
 use std::future::Future;

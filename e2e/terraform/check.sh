@@ -4,8 +4,8 @@
 #   1. terraform fmt -check, init -backend=false, validate (module and examples), terraform test
 #      (plan-level, mock provider), with the AWS provider from the local filesystem mirror;
 #   2. checkov on the module, with the project's custom checks (Object Lock on, retention >= 7y);
-#   3. apply of examples/complete against LocalStack, a `strongroom backup` into the bucket it
-#      made, then `terraform destroy`, which must be refused;
+#   3. apply of examples/complete against LocalStack, a `strongroom backup` and `strongroom
+#      preflight` on the bucket it made, then `terraform destroy`, which must be refused;
 #   4. on Ceph RGW (which enforces bucket policies), the module's role policies granted to RGW
 #      users: the writer backs up with the agent but cannot delete, read or bypass; the reader
 #      verifies but cannot write.
@@ -128,6 +128,22 @@ AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$strongroom" backup --engine 
 cat "$work/backup.out"
 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$strongroom" list --engine postgresql \
   --config "$work/localstack.yaml" 2>/dev/null
+
+step "strongroom preflight on the bucket Terraform made"
+# LocalStack enforces no permissions, so its owner credentials may delete: every bucket check
+# passes and no-delete fails (the passing no-delete is checked on RGW below).
+set +e
+AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$strongroom" preflight \
+  --config "$work/localstack.yaml" >"$work/preflight.out" 2>"$work/preflight.log"
+preflight_rc=$?
+set -e
+cat "$work/preflight.out"
+[ "$preflight_rc" = 1 ] && grep -q "^FAIL no-delete" "$work/preflight.out" \
+  && [ "$(grep -c '^FAIL' "$work/preflight.out")" = 1 ] \
+  && grep -q "^ok   object-lock" "$work/preflight.out" \
+  && grep -q "^ok   default-retention" "$work/preflight.out" \
+  && grep -q "^ok   retention" "$work/preflight.out" \
+  || { echo "tf-check: preflight on LocalStack: expected only no-delete to fail" >&2; cat "$work/preflight.log" >&2; exit 1; }
 
 step "terraform destroy must be refused"
 if (cd "$example" && tf destroy -auto-approve -var "bucket_name=$bucket" -var region=us-east-1 \

@@ -6,6 +6,7 @@ through a bucket policy (the same statements with a Principal). Then:
 - backup-writer runs `strongroom backup` (the agent and the policy agree: everything the
   backup path does, upload, read-back, retention, audit, is allowed), and cannot delete,
   hide, or bypass retention; an overwrite only adds a version, the old one stays locked;
+  `strongroom preflight` passes for it and fails `no-delete` for the owner, who may delete;
 - restore-reader (reader + reporter policies) runs `strongroom verify --deep` and reads the
   backup, and cannot write backup data or delete anything.
 
@@ -134,6 +135,20 @@ assert any(v["VersionId"] == dump_version for v in after), "the original version
 retention = writer.get_object_retention(Bucket=bucket, Key=dump_key, VersionId=dump_version)["Retention"]
 print(f"  overwrite added a version; the original {dump_version} remains, {retention['Mode']} until "
       f"{retention['RetainUntilDate']}")
+
+# strongroom preflight as the writer: every check passes, the delete probe is refused.
+pre = run(["preflight"], writer_creds)
+print("  preflight as the writer:\n    " + pre.strip().replace("\n", "\n    "))
+assert "FAIL" not in pre and "ok   no-delete" in pre, pre
+# As the bucket owner, who may delete, preflight fails naming the check.
+config = open(config_template).read()
+config = config.replace(config.split("bucket: ")[1].split("\n")[0], bucket, 1)
+config = config.replace(config.split("endpoint: ")[1].split("\n")[0], endpoint, 1)
+owner_config = os.path.join(os.path.dirname(outputs_path), "rgw-owner.yaml")
+open(owner_config, "w").write(config)
+done = subprocess.run([strongroom, "preflight", "--config", owner_config], capture_output=True, text=True)
+assert done.returncode == 1 and "FAIL no-delete" in done.stdout, done.stdout + done.stderr
+print("  preflight as the owner (may delete): fails with no-delete, as it must")
 
 print("reader (restore-reader, reader_policy_json + reporter_policy_json):")
 verify = run(["verify", "--engine", "postgresql", "--all", "--deep"], reader_creds)

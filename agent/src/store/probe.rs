@@ -17,6 +17,8 @@ use crate::config::IntegrityMode;
 pub struct IntegrityChoice {
     pub integrity: Integrity,
     pub reason: String,
+    /// Whether the server was seen to verify the chosen header; `None` when it was configured.
+    pub server_verifies: Option<bool>,
 }
 
 const BODY: &[u8] = b"strongroom integrity probe: this multipart upload is always aborted\n";
@@ -30,6 +32,7 @@ pub async fn resolve<S: ObjectStore>(
     let forced = |integrity, what: &str| IntegrityChoice {
         integrity,
         reason: format!("s3.integrity is set to {what}"),
+        server_verifies: None,
     };
     match mode {
         IntegrityMode::Md5 => return Ok(forced(Integrity::Md5, "md5")),
@@ -49,6 +52,7 @@ pub async fn resolve<S: ObjectStore>(
             reason: "the server verifies x-amz-checksum-sha256 (a part with a wrong SHA-256 was \
                      refused)"
                 .into(),
+            server_verifies: Some(true),
         });
     }
     if md5 {
@@ -57,6 +61,7 @@ pub async fn resolve<S: ObjectStore>(
             reason: "the server ignores x-amz-checksum-sha256 but verifies Content-MD5 (a part \
                      with a wrong MD5 was refused)"
                 .into(),
+            server_verifies: Some(true),
         });
     }
     Ok(IntegrityChoice {
@@ -65,6 +70,7 @@ pub async fn resolve<S: ObjectStore>(
                  Content-MD5, which Object Lock buckets require, and relying on the read-back of \
                  ETag and size"
             .into(),
+        server_verifies: Some(false),
     })
 }
 

@@ -9,6 +9,7 @@ mod listing;
 mod postgres_backup;
 mod postgres_restore;
 mod postgres_tls;
+mod preflight;
 mod restore_cli;
 mod restore_trust;
 mod retries_and_races;

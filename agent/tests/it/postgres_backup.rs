@@ -220,8 +220,10 @@ async fn pg_dump_failing_mid_stream_leaves_nothing_complete(id: TestId) {
         message.contains("pg_dump") && message.contains("exit status"),
         "{message}"
     );
+    // libpq reports the termination as the server's FATAL message, or, when the socket
+    // closed before that message was read, as a closed connection.
     assert!(
-        message.contains("terminat"),
+        message.contains("terminat") || message.contains("server closed the connection"),
         "stderr tail is in the message: {message}"
     );
 

@@ -15,6 +15,7 @@ on_each_s3!(
     verify_passes_skips_incomplete_and_fails_damaged_backups,
     a_failing_validation_check_exits_non_zero_naming_it,
     audit_chain_verifies_and_reports_removed_or_altered_events,
+    a_restore_with_a_run_id_runs_once_unless_asked_again,
 );
 
 /// A config file for `id` in `dir`, restoring as `postgres`, with `extra` appended. These
@@ -332,4 +333,69 @@ async fn audit_chain_verifies_and_reports_removed_or_altered_events(id: TestId) 
     assert!(all.contains("event 2 was removed"), "{all}");
     assert!(all.contains("event 3 was altered"), "{all}");
     assert!(all.contains("BROKEN"), "{all}");
+}
+
+/// A re-applied restore Job (same snapshot, target and run id) must not load again over data
+/// that lived on since; a new run id or --rerun does.
+async fn a_restore_with_a_run_id_runs_once_unless_asked_again(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    harness::load_sample(&db).await;
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&id, &bucket, dir.path(), "");
+    let key = backup(&config);
+    let target = format!("{}_once", id.database());
+    drop_database(&target).await;
+    let restore = |run_id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--engine",
+            "postgresql",
+            "--snapshot",
+            &key,
+            "--database",
+            &target,
+            "--create",
+            "--run-id",
+            run_id,
+        ];
+        args.extend_from_slice(extra);
+        strongroom(&config, &args)
+    };
+    let first = restore("drill-1", &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    // Life goes on in the restored database.
+    let restored = harness::admin(&target).await;
+    restored
+        .batch_execute("CREATE TABLE written_after_restore (x int)")
+        .await
+        .unwrap();
+
+    let again = restore("drill-1", &[]);
+    let all = text(&again);
+    assert!(again.status.success(), "{all}");
+    assert!(
+        all.contains("already passed") && all.contains("Nothing was changed"),
+        "{all}"
+    );
+    assert!(
+        harness::tables_of(&target)
+            .await
+            .contains(&"public.written_after_restore".to_owned()),
+        "the second run must not have touched the database"
+    );
+
+    // --rerun restores again, and so does a new run id.
+    drop(restored);
+    drop_database(&target).await;
+    let rerun = restore("drill-1", &["--rerun"]);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    let report: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{}", text(&rerun));
+    drop_database(&target).await;
+    let other = restore("drill-2", &[]);
+    assert!(other.status.success(), "{}", text(&other));
+    let report: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{}", text(&other));
+    drop_database(&target).await;
 }

@@ -1,0 +1,119 @@
+{{/*
+Names, labels and the values every template works from.
+
+Templates that another chart may include (the sidecar templates in _sidecar.tpl) take
+(dict "context" $ "values" <a values tree shaped like this chart's>) and never read .Values or
+.Chart: included from a parent chart, those are the parent's. Every such template merges the
+given tree over this chart's defaults (strongroom.defaults, kept equal to values.yaml by the
+chart tests) and derives names from .Release.Name.
+*/}}
+
+{{- define "strongroom.name" -}}
+{{- default "strongroom" .nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The base of every resource name: <release>-strongroom, or fullnameOverride. Takes
+(dict "context" $ "v" $values). Truncated to 40 so that suffixes fit the CronJob (52) and Job
+(63) limits. */}}
+{{- define "strongroom.base" -}}
+{{- if .v.fullnameOverride }}
+{{- .v.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "strongroom.name" .v }}
+{{- if contains $name .context.Release.Name }}
+{{- .context.Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .context.Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The merged values: the given tree over this chart's defaults. (dict "values" $tree) */}}
+{{- define "strongroom.merged" -}}
+{{- $defaults := fromJson (include "strongroom.defaults" .) }}
+{{- toJson (mustMergeOverwrite $defaults (deepCopy .values)) }}
+{{- end }}
+
+{{- define "strongroom.chartLabel" -}}
+{{- printf "strongroom-%s" (include "strongroom.version" .) | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The agent's version: the image tag's default. Fixed here (not .Chart.AppVersion) so
+that it is right when included from another chart; the chart tests keep it equal to
+Chart.yaml's appVersion. */}}
+{{- define "strongroom.version" -}}
+0.1.0
+{{- end }}
+
+{{/* Standard labels. (dict "context" $ "v" $values "component" "backup") */}}
+{{- define "strongroom.labels" -}}
+helm.sh/chart: {{ include "strongroom.chartLabel" . }}
+{{ include "strongroom.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "strongroom.version" . | quote }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+app.kubernetes.io/part-of: strongroom
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "strongroom.name" .v }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+{{- end }}
+
+{{- define "strongroom.image" -}}
+{{- $tag := .v.image.tag | default (include "strongroom.version" .) }}
+{{- printf "%s:%s" .v.image.repository $tag }}
+{{- end }}
+
+{{- define "strongroom.serviceAccountName" -}}
+{{- if .v.serviceAccount.create }}
+{{- default (printf "%s-backup" (include "strongroom.base" .)) .v.serviceAccount.name }}
+{{- else }}
+{{- default "default" .v.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.restoreServiceAccountName" -}}
+{{- if .v.restore.serviceAccount.create }}
+{{- default (printf "%s-restore" (include "strongroom.base" .)) .v.restore.serviceAccount.name }}
+{{- else }}
+{{- default "default" .v.restore.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The key prefix: backups.s3.prefix, or backups/<release>. */}}
+{{- define "strongroom.prefix" -}}
+{{- .v.backups.s3.prefix | default (printf "backups/%s" .context.Release.Name) | trimSuffix "/" }}
+{{- end }}
+
+{{/* Short engine names for resource names. */}}
+{{- define "strongroom.short" -}}
+{{- if eq . "postgresql" }}pg{{ else }}ch{{ end }}
+{{- end }}
+
+{{/* Fails unless an engine's mode is one of the two. (dict "v" $v "engine" "postgresql") */}}
+{{- define "strongroom.checkMode" -}}
+{{- $mode := (index .v.backups .engine).mode }}
+{{- if not (has $mode (list "cronjob" "sidecar")) }}
+{{- fail (printf "backups.%s.mode is %q: use cronjob or sidecar" .engine $mode) }}
+{{- end }}
+{{- end }}
+
+{{/* A Prometheus duration of one unit (90m, 26h, 2d) in seconds. */}}
+{{- define "strongroom.durationSeconds" -}}
+{{- $n := regexFind "^[0-9]+" . | int }}
+{{- $unit := regexFind "[smhd]$" . }}
+{{- if not (and $n $unit) }}
+{{- fail (printf "%q is not a duration like 26h, 90m or 2d" .) }}
+{{- end }}
+{{- mul $n (index (dict "s" 1 "m" 60 "h" 3600 "d" 86400) $unit) }}
+{{- end }}
+
+{{/* The restore Job's name: base, engine, and a hash of type, snapshot and runId (<= 63). */}}
+{{- define "strongroom.restoreJobName" -}}
+{{- $r := .v.restore }}
+{{- $hash := printf "%s\n%s\n%s" $r.type $r.snapshot (toString $r.runId) | sha256sum | trunc 10 }}
+{{- printf "%s-restore-%s-%s" (include "strongroom.base" .) (include "strongroom.short" $r.type) $hash }}
+{{- end }}

@@ -1,0 +1,159 @@
+{{/*
+The sidecar, for a database chart to include into its pod. Every template here takes
+  (dict "context" $ "values" <a values tree with this chart's shape> "engine" "postgresql")
+where the tree is usually the including chart's own .Values (the runbook's backups.* at its top
+level), or .Values.global.strongroom when included through another chart's `tpl` (bitnami's
+primary.sidecars). Missing keys take this chart's defaults. All of them render nothing when
+backups.enabled or backups.<engine>.enabled is false, and fail unless backups.<engine>.mode is
+sidecar: one engine never runs both ways.
+
+  strongroom.sidecar.container          a container list item (under containers:)
+  strongroom.sidecar.initContainer      the native-sidecar variant (under initContainers:, k8s >= 1.29)
+  strongroom.sidecar.volumes            volume list items (under volumes:)
+  strongroom.sidecar.socketVolumeMount  the socket mount for the PostgreSQL container
+  strongroom.sidecar.podAnnotations     annotations for the pod (IRSA skip-containers)
+  strongroom.sidecar.configMap          the agent's ConfigMap (a whole document)
+  strongroom.sidecar.terminationGracePeriodSeconds
+                                        the pod's grace period: "requested" (optional) checked
+                                        against backups.daemon.shutdownGraceSeconds
+*/}}
+
+{{/* (dict ...) -> the merged values as JSON, or "" when the sidecar is off. */}}
+{{- define "strongroom.sidecar.values" -}}
+{{- $v := fromJson (include "strongroom.merged" (dict "values" (.values | default dict))) }}
+{{- if not (has .engine (list "postgresql" "clickhouse")) }}
+{{- fail (printf "strongroom sidecar templates: engine %q must be postgresql or clickhouse" .engine) }}
+{{- end }}
+{{- $e := index $v.backups .engine }}
+{{- if and $v.backups.enabled $e.enabled }}
+{{- if ne $e.mode "sidecar" }}
+{{- fail (printf "the strongroom sidecar template was included for %s, but backups.%s.mode is %q: set backups.%s.mode: sidecar (or do not include the sidecar) so that %s is not backed up both by a sidecar and a CronJob" .engine .engine $e.mode .engine .engine) }}
+{{- end }}
+{{- toJson $v }}
+{{- end }}
+{{- end }}
+
+{{/* The sidecar's ConfigMap name: <base>-<engine>-sidecar. (dict "context" "v" "engine") */}}
+{{- define "strongroom.sidecar.configName" -}}
+{{- printf "%s-%s-sidecar" (include "strongroom.base" .) (include "strongroom.short" .engine) }}
+{{- end }}
+
+{{- define "strongroom.sidecar.containerSpec" -}}
+{{- $ctx := dict "context" .context "v" .v "engine" .engine "purpose" "sidecar" }}
+{{- $b := .v.backups }}
+name: strongroom
+image: {{ include "strongroom.image" $ctx }}
+imagePullPolicy: {{ .v.image.pullPolicy }}
+args: ["--config", {{ include "strongroom.configPath" . | quote }}, "run"]
+env:
+  {{- include "strongroom.env" $ctx | nindent 2 }}
+ports:
+  - name: strongroom
+    containerPort: {{ $b.daemon.port }}
+    protocol: TCP
+{{- if $b.sidecar.probes.startup }}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: strongroom
+  periodSeconds: 5
+  failureThreshold: 24
+{{- end }}
+{{- if $b.sidecar.probes.liveness }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: strongroom
+  periodSeconds: 20
+  timeoutSeconds: 5
+  failureThreshold: 3
+{{- end }}
+{{- if $b.sidecar.probes.readiness }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: strongroom
+  periodSeconds: 10
+  timeoutSeconds: 5
+  failureThreshold: 3
+{{- end }}
+resources:
+  {{- toYaml .v.resources | nindent 2 }}
+securityContext:
+  {{- toYaml .v.securityContext | nindent 2 }}
+volumeMounts:
+  {{- include "strongroom.volumeMounts" $ctx | nindent 2 }}
+  {{- if eq .engine "postgresql" }}
+  - name: {{ $b.postgresql.sidecar.socketVolumeName }}
+    mountPath: {{ $b.postgresql.socketDir }}
+  {{- end }}
+{{- end }}
+
+{{- define "strongroom.sidecar.container" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $ctx := dict "context" $.context "v" (fromJson .) "engine" $.engine }}
+- {{ include "strongroom.sidecar.containerSpec" $ctx | nindent 2 | trim }}
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.sidecar.initContainer" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $ctx := dict "context" $.context "v" (fromJson .) "engine" $.engine }}
+- {{ include "strongroom.sidecar.containerSpec" $ctx | nindent 2 | trim }}
+  restartPolicy: Always
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.sidecar.volumes" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $v := fromJson . }}
+{{- $ctx := dict "context" $.context "v" $v "engine" $.engine "purpose" "sidecar" }}
+{{- include "strongroom.volumes" (merge (dict "configName" (include "strongroom.sidecar.configName" $ctx) "fileMode" 292) $ctx) }}
+{{- if and (eq $.engine "postgresql") $v.backups.postgresql.sidecar.createSocketVolume }}
+- name: {{ $v.backups.postgresql.sidecar.socketVolumeName }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.sidecar.socketVolumeMount" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $v := fromJson . }}
+{{- if eq $.engine "postgresql" }}
+- name: {{ $v.backups.postgresql.sidecar.socketVolumeName }}
+  mountPath: {{ $v.backups.postgresql.socketDir }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.sidecar.podAnnotations" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $v := fromJson . }}
+{{- with (index $v.backups $.engine).sidecar.irsaSkipContainers }}
+eks.amazonaws.com/skip-containers: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "strongroom.sidecar.configMap" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $v := fromJson . }}
+{{- $ctx := dict "context" $.context "v" $v "engine" $.engine "purpose" "sidecar" }}
+{{- include "strongroom.configMap" (merge (dict "name" (include "strongroom.sidecar.configName" $ctx)) $ctx) }}
+{{- end }}
+{{- end }}
+
+{{/* The pod's terminationGracePeriodSeconds: "requested" if given and larger than the agent's
+shutdown grace, else a failure naming both; without "requested", the grace plus 30 s. */}}
+{{- define "strongroom.sidecar.terminationGracePeriodSeconds" -}}
+{{- $v := fromJson (include "strongroom.merged" (dict "values" (.values | default dict))) }}
+{{- $grace := int $v.backups.daemon.shutdownGraceSeconds }}
+{{- if hasKey . "requested" }}
+{{- if le (int .requested) $grace }}
+{{- fail (printf "terminationGracePeriodSeconds %v must exceed backups.daemon.shutdownGraceSeconds (%v): Kubernetes kills the agent at the end of the grace period, cutting off the backup it is finishing" .requested $grace) }}
+{{- end }}
+{{- int .requested }}
+{{- else }}
+{{- add $grace 30 }}
+{{- end }}
+{{- end }}

@@ -4,9 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 VENV_CHECKOV := .venv-checkov
 VENV_LOCALSTACK := .venv-localstack
+VENV_CHART := .venv-chart
 PYTHON ?= python3
 
-.PHONY: all build deps tf-deps lint unit test tf-check demo bench clean
+.PHONY: all build deps tf-deps chart-deps lint unit test tf-check chart-check demo bench clean
 
 all: build
 
@@ -39,6 +40,20 @@ $(VENV_LOCALSTACK)/.installed: e2e/harness/requirements-localstack.txt
 	$(VENV_LOCALSTACK)/bin/pip install --quiet -r e2e/harness/requirements-localstack.txt
 	touch $@
 
+## The chart tests' venv (real Helm through helm-python-sdk, kubernetes-validate, pytest) and
+## the prometheus-operator schemas (npm, locked by e2e/chart/package-lock.json).
+chart-deps: $(VENV_CHART)/.installed e2e/chart/node_modules/.installed
+
+$(VENV_CHART)/.installed: e2e/chart/requirements.txt
+	rm -rf $(VENV_CHART)
+	$(PYTHON) -m venv $(VENV_CHART)
+	$(VENV_CHART)/bin/pip install --quiet -r e2e/chart/requirements.txt
+	touch $@
+
+e2e/chart/node_modules/.installed: e2e/chart/package-lock.json
+	cd e2e/chart && npm ci --silent --no-audit --no-fund
+	touch $@
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -53,12 +68,21 @@ test: deps lint
 	cargo build --workspace --all-targets
 	e2e/harness/with-servers.sh cargo test --workspace --no-fail-fast
 	$(MAKE) tf-check
+	$(MAKE) chart-check
 
 ## The Terraform module: fmt, validate, terraform test, checkov, apply against LocalStack, and its
 ## role policies proven on Ceph RGW with real requests (e2e/terraform/check.sh).
 tf-check: deps tf-deps
 	cargo build --bin strongroom
 	SERVERS="postgres rgw localstack" e2e/harness/with-servers.sh e2e/terraform/check.sh target/debug/strongroom
+
+## The Helm chart without a cluster: strict lint and render over chart/ci/ and chart/examples/,
+## Kubernetes schemas 1.29-1.37, prometheus-operator schemas, checkov, and the contract with the
+## agent's CLI (e2e/chart/test_chart.py).
+chart-check: chart-deps tf-deps
+	cargo build --bin strongroom
+	STRONGROOM=$(CURDIR)/target/debug/strongroom PATH="$(CURDIR)/$(VENV_CHART)/bin:$$PATH" \
+	  $(VENV_CHART)/bin/pytest -q -p no:cacheprovider e2e/chart/test_chart.py
 
 ## A local PostgreSQL with sample data and a local Ceph RGW with an Object-Lock bucket; one
 ## backup, the listing, and the manifest.

@@ -166,6 +166,7 @@ apiVersion: v1
 kind: ConfigMap
 metadata:
   name: {{ .name }}
+  namespace: {{ .context.Release.Namespace }}
   labels:
     {{- include "strongroom.labels" (dict "context" .context "v" .v "component" (.component | default .purpose)) | nindent 4 }}
 data:

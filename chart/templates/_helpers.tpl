@@ -2,10 +2,10 @@
 Names, labels and the values every template works from.
 
 Templates that another chart may include (the sidecar templates in _sidecar.tpl) take
-(dict "context" $ "values" <a values tree shaped like this chart's>) and never read .Values or
-.Chart: included from a parent chart, those are the parent's. Every such template merges the
-given tree over this chart's defaults (strongroom.defaults, kept equal to values.yaml by the
-chart tests) and derives names from .Release.Name.
+(dict "context" $ "values" <the including chart's values>) and never read .Values or .Chart:
+included from a parent chart, those are the parent's. They read the tree's `backups` and
+`strongroom` keys over this chart's defaults (strongroom.defaults, kept equal to values.yaml by
+the chart tests; see strongroom.merged) and derive names from .Release.Name.
 */}}
 
 {{- define "strongroom.name" -}}
@@ -28,10 +28,19 @@ chart tests) and derives names from .Release.Name.
 {{- end }}
 {{- end }}
 
-{{/* The merged values: the given tree over this chart's defaults. (dict "values" $tree) */}}
+{{/* The values a sidecar template works from, as JSON, from (dict "values" $tree): this
+chart's defaults, then $tree.strongroom (in an application chart that depends on this one,
+the subchart's values: image, resources, security context...), then $tree.backups (the
+runbook's keys at the including chart's top level). Nothing else of $tree is read, so an
+application's own `image` or `resources` never reach the agent. */}}
 {{- define "strongroom.merged" -}}
+{{- $given := .values | default dict }}
+{{- $tree := deepCopy (get $given "strongroom" | default dict) }}
+{{- if hasKey $given "backups" }}
+{{- $_ := set $tree "backups" (mustMergeOverwrite (deepCopy (get $tree "backups" | default dict)) (deepCopy $given.backups)) }}
+{{- end }}
 {{- $defaults := fromJson (include "strongroom.defaults" .) }}
-{{- toJson (mustMergeOverwrite $defaults (deepCopy .values)) }}
+{{- toJson (mustMergeOverwrite $defaults $tree) }}
 {{- end }}
 
 {{- define "strongroom.chartLabel" -}}
@@ -63,8 +72,11 @@ app.kubernetes.io/instance: {{ .context.Release.Name }}
 {{- end }}
 
 {{- define "strongroom.image" -}}
-{{- $tag := .v.image.tag | default (include "strongroom.version" .) }}
-{{- printf "%s:%s" .v.image.repository $tag }}
+{{- if .v.image.digest }}
+{{- printf "%s@%s" .v.image.repository .v.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .v.image.repository (.v.image.tag | default (include "strongroom.version" .)) }}
+{{- end }}
 {{- end }}
 
 {{- define "strongroom.serviceAccountName" -}}

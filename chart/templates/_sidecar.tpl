@@ -1,9 +1,10 @@
 {{/*
 The sidecar, for a database chart to include into its pod. Every template here takes
-  (dict "context" $ "values" <a values tree with this chart's shape> "engine" "postgresql")
-where the tree is usually the including chart's own .Values (the runbook's backups.* at its top
-level), or .Values.global.strongroom when included through another chart's `tpl` (bitnami's
-primary.sidecars). Missing keys take this chart's defaults. All of them render nothing when
+  (dict "context" $ "values" <values> "engine" "postgresql")
+where <values> is the including chart's own .Values (the runbook's backups.* at its top level,
+the agent's image and resources under `strongroom:`), or .Values.global when included through
+another chart's `tpl` (bitnami's primary.sidecars: global.backups and global.strongroom).
+Missing keys take this chart's defaults. All of them render nothing when
 backups.enabled or backups.<engine>.enabled is false, and fail unless backups.<engine>.mode is
 sidecar: one engine never runs both ways.
 
@@ -86,19 +87,22 @@ volumeMounts:
   {{- if eq .engine "postgresql" }}
   - name: {{ $b.postgresql.sidecar.socketVolumeName }}
     mountPath: {{ $b.postgresql.socketDir }}
+    {{- with $b.postgresql.sidecar.socketVolumeSubPath }}
+    subPath: {{ . }}
+    {{- end }}
   {{- end }}
 {{- end }}
 
 {{- define "strongroom.sidecar.container" -}}
 {{- with include "strongroom.sidecar.values" . }}
-{{- $ctx := dict "context" $.context "v" (fromJson .) "engine" $.engine }}
+{{- $ctx := dict "context" $.context "v" (fromJson .) "engine" $.engine -}}
 - {{ include "strongroom.sidecar.containerSpec" $ctx | nindent 2 | trim }}
 {{- end }}
 {{- end }}
 
 {{- define "strongroom.sidecar.initContainer" -}}
 {{- with include "strongroom.sidecar.values" . }}
-{{- $ctx := dict "context" $.context "v" (fromJson .) "engine" $.engine }}
+{{- $ctx := dict "context" $.context "v" (fromJson .) "engine" $.engine -}}
 - {{ include "strongroom.sidecar.containerSpec" $ctx | nindent 2 | trim }}
   restartPolicy: Always
 {{- end }}
@@ -119,9 +123,12 @@ volumeMounts:
 {{- define "strongroom.sidecar.socketVolumeMount" -}}
 {{- with include "strongroom.sidecar.values" . }}
 {{- $v := fromJson . }}
-{{- if eq $.engine "postgresql" }}
+{{- if eq $.engine "postgresql" -}}
 - name: {{ $v.backups.postgresql.sidecar.socketVolumeName }}
   mountPath: {{ $v.backups.postgresql.socketDir }}
+  {{- with $v.backups.postgresql.sidecar.socketVolumeSubPath }}
+  subPath: {{ . }}
+  {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -129,7 +136,7 @@ volumeMounts:
 {{- define "strongroom.sidecar.podAnnotations" -}}
 {{- with include "strongroom.sidecar.values" . }}
 {{- $v := fromJson . }}
-{{- with (index $v.backups $.engine).sidecar.irsaSkipContainers }}
+{{- with (index $v.backups $.engine).sidecar.irsaSkipContainers -}}
 eks.amazonaws.com/skip-containers: {{ join "," . | quote }}
 {{- end }}
 {{- end }}

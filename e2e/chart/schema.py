@@ -69,6 +69,7 @@ RULES = {
     "restore.clickhouse.port": PORT,
     "restore.clickhouse.scheme": {"enum": ["http", "https"]},
     "image.pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+    "image.digest": {"pattern": "^(sha256:[0-9a-f]{64})?$"},
     "monitoring.prometheusRule.maxAge": DURATION,
     "monitoring.prometheusRule.notReadyFor": DURATION,
     "monitoring.podMonitor.interval": DURATION,

@@ -1,0 +1,428 @@
+"""The Helm chart, checked without a cluster (none exists here): real Helm (helm-python-sdk, the
+Go SDK) lints and renders the chart over the values matrix in chart/ci/ and the example charts
+in chart/examples/; every rendered object is validated against the Kubernetes schemas of each
+minor from the chart's kubeVersion floor to 1.37 (kubernetes-validate --strict); the
+monitoring objects against the prometheus-operator schemas; checkov lints the renders; and
+the contract with the agent holds: every rendered config passes `strongroom check-config`, and
+every agent container's arguments parse with the agent's own CLI (`strongroom check-args`).
+
+Run by `make chart-check` (part of `make test`), with STRONGROOM pointing at the binary.
+"""
+import copy
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart, lint
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "chart"
+HERE = pathlib.Path(__file__).resolve().parent
+STRONGROOM = os.environ.get("STRONGROOM", str(ROOT / "target/debug/strongroom"))
+RELEASE, NAMESPACE = "llama-mapper", "prod"
+KUBE_MINORS = [f"1.{m}" for m in range(29, 38)]
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# Resources whose schema is not Kubernetes' own: checked elsewhere in this file.
+CUSTOM_KINDS = {"PodMonitor", "PrometheusRule", "ClickHouseInstallation"}
+
+
+def load_values(path):
+    return yaml.safe_load(pathlib.Path(path).read_text()) or {}
+
+
+def render_dir(chart_dir, values=None):
+    """Rendered objects of a chart directory (NOTES.txt left out)."""
+    out = Chart.load(str(chart_dir)).render(values or {}, name=RELEASE, namespace=NAMESPACE)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def render(values=None):
+    return render_dir(CHART, values)
+
+
+def render_error(values):
+    with pytest.raises(Exception) as failure:
+        render(values)
+    return str(failure.value)
+
+
+def example(name, tmp_path):
+    """A copy of chart/examples/<name> with its dependencies in charts/: this chart, and for
+    the bitnami example the offline stand-in of bitnami/postgresql."""
+    target = tmp_path / name
+    shutil.copytree(CHART / "examples" / name, target)
+    charts = target / "charts"
+    charts.mkdir()
+    shutil.copytree(CHART, charts / "strongroom", ignore=shutil.ignore_patterns("examples", "ci"))
+    if name == "bitnami-postgresql":
+        shutil.copytree(HERE / "fixtures" / "bitnami-postgresql-standin", charts / "postgresql")
+    return target
+
+
+EXAMPLES = ["app", "bitnami-postgresql", "clickhouse-operator"]
+
+
+def all_cases(tmp_path_factory):
+    """(name, rendered objects) for every matrix entry and example."""
+    cases = [(p.stem, render(load_values(p))) for p in CI_VALUES]
+    tmp = tmp_path_factory.mktemp("examples")
+    cases += [(f"example-{n}", render_dir(example(n, tmp))) for n in EXAMPLES]
+    return cases
+
+
+@pytest.fixture(scope="session")
+def cases(tmp_path_factory):
+    return all_cases(tmp_path_factory)
+
+
+def pod_specs(doc):
+    """(where, pod spec) of every pod a rendered object makes."""
+    kind = doc["kind"]
+    if kind == "Pod":
+        yield doc["metadata"]["name"], doc["spec"]
+    elif kind in ("StatefulSet", "Deployment", "Job", "DaemonSet"):
+        yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+    elif kind == "CronJob":
+        yield doc["metadata"]["name"], doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    elif kind == "ClickHouseInstallation":
+        for t in doc["spec"]["templates"]["podTemplates"]:
+            yield f"{doc['metadata']['name']}/{t['name']}", t["spec"]
+
+
+def agent_containers(spec):
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if "strongroom" in c["image"]:
+            yield c
+
+
+# --- generated files and versions -----------------------------------------------------------
+
+
+def test_schema_and_defaults_are_generated_from_values_yaml():
+    for script in ("schema.py", "sync_defaults.py"):
+        done = subprocess.run(["python", str(HERE / script), "--check"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_versions_agree():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    cargo = (ROOT / "agent" / "Cargo.toml").read_text()
+    agent_version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    pinned = re.search(r'define "strongroom.version" -}}\n(\S+)\n', helpers).group(1)
+    assert chart["appVersion"] == agent_version == pinned
+
+
+# --- lint and schemas -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
+def test_strict_lint(values_file):
+    report = lint(str(CHART), load_values(values_file), strict=True)
+    assert not report["errors"], report
+    # Severity 1 is INFO ("icon is recommended"); warnings (2) and errors (>= 3) fail.
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+def test_every_object_validates_strictly_for_each_kubernetes_minor(cases):
+    failures = []
+    for name, docs in cases:
+        for doc in docs:
+            targets = [doc]
+            if doc["kind"] == "ClickHouseInstallation":
+                # The operator's pod template is a PodSpec: validate it as a Pod's.
+                targets = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": where.replace("/", "-")},
+                            "spec": spec} for where, spec in pod_specs(doc)]
+            elif doc["kind"] in CUSTOM_KINDS:
+                continue
+            for target in targets:
+                for minor in KUBE_MINORS:
+                    try:
+                        kubernetes_validate.validate(target, minor, strict=True)
+                    except kubernetes_validate.ValidationError as e:
+                        failures.append(f"{name}: {target['kind']}/{target['metadata']['name']} on {minor}: {e.message}")
+    assert not failures, "\n".join(failures)
+
+
+def test_monitoring_objects_validate_against_the_prometheus_operator_schemas(tmp_path):
+    docs = render(load_values(CHART / "ci" / "monitoring-values.yaml"))
+    objects = [d for d in docs if d["kind"] in ("PodMonitor", "PrometheusRule")]
+    assert {d["kind"] for d in objects} == {"PodMonitor", "PrometheusRule"}
+    bad = copy.deepcopy(next(d for d in objects if d["kind"] == "PodMonitor"))
+    bad["spec"]["podMetricsEndpoints"][0]["interval"] = "every minute"
+    path = tmp_path / "objects.json"
+    path.write_text(json.dumps({"good": objects, "bad": [bad]}))
+    done = subprocess.run(["node", str(HERE / "validate_monitoring.mjs"), str(path)],
+                          capture_output=True, text=True, cwd=HERE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The validator is not a rubber stamp: the broken interval was refused.
+    assert "bad PodMonitor refused" in done.stdout, done.stdout
+
+
+def test_checkov_is_clean_on_the_renders(tmp_path):
+    for values_file in CI_VALUES:
+        docs = render(load_values(values_file))
+        (tmp_path / f"{values_file.stem}.yaml").write_text(yaml.safe_dump_all(docs))
+    skips = yaml.safe_load((HERE / "checkov-skips.yaml").read_text())
+    for check, reason in skips.items():
+        assert reason and len(reason) > 20, f"{check}: every skip says why"
+    checkov = ROOT / ".venv-checkov" / "bin" / "checkov"
+    done = subprocess.run(
+        [str(checkov), "--quiet", "--compact", "--skip-download", "--framework", "kubernetes",
+         "-d", str(tmp_path), "--skip-check", ",".join(skips)],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the contract with the agent ----------------------------------------------------------------
+
+
+def test_every_config_passes_check_config_and_every_command_parses(cases, tmp_path):
+    checked_configs = checked_args = 0
+    for name, docs in cases:
+        configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+        for cm_name, cm in configmaps.items():
+            if "config.yaml" not in cm.get("data", {}):
+                continue
+            path = tmp_path / f"{name}-{cm_name}.yaml"
+            path.write_text(cm["data"]["config.yaml"])
+            done = subprocess.run([STRONGROOM, "check-config", "--config", str(path)],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, f"{name}: ConfigMap {cm_name}:\n{done.stdout}{done.stderr}"
+            assert cm["data"]["config.yaml"] and f"release {RELEASE}" in done.stdout
+            checked_configs += 1
+        for doc in docs:
+            for where, spec in pod_specs(doc):
+                volumes = {v["name"]: v for v in spec.get("volumes", [])}
+                for c in agent_containers(spec):
+                    args = c["args"]
+                    done = subprocess.run([STRONGROOM, "check-args", "--", *args], capture_output=True, text=True)
+                    assert done.returncode == 0, f"{name}: {where}: {args}: {done.stdout}{done.stderr}"
+                    checked_args += 1
+                    # --config names the file of a mounted ConfigMap that this render holds.
+                    config = args[args.index("--config") + 1]
+                    mount = next(m for m in c["volumeMounts"] if config.startswith(m["mountPath"] + "/"))
+                    assert "subPath" not in mount, f"{where}: the config is mounted with subPath"
+                    cm_name = volumes[mount["name"]]["configMap"]["name"]
+                    assert cm_name in configmaps, f"{name}: {where} mounts ConfigMap {cm_name}, not rendered"
+    assert checked_configs >= 10 and checked_args >= 10, (checked_configs, checked_args)
+
+
+def test_a_flag_the_agent_does_not_have_fails_the_contract():
+    done = subprocess.run([STRONGROOM, "check-args", "--", "--config", "/etc/strongroom/config.yaml",
+                           "backup", "--engine", "postgresql", "--no-such-flag"], capture_output=True, text=True)
+    assert done.returncode == 64, done.stdout + done.stderr
+
+
+def test_every_volume_mount_names_a_volume(cases):
+    for name, docs in cases:
+        for doc in docs:
+            for where, spec in pod_specs(doc):
+                volumes = {v["name"] for v in spec.get("volumes") or []}
+                for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+                    for m in c.get("volumeMounts", []):
+                        claims = {t["metadata"]["name"] for t in doc.get("spec", {}).get("volumeClaimTemplates", [])}
+                        assert m["name"] in volumes | claims, f"{name}: {where}/{c['name']} mounts {m['name']}"
+
+
+def test_no_checksum_annotation_restarts_a_database_pod(cases):
+    for name, docs in cases:
+        for doc in docs:
+            if doc["kind"] in ("StatefulSet", "ClickHouseInstallation"):
+                text = json.dumps(doc)
+                assert "checksum/" not in text, f"{name}: {doc['metadata']['name']}"
+
+
+# --- where the runbook's values land -----------------------------------------------------------
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def agent_config(docs, name_part):
+    cm = next(d for d in by_kind(docs, "ConfigMap") if name_part in d["metadata"]["name"])
+    return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def test_runbook_postgresql_values_land_where_they_must():
+    docs = render(load_values(CHART / "ci" / "postgresql-cronjob-values.yaml"))
+    (cron,) = by_kind(docs, "CronJob")
+    assert cron["spec"]["schedule"] == "0 2 * * *"
+    assert cron["spec"]["timeZone"] == "Etc/UTC"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert len(cron["metadata"]["name"]) <= 52
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "llama-mapper-aws", "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "llama-mapper-aws", "key": "AWS_SECRET_ACCESS_KEY"}
+    secrets = next(v for v in pod["volumes"] if v["name"] == "strongroom-secrets")["projected"]["sources"]
+    assert {"name": "llama-mapper-pg-backup", "items": [{"key": "password", "path": "postgresql-password"}]} in [s["secret"] for s in secrets]
+    config = agent_config(docs, "pg-backup")
+    assert config["s3"]["bucket"] == "acme-prod-backups"
+    assert config["s3"]["prefix"] == f"backups/{RELEASE}"
+    assert config["release"] == RELEASE
+    assert config["postgresql"]["password_file"] == "/var/run/secrets/strongroom/postgresql-password"
+    assert config["postgresql"]["host"] == "llama-mapper-postgresql.prod.svc"
+    assert config["s3"]["object_lock"] == {"required": True, "mode": "GOVERNANCE", "retention": {"years": 7}}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+
+
+def test_runbook_clickhouse_schedule_and_secret_keys():
+    values = load_values(CHART / "ci" / "clickhouse-cronjob-values.yaml")
+    values["backups"]["clickhouse"]["passwordSecretKey"] = "ch-password"
+    docs = render(values)
+    (cron,) = by_kind(docs, "CronJob")
+    assert cron["spec"]["schedule"] == "30 2 * * *"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    sources = next(v for v in pod["volumes"] if v["name"] == "strongroom-secrets")["projected"]["sources"]
+    assert sources[0]["secret"] == {"name": "llama-mapper-ch-backup", "items": [{"key": "ch-password", "path": "clickhouse-password"}]}
+    assert agent_config(docs, "ch-backup")["clickhouse"]["url"] == "http://llama-mapper-clickhouse.prod.svc:8123"
+
+
+def test_irsa_means_no_keys_and_an_annotated_service_account():
+    docs = render(load_values(CHART / "ci" / "both-irsa-signed-values.yaml"))
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("backup-writer")
+    for cron in by_kind(docs, "CronJob"):
+        (c,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert not [e for e in c["env"] if e["name"].startswith("AWS_")]
+        assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_the_restore_job_is_named_by_type_snapshot_and_run_id():
+    values = load_values(CHART / "ci" / "restore-postgresql-values.yaml")
+
+    def job(v):
+        (j,) = by_kind(render(v), "Job")
+        return j
+
+    first = job(values)
+    assert first["spec"]["backoffLimit"] == 0
+    assert "ttlSecondsAfterFinished" not in first["spec"]
+    assert "helm.sh/hook" not in first["metadata"].get("annotations", {})
+    assert len(first["metadata"]["name"]) <= 63
+    args = first["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--snapshot") + 1] == values["restore"]["snapshot"]
+    assert args[args.index("--run-id") + 1] == "1"
+    again = copy.deepcopy(values)
+    assert job(again)["metadata"]["name"] == first["metadata"]["name"]
+    other_snapshot = copy.deepcopy(values)
+    other_snapshot["restore"]["snapshot"] = values["restore"]["snapshot"].replace("20261123", "20261124")
+    assert job(other_snapshot)["metadata"]["name"] != first["metadata"]["name"]
+    other_run = copy.deepcopy(values)
+    other_run["restore"]["runId"] = "2"
+    assert job(other_run)["metadata"]["name"] != first["metadata"]["name"]
+    # The restore role's own ServiceAccount, not the backup writer's.
+    assert first["spec"]["template"]["spec"]["serviceAccountName"].endswith("-restore")
+
+
+def test_the_readiness_gate_is_switchable(tmp_path):
+    chart = example("app", tmp_path)
+    docs = render_dir(chart)
+    pg = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("postgresql"))
+    (agent,) = agent_containers(pg["spec"]["template"]["spec"])
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert agent["startupProbe"]["httpGet"]["path"] == "/healthz"
+    values = load_values(chart / "values.yaml")
+    values["backups"]["sidecar"] = {"probes": {"readiness": False}}
+    docs = render_dir(chart, values)
+    pg = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("postgresql"))
+    (agent,) = agent_containers(pg["spec"]["template"]["spec"])
+    assert "readinessProbe" not in agent and "livenessProbe" in agent
+    # The native-sidecar variant runs the ClickHouse agent from initContainers.
+    ch = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("clickhouse"))
+    (init,) = ch["spec"]["template"]["spec"]["initContainers"]
+    assert init["restartPolicy"] == "Always" and init["name"] == "strongroom"
+
+
+def test_backups_disabled_removes_the_sidecar(tmp_path):
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    values["backups"]["enabled"] = False
+    docs = render_dir(chart, values)
+    for d in docs:
+        for where, spec in pod_specs(d):
+            assert not list(agent_containers(spec)), where
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]
+
+
+# --- bad values: refused, naming the value -----------------------------------------------------
+
+
+def test_a_typo_is_rejected_naming_it():
+    message = render_error({"backups": {"enabled": True, "postgresql": {"enabeld": True}}})
+    assert "enabeld" in message
+    message = render_error({"backups": {"s3": {"bucket": "b", "awsAccessKeyIdSecretref": "x"}}})
+    assert "awsAccessKeyIdSecretref" in message
+
+
+def test_global_is_accepted():
+    render({"global": {"imageRegistry": "mirror.example", "strongroom": {"x": 1}}})
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"backups": {"enabled": True, "postgresql": {"enabled": True, "passwordSecretRef": "p", "host": "h", "database": "d"}}},
+     "backups.s3.bucket"),
+    ({"backups": {"enabled": True, "s3": {"bucket": "b"}, "postgresql": {"enabled": True, "host": "h", "database": "d"}}},
+     "backups.postgresql.passwordSecretRef"),
+    ({"backups": {"enabled": True, "s3": {"bucket": "b"}, "postgresql": {"enabled": True, "passwordSecretRef": "p", "database": "d"}}},
+     "backups.postgresql.host"),
+    ({"backups": {"enabled": True, "s3": {"bucket": "b"}, "clickhouse": {"enabled": True, "host": "h"}}},
+     "backups.clickhouse.passwordSecretRef"),
+    ({"backups": {"s3": {"bucket": "b"}}, "restore": {"enabled": True, "snapshot": "s"}}, "restore.type"),
+    ({"backups": {"s3": {"bucket": "b"}}, "restore": {"enabled": True, "type": "postgresql"}}, "restore.snapshot"),
+    ({"backups": {"s3": {"bucket": "b"}, "postgresql": {"host": "h", "database": "d"}},
+      "restore": {"enabled": True, "type": "postgresql", "snapshot": "s"}}, "restore.postgresql.passwordSecretRef"),
+    ({"backups": {"enabled": True, "s3": {"bucket": "b", "awsAccessKeyIdSecretRef": "k"},
+                  "postgresql": {"enabled": True, "passwordSecretRef": "p", "host": "h", "database": "d"}}},
+     "backups.s3.awsSecretAccessKeySecretRef"),
+])
+def test_a_missing_required_value_fails_naming_it(values, named):
+    assert named in render_error(values)
+
+
+def test_the_sidecar_template_refuses_an_engine_in_cronjob_mode(tmp_path):
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    values["backups"]["postgresql"]["mode"] = "cronjob"
+    with pytest.raises(Exception) as failure:
+        render_dir(chart, values)
+    assert "backups.postgresql.mode" in str(failure.value) and "sidecar" in str(failure.value)
+
+
+def test_a_grace_period_shorter_than_the_agents_fails(tmp_path):
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    values["postgresql"]["terminationGracePeriodSeconds"] = 120
+    with pytest.raises(Exception) as failure:
+        render_dir(chart, values)
+    assert "backups.daemon.shutdownGraceSeconds" in str(failure.value)
+
+
+def test_the_bitnami_sidecar_shares_the_servers_socket(tmp_path):
+    docs = render_dir(example("bitnami-postgresql", tmp_path))
+    sts = next(d for d in docs if d["kind"] == "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    (agent,) = agent_containers(spec)
+    socket = next(m for m in agent["volumeMounts"] if m["name"] == "empty-dir")
+    server = next(c for c in spec["containers"] if c["name"] == "postgresql")
+    served = next(m for m in server["volumeMounts"] if m["mountPath"] == "/tmp")
+    assert socket["subPath"] == served["subPath"] == "tmp-dir"
+    config = agent_config(docs, "pg-sidecar")
+    assert config["postgresql"]["host"] == socket["mountPath"]

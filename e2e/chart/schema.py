@@ -41,7 +41,7 @@ ITEMS = {
 }
 SSLMODES = ["disable", "prefer", "require", "verify-ca", "verify-full"]
 PORT = {"minimum": 1, "maximum": 65535}
-CRON = {"pattern": r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"}
+CRON = {"pattern": r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$"}
 DURATION = {"pattern": "^[0-9]+[smhd]$"}
 RULES = {
     "backups.s3.integrity": {"enum": ["auto", "md5", "sha256", "crc32"]},
@@ -131,12 +131,13 @@ def schema_of(value, path):
     return s
 
 
-schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "strongroom values"}
-schema.update(schema_of(values, ""))
-text = json.dumps(schema, indent=2) + "\n"
-target = root / "values.schema.json"
-if "--check" in sys.argv:
-    if not target.exists() or target.read_text() != text:
-        sys.exit("chart/values.schema.json is stale: run python3 e2e/chart/schema.py")
-else:
-    target.write_text(text)
+if __name__ == "__main__":
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "strongroom values"}
+    schema.update(schema_of(values, ""))
+    text = json.dumps(schema, indent=2) + "\n"
+    target = root / "values.schema.json"
+    if "--check" in sys.argv:
+        if not target.exists() or target.read_text() != text:
+            sys.exit("chart/values.schema.json is stale: run python3 e2e/chart/schema.py")
+    else:
+        target.write_text(text)

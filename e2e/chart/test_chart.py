@@ -110,8 +110,8 @@ def agent_containers(spec):
 # --- generated files and versions -----------------------------------------------------------
 
 
-def test_schema_and_defaults_are_generated_from_values_yaml():
-    for script in ("schema.py", "sync_defaults.py"):
+def test_schema_defaults_and_readme_table_are_generated_from_values_yaml():
+    for script in ("schema.py", "sync_defaults.py", "values_table.py"):
         done = subprocess.run(["python", str(HERE / script), "--check"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
 
@@ -392,9 +392,18 @@ def test_global_is_accepted():
     ({"backups": {"enabled": True, "s3": {"bucket": "b", "awsAccessKeyIdSecretRef": "k"},
                   "postgresql": {"enabled": True, "passwordSecretRef": "p", "host": "h", "database": "d"}}},
      "backups.s3.awsSecretAccessKeySecretRef"),
+    ({"backups": {"enabled": True, "s3": {"bucket": "b"},
+                  "postgresql": {"enabled": True, "passwordSecretRef": "p", "host": "h", "database": "d",
+                                 "schedule": "0 0 2 * * *"}}},
+     "backups.postgresql.schedule"),
+    ({"backups": {"enabled": True, "s3": {"bucket": "b"},
+                  "postgresql": {"enabled": True, "mode": "both", "passwordSecretRef": "p", "host": "h", "database": "d"}}},
+     "backups.postgresql.mode"),
 ])
-def test_a_missing_required_value_fails_naming_it(values, named):
-    assert named in render_error(values)
+def test_a_missing_or_wrong_value_fails_naming_it(values, named):
+    # Templates name the value with dots; the schema with a JSON pointer.
+    message = render_error(values)
+    assert named in message or "/" + named.replace(".", "/") in message, message
 
 
 def test_the_sidecar_template_refuses_an_engine_in_cronjob_mode(tmp_path):

@@ -5,7 +5,8 @@
 #      (plan-level, mock provider), with the AWS provider from the local filesystem mirror;
 #   2. checkov on the module, with the project's custom checks (Object Lock on, retention >= 7y);
 #   3. apply of examples/complete against LocalStack, a `strongroom backup` and `strongroom
-#      preflight` on the bucket it made, then `terraform destroy`, which must be refused;
+#      preflight` on the bucket it made (and on buckets without Object Lock or versioning, and
+#      on moto with IAM enforcement), then `terraform destroy`, which must be refused;
 #   4. on Ceph RGW (which enforces bucket policies), the module's role policies granted to RGW
 #      users: the writer backs up with the agent but cannot delete, read or bypass; the reader
 #      verifies but cannot write.
@@ -144,6 +145,31 @@ cat "$work/preflight.out"
   && grep -q "^ok   default-retention" "$work/preflight.out" \
   && grep -q "^ok   retention" "$work/preflight.out" \
   || { echo "tf-check: preflight on LocalStack: expected only no-delete to fail" >&2; cat "$work/preflight.log" >&2; exit 1; }
+
+step "strongroom preflight refuses buckets without Object Lock or versioning (LocalStack)"
+for kind in unlocked unversioned; do
+  .venv/bin/python - "$ls_url" "$bucket-$kind" "$kind" <<'PY'
+import sys, boto3
+url, name, kind = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+s3.create_bucket(Bucket=name)
+if kind == "unlocked":
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+PY
+  sed "s/^  bucket: .*/  bucket: $bucket-$kind/" "$work/localstack.yaml" > "$work/preflight-$kind.yaml"
+  set +e
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$strongroom" preflight \
+    --config "$work/preflight-$kind.yaml" >"$work/preflight-$kind.out" 2>/dev/null
+  rc=$?
+  set -e
+  check=$([ "$kind" = unlocked ] && echo object-lock || echo versioning)
+  [ "$rc" = 1 ] && grep -q "^FAIL $check" "$work/preflight-$kind.out" \
+    || { echo "tf-check: preflight on a bucket $kind must fail $check" >&2; cat "$work/preflight-$kind.out" >&2; exit 1; }
+  grep "^FAIL $check" "$work/preflight-$kind.out"
+done
+
+step "strongroom preflight on moto with IAM enforcement"
+.venv/bin/python "$root/e2e/terraform/moto_preflight.py" "$work/outputs.json" "$strongroom" "$root/.venv"
 
 step "terraform destroy must be refused"
 if (cd "$example" && tf destroy -auto-approve -var "bucket_name=$bucket" -var region=us-east-1 \

@@ -2,9 +2,11 @@
 //! file): a bucket with Object Lock and a default retention passes every bucket check, and the
 //! harness's owner credentials, which may delete, fail `no-delete`; a bucket without Object
 //! Lock, and one without versioning, fail with the check named (on moto, whose
-//! GetBucketVersioning answer is unreadable, as "cannot tell"). The passing `no-delete` (a
-//! role that may not delete) is proven on Ceph RGW with the Terraform module's writer policy in
-//! `make tf-check` (e2e/terraform/rgw_policies.py): moto enforces no permissions.
+//! GetBucketVersioning answer is unreadable, as "cannot tell"). The passing `no-delete` (a role
+//! that may not delete) is proven in `make tf-check` with the Terraform module's writer policy,
+//! on Ceph RGW (e2e/terraform/rgw_policies.py) and on a moto with IAM enforcement
+//! (e2e/terraform/moto_preflight.py): the harness's moto enforces no permissions, and
+//! LocalStack's community edition none either.
 
 use aws_sdk_s3::types::{
     BucketVersioningStatus, DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled,

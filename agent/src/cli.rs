@@ -481,29 +481,21 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             let snapshot = restore::resolve_snapshot(&*store, &config, engine, &choice).await?;
             let run = run_id.map(|id| {
                 let target = restore_target(&config, engine, &options);
-                let key = run_once::marker_key(
+                run_once::Run::new(
                     &prefix,
                     engine,
                     &snapshot.release,
                     &snapshot.keys.dump,
                     &target,
                     &id,
-                );
-                (id, target, key)
+                )
             });
-            let earlier = match &run {
-                Some((_, _, key)) => run_once::earlier_run(&*store, key).await?,
-                None => None,
+            // A rerun over an existing marker keeps that first marker (markers are
+            // create-only, like every object).
+            let marked = match &run {
+                Some(run) => run_once::check(&*store, run, rerun).await?,
+                None => false,
             };
-            if let (Some((id, target, _)), Some(earlier), false) = (&run, &earlier, rerun) {
-                println!(
-                    "restore of {} into {target} with run id {id} already passed, so it does \
-                     not run again: {earlier}. Nothing was changed. To restore again, use a new \
-                     run id (restore.runId) or --rerun (restore.rerun: true)",
-                    snapshot.keys.dump
-                );
-                return Ok(());
-            }
             let policy = WritePolicy::prepare(&*store, &config.s3).await?;
             let result = restore::restore_snapshot(
                 &config,
@@ -556,24 +548,15 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                     problem,
                 });
             }
-            // A rerun keeps the first marker (markers are create-only, like every object).
-            if let (Some((run_id, target, key)), Some(report_key), None) =
-                (run, &report.report_key, earlier)
-            {
-                let marker = run_once::RunMarker {
-                    run_id,
-                    snapshot: snapshot.keys.dump.clone(),
-                    target,
-                    report_key: report_key.clone(),
-                    finished_at: report.finished_at,
-                };
-                if let Err(e) = run_once::record(&*store, &policy, &key, &marker).await {
+            if let (Some(run), Some(report_key), false) = (&run, &report.report_key, marked) {
+                // Restored and validated either way: a marker that could not be stored is
+                // exit 3, like a report that could not be.
+                if let Err(e) =
+                    run_once::record(&*store, &policy, run, report_key, report.finished_at).await
+                {
                     return Err(Error::ReportNotStored {
                         database: report.target_database,
-                        problem: format!(
-                            "the run marker {key} was not stored ({e}), so the same run id \
-                             would restore again"
-                        ),
+                        problem: e.to_string(),
                     });
                 }
             }

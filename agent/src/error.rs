@@ -26,6 +26,8 @@ pub const EXIT_REPORT_NOT_STORED: i32 = 3;
 /// Exit code for a backup that was skipped on purpose (the server is a standby); nothing was
 /// written.
 pub const EXIT_SKIPPED: i32 = 4;
+/// `restore --run-id`: this run already restored (its marker is in the bucket); nothing done.
+pub const EXIT_ALREADY_RESTORED: i32 = 5;
 
 /// What a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +242,23 @@ pub enum Error {
          to change)"
     )]
     PreflightFailed { target: String, failed: String },
+    /// `restore --run-id`: a restore of this snapshot into this target with this run id has
+    /// already passed (or a marker claims so).
+    #[error(
+        "not restoring {snapshot} into {target} again: run id {run_id} already has a marker \
+         ({marker}): {earlier}. Nothing was changed. To restore it again, use a new run id \
+         (restore.runId) or pass --rerun"
+    )]
+    AlreadyRestored {
+        snapshot: String,
+        target: String,
+        run_id: String,
+        marker: String,
+        earlier: String,
+    },
+    /// The run marker could not be read or written.
+    #[error("run marker {key}: {problem}")]
+    RunMarker { key: String, problem: String },
     /// `strongroom check-args`: the arguments do not parse.
     #[error("the arguments do not parse as a strongroom command line: {problem}")]
     BadArguments { problem: String },
@@ -298,6 +317,7 @@ impl Error {
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
             Error::ReportNotStored { .. } => EXIT_REPORT_NOT_STORED,
             Error::Standby { .. } => EXIT_SKIPPED,
+            Error::AlreadyRestored { .. } => EXIT_ALREADY_RESTORED,
             _ => EXIT_FAILURE,
         }
     }

@@ -59,11 +59,11 @@ mod tests {
 
     #[test]
     fn the_summary_names_each_section_that_is_set() {
-        let yaml = "release: r\ns3: {bucket: b}\npostgresql: {database: d}\n";
+        let yaml = "release: r\ns3: {bucket: bkt}\npostgresql: {database: d}\n";
         let config = Config::from_yaml(yaml, Path::new("c.yaml")).unwrap();
         let text = summary(&config, Path::new("c.yaml"));
         assert!(text.contains("config c.yaml is valid"), "{text}");
-        assert!(text.contains("s3://b/backups"), "{text}");
+        assert!(text.contains("s3://bkt/backups"), "{text}");
         assert!(
             text.contains("postgresql: /var/run/postgresql:5432 database d"),
             "{text}"

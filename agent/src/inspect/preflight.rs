@@ -7,7 +7,8 @@
 //!   an aborted multipart upload that leaves nothing);
 //! - `clock`: the skew between this clock and the server's `Date` (retention dates and backup
 //!   timestamps come from this clock);
-//! - `write`, `retention`: the role can write a locked object, and the lock is on it;
+//! - `write`, `list`, `retention`: the role can write a locked object, list its versions (as
+//!   the read-back of every upload does), and the lock is on it as written;
 //! - `no-delete`: the role cannot delete (a delete without version id of the probe object).
 //!
 //! What the run leaves in the bucket: one small probe object under
@@ -108,7 +109,7 @@ pub async fn run(store: &S3Store, config: &Config, now: OffsetDateTime) -> Vec<C
     }
     checks.push(default_retention_check(store, config).await);
     checks.push(integrity_check(store, config).await);
-    checks.push(clock_check(store, config, now).await);
+    checks.push(clock_check(store, config).await);
     let probe_key = format!(
         "{}/.strongroom/preflight/{}-{}-{}.txt",
         config.s3.prefix,
@@ -177,9 +178,21 @@ pub async fn run(store: &S3Store, config: &Config, now: OffsetDateTime) -> Vec<C
             None
         }
     };
-    if let Some(version) = written {
-        checks.push(retention_check(store, &probe_key, version.as_deref(), &retention).await);
-        checks.push(delete_check(store, &probe_key).await);
+    match written {
+        Some(version) => {
+            checks.push(list_check(store, config, &probe_key, version.as_deref()).await);
+            checks.push(retention_check(store, &probe_key, version.as_deref(), &retention).await);
+            checks.push(delete_check(store, &probe_key).await);
+        }
+        None => {
+            for name in ["list", "retention", "no-delete"] {
+                checks.push(check(
+                    name,
+                    CheckStatus::Fail,
+                    "not checked: it needs the probe object, and the write failed",
+                ));
+            }
+        }
     }
     checks
 }
@@ -276,15 +289,20 @@ async fn integrity_check(store: &S3Store, config: &Config) -> Check {
     }
 }
 
-async fn clock_check(store: &S3Store, config: &Config, now: OffsetDateTime) -> Check {
+async fn clock_check(store: &S3Store, config: &Config) -> Check {
     let absent = format!(
         "{}/.strongroom/preflight/absent-{}",
         config.s3.prefix,
         uuid::Uuid::new_v4()
     );
-    match store.server_date(&absent).await {
+    // This clock's reading at the middle of the request, against the server's.
+    let before = OffsetDateTime::now_utc();
+    let answer = store.server_date(&absent).await;
+    let elapsed: Duration = OffsetDateTime::now_utc() - before;
+    let local = before + elapsed / 2_i32;
+    match answer {
         Ok(server) => {
-            let skew = (now - server).whole_seconds();
+            let skew = (local - server).whole_seconds();
             let detail = format!("this clock is {skew:+} s from the server's Date ({server})");
             if skew.abs() > MAX_SKEW_SECONDS {
                 check(
@@ -302,7 +320,45 @@ async fn clock_check(store: &S3Store, config: &Config, now: OffsetDateTime) -> C
         Err(problem) => check(
             "clock",
             CheckStatus::Fail,
-            format!("cannot read the server's time: {problem}"),
+            format!(
+                "cannot read the server's time: {problem}; check that the endpoint is an S3 \
+                 server and answers HEAD requests"
+            ),
+        ),
+    }
+}
+
+/// The read-back of every upload lists the key's versions: the probe's must be listed.
+async fn list_check(store: &S3Store, config: &Config, key: &str, version: Option<&str>) -> Check {
+    match store.list_versions(key).await {
+        Ok(versions)
+            if versions
+                .iter()
+                .any(|v| v.key == key && v.version_id.as_deref() == version) =>
+        {
+            check(
+                "list",
+                CheckStatus::Ok,
+                "the probe's version is listed (the read-back of every upload lists versions)",
+            )
+        }
+        Ok(versions) => check(
+            "list",
+            CheckStatus::Fail,
+            format!(
+                "listing the probe's versions did not show the version just written ({} \
+                 entries): the read-back of every backup would fail",
+                versions.len()
+            ),
+        ),
+        Err(e) => check(
+            "list",
+            CheckStatus::Fail,
+            format!(
+                "{e}; the backup role must allow s3:ListBucketVersions and s3:ListBucket on the \
+                 bucket for the prefix {}/",
+                config.s3.prefix
+            ),
         ),
     }
 }
@@ -313,25 +369,38 @@ async fn retention_check(
     version: Option<&str>,
     wanted: &Retention,
 ) -> Check {
+    let describe = |r: &Retention| format!("{} until {}", r.mode.as_str(), r.retain_until);
     match store.retention(key, version).await {
-        Ok(Some(r)) if r.mode == wanted.mode && r.retain_until >= wanted.retain_until => check(
+        Ok(Some(r))
+            if r.mode == wanted.mode
+                && r.retain_until >= wanted.retain_until
+                && r.retain_until <= wanted.retain_until + Duration::minutes(1) =>
+        {
+            check(
+                "retention",
+                CheckStatus::Ok,
+                format!("the probe is locked {}", describe(&r)),
+            )
+        }
+        Ok(Some(r)) if r.mode == wanted.mode && r.retain_until > wanted.retain_until => check(
             "retention",
-            CheckStatus::Ok,
+            CheckStatus::Warn,
             format!(
-                "the probe is locked {} until {}",
-                r.mode.as_str(),
-                r.retain_until
+                "the probe is locked {}, longer than the {} it was written with: the server \
+                 applied another retention (the bucket default?) than the one sent; the agent \
+                 checks every backup's retention after upload",
+                describe(&r),
+                describe(wanted)
             ),
         ),
         Ok(Some(r)) => check(
             "retention",
             CheckStatus::Fail,
             format!(
-                "the probe is locked {} until {}, not {} until {} as written",
-                r.mode.as_str(),
-                r.retain_until,
-                wanted.mode.as_str(),
-                wanted.retain_until
+                "the probe is locked {}, not {} as written: this server does not keep the \
+                 retention it is sent",
+                describe(&r),
+                describe(wanted)
             ),
         ),
         Ok(None) => check(
@@ -352,10 +421,10 @@ async fn retention_check(
 
 async fn delete_check(store: &S3Store, key: &str) -> Check {
     match store.probe_delete(key).await {
-        Err(StoreError::PermissionDenied { code, .. }) => check(
+        Err(StoreError::PermissionDenied { code, .. }) if code == "AccessDenied" => check(
             "no-delete",
             CheckStatus::Ok,
-            format!("a delete of the probe was refused ({code}): this role cannot delete"),
+            "a delete of the probe was refused (AccessDenied): this role cannot delete",
         ),
         Ok(()) => check(
             "no-delete",
@@ -371,7 +440,11 @@ async fn delete_check(store: &S3Store, key: &str) -> Check {
         Err(e) => check(
             "no-delete",
             CheckStatus::Fail,
-            format!("the delete probe did not answer AccessDenied: {e}"),
+            format!(
+                "the delete probe was answered with {e}, not AccessDenied, so it does not tell \
+                 whether this role may delete; run preflight again, and if this persists check \
+                 the role's policy for s3:DeleteObject"
+            ),
         ),
     }
 }

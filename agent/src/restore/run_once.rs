@@ -4,14 +4,16 @@
 //! again: a Job re-created by a GitOps tool, or a manifest applied again, must not load the
 //! snapshot a second time over data that has lived on since.
 //!
-//! The marker is read as untrusted: whoever may write to the bucket can plant one, and the
-//! worst it does is stop a restore with a message that says how to run it anyway.
+//! The marker is read as untrusted: whoever may write under `reports/` can plant one (the
+//! Terraform module's writer policy may not), and the worst it does is stop a restore, which
+//! fails (exit 5) saying what the marker claims and how to run anyway: a Job that restores
+//! nothing never looks like one that succeeded.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layout::Engine;
 use crate::locked_write::WritePolicy;
 use crate::store::{ObjectStore, StoreError, read_small};
@@ -28,6 +30,33 @@ pub struct RunMarker {
     pub report_key: String,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+}
+
+/// One restore run: its id, where it loads, and the key of its marker.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: String,
+    pub snapshot: String,
+    pub target: String,
+    pub key: String,
+}
+
+impl Run {
+    pub fn new(
+        prefix: &str,
+        engine: Engine,
+        release: &str,
+        snapshot: &str,
+        target: &str,
+        id: &str,
+    ) -> Run {
+        Run {
+            id: id.to_owned(),
+            snapshot: snapshot.to_owned(),
+            target: target.to_owned(),
+            key: marker_key(prefix, engine, release, snapshot, target, id),
+        }
+    }
 }
 
 /// The marker's key for this run.
@@ -51,36 +80,86 @@ pub fn marker_key(
     )
 }
 
-/// What an earlier run left under `key`, described for the refusal; `None` if nothing.
-pub async fn earlier_run<S: ObjectStore>(store: &S, key: &str) -> Result<Option<String>> {
-    let bytes = match read_small(store, key, None, MARKER_LIMIT).await {
+/// Refuses the run if a marker exists under its key: [`Error::AlreadyRestored`] saying what
+/// the marker claims (or that it does not describe this run, which only someone else's write
+/// explains). `Ok(true)` when a marker exists and `rerun` lets the restore go on anyway.
+pub async fn check<S: ObjectStore>(store: &S, run: &Run, rerun: bool) -> Result<bool> {
+    let bytes = match read_small(store, &run.key, None, MARKER_LIMIT).await {
         Ok(bytes) => bytes,
-        Err(StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(StoreError::NotFound { .. }) => return Ok(false),
+        Err(e) => {
+            return Err(Error::RunMarker {
+                key: store.target(&run.key),
+                problem: format!(
+                    "{e}. The restore's role needs s3:GetObject on <prefix>/reports/* to read \
+                     it (or run without --run-id)"
+                ),
+            });
+        }
     };
-    Ok(Some(match serde_json::from_slice::<RunMarker>(&bytes) {
+    if rerun {
+        return Ok(true);
+    }
+    let earlier = match serde_json::from_slice::<RunMarker>(&bytes) {
+        Ok(m) if m.run_id == run.id && m.snapshot == run.snapshot && m.target == run.target => {
+            format!(
+                "run {} restored it at {} (report {})",
+                m.run_id, m.finished_at, m.report_key
+            )
+        }
         Ok(m) => format!(
-            "run {} restored {} into {} at {} (report {})",
-            m.run_id, m.snapshot, m.target, m.finished_at, m.report_key
+            "the marker there describes another restore ({} into {}, run {}): it was not \
+             written by this agent for this run; find out who wrote it",
+            m.snapshot, m.target, m.run_id
         ),
-        Err(e) => format!(
-            "an unreadable marker ({e}): check who wrote it, the backup writer role should not"
-        ),
-    }))
+        Err(e) => {
+            format!("the marker there is not one this agent writes ({e}): find out who wrote it")
+        }
+    };
+    Err(Error::AlreadyRestored {
+        snapshot: run.snapshot.clone(),
+        target: run.target.clone(),
+        run_id: run.id.clone(),
+        marker: store.target(&run.key),
+        earlier,
+    })
 }
 
 /// Stores the marker create-only and locked like the reports.
 pub async fn record<S: ObjectStore>(
     store: &S,
     policy: &WritePolicy,
-    key: &str,
-    marker: &RunMarker,
+    run: &Run,
+    report_key: &str,
+    finished_at: OffsetDateTime,
 ) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(marker).expect("serialisable");
+    let marker = RunMarker {
+        run_id: run.id.clone(),
+        snapshot: run.snapshot.clone(),
+        target: run.target.clone(),
+        report_key: report_key.to_owned(),
+        finished_at,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&marker).expect("serialisable");
     bytes.push(b'\n');
-    let retention = policy.retention_from(marker.finished_at);
-    policy.put(store, key, bytes, retention.as_ref()).await?;
-    Ok(())
+    let retention = policy.retention_from(finished_at);
+    match policy.put(store, &run.key, bytes, retention.as_ref()).await {
+        Ok(_) => Ok(()),
+        Err(Error::KeyTaken { .. }) => Err(Error::RunMarker {
+            key: store.target(&run.key),
+            problem: "another restore with this run id finished first and left its marker; \
+                      this one restored too (its report is stored): two runs with one run id \
+                      ran at once"
+                .into(),
+        }),
+        Err(e) => Err(Error::RunMarker {
+            key: store.target(&run.key),
+            problem: format!(
+                "{e}; so a restore with this run id would run again. Give the restore's role \
+                 s3:PutObject on <prefix>/reports/*"
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]

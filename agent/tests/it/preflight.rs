@@ -86,6 +86,7 @@ async fn a_locked_bucket_passes_and_a_role_that_may_delete_fails(id: TestId) {
         "default-retention",
         "clock",
         "write",
+        "list",
         "retention",
     ] {
         assert_eq!(status_of(&checks, name).0, "ok", "{name}: {text}");
@@ -144,6 +145,10 @@ async fn a_bucket_without_object_lock_fails_its_checks(id: TestId) {
     assert_eq!(status_of(&checks, "versioning").0, versioning, "{text}");
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("object-lock"), "{text}");
+    // Every check has its line, even those the failed write kept from running.
+    let (status, detail) = status_of(&checks, "no-delete");
+    assert_eq!(status, "fail", "{text}");
+    assert!(detail.contains("not checked"), "{detail}");
 }
 
 async fn a_bucket_without_versioning_fails_the_versioning_check(id: TestId) {

@@ -371,11 +371,14 @@ async fn a_restore_with_a_run_id_runs_once_unless_asked_again(id: TestId) {
         .await
         .unwrap();
 
+    // The same run again is refused (exit 5: a Job that restored nothing does not look done).
     let again = restore("drill-1", &[]);
     let all = text(&again);
-    assert!(again.status.success(), "{all}");
+    assert_eq!(again.status.code(), Some(5), "{all}");
     assert!(
-        all.contains("already passed") && all.contains("Nothing was changed"),
+        all.contains("run id drill-1 already has a marker")
+            && all.contains("restored it at")
+            && all.contains("Nothing was changed"),
         "{all}"
     );
     assert!(
@@ -398,4 +401,84 @@ async fn a_restore_with_a_run_id_runs_once_unless_asked_again(id: TestId) {
     let report: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
     assert_eq!(report["passed"], true, "{}", text(&other));
     drop_database(&target).await;
+
+    // A restore whose checks fail leaves no marker: the same run id may run again.
+    std::fs::create_dir_all(dir.path().join("failing")).unwrap();
+    let failing = config_file(
+        &id,
+        &bucket,
+        &dir.path().join("failing"),
+        "  validation:\n    sql:\n      - name: impossible\n        \
+         query: SELECT count(*) FROM storage_records\n        expect: {equals: \"-1\"}\n",
+    );
+    let run = |config: &Path, run_id: &str| {
+        strongroom(
+            config,
+            &[
+                "restore",
+                "--engine",
+                "postgresql",
+                "--snapshot",
+                &key,
+                "--database",
+                &target,
+                "--create",
+                "--run-id",
+                run_id,
+            ],
+        )
+    };
+    let failed = run(&failing, "drill-3");
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    drop_database(&target).await;
+    let retried = run(&config, "drill-3");
+    assert!(retried.status.success(), "{}", text(&retried));
+    drop_database(&target).await;
+
+    // A marker someone planted (it does not describe this run) stops the restore, loudly.
+    let pg = harness::pg();
+    let marker = strongroom::restore::run_once::marker_key(
+        &format!("backups/{}", id.test.replace('_', "-")),
+        strongroom::layout::Engine::Postgresql,
+        "llama-mapper",
+        &key,
+        &format!("{}:{}/{target}", pg.socket_dir, pg.port),
+        "drill-4",
+    );
+    let store = strongroom::store::s3::S3Store::connect(
+        &harness::config(&format!(
+            "release: r\ns3:\n  bucket: {bucket}\n  endpoint: {}\n",
+            id.s3.endpoint()
+        ))
+        .s3,
+    )
+    .await;
+    let body = Bytes::from_static(b"{\"planted\": true}");
+    let retention = strongroom::store::Retention {
+        mode: strongroom::config::LockMode::Governance,
+        retain_until: time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap()
+            + time::Duration::days(1),
+    };
+    store
+        .put_object(
+            &marker,
+            body.clone(),
+            PartChecksum::compute(Integrity::Md5, &body),
+            Some(&retention),
+        )
+        .await
+        .unwrap();
+    let planted = run(&config, "drill-4");
+    let all = text(&planted);
+    assert_eq!(planted.status.code(), Some(5), "{all}");
+    assert!(all.contains("not one this agent writes"), "{all}");
+    // Refused before anything was loaded: the target was not even created.
+    let exists = harness::admin("postgres")
+        .await
+        .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])
+        .await
+        .unwrap();
+    assert!(exists.is_empty(), "the refused restore created {target}");
 }

@@ -14,6 +14,8 @@ Usage: rgw_policies.py OUTPUTS_JSON STRONGROOM CONFIG_TEMPLATE
 Env: STRONGROOM_TEST_S3_RGW, AWS_ACCESS_KEY_ID/SECRET (bucket owner),
      STRONGROOM_TEST_RGW_{WRITER,READER}_{KEY,SECRET}
 """
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -125,8 +127,10 @@ denied("shortening retention with x-amz-bypass-governance-retention",
            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": "2027-01-01T00:00:00Z"}))
 denied("PutObject outside the prefix",
        lambda: writer.put_object(Bucket=bucket, Key="elsewhere/x", Body=b"x"))
+denied("PutObject of a restore report or run marker",
+       lambda: writer.put_object(Bucket=bucket, Key=f"{prefix}/reports/postgresql/llama-mapper/runs/x.json", Body=b"x",
+                                 ContentMD5=base64.b64encode(hashlib.md5(b"x").digest()).decode()))
 # An overwrite is a new version; the backed-up version stays, locked, and is what the manifest pins.
-import base64, hashlib
 body = b"overwrite attempt"
 writer.put_object(Bucket=bucket, Key=dump_key, Body=body,
                   ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode())

@@ -209,7 +209,8 @@ locals {
 
   # The backup writer (sidecar, CronJob): create objects under its prefix, set and read their
   # retention, list versions (metadata-only read-back), abort its multipart uploads. No delete
-  # of any kind, no bypass, no reading of backup data.
+  # of any kind, no bypass, no reading of backup data, and no writing of restore reports and
+  # run markers: those are the restore's, and a database pod must not be able to fake one.
   writer_policy_json = jsonencode({
     Version = "2012-10-17"
     Statement = concat([
@@ -218,6 +219,12 @@ locals {
         Effect   = "Allow"
         Action   = ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObjectRetention", "s3:AbortMultipartUpload"]
         Resource = [local.objects_arn]
+      },
+      {
+        Sid      = "NoRestoreReports"
+        Effect   = "Deny"
+        Action   = ["s3:PutObject"]
+        Resource = ["${local.bucket_arn}/${local.prefix}/reports/*"]
       },
       local.list_prefix_statement,
       local.bucket_protection_statement,

@@ -119,6 +119,13 @@ run "writer_cannot_delete_bypass_or_read" {
     condition     = contains(flatten([for s in jsondecode(output.writer_policy_json).Statement : s.Action]), "s3:ListBucketVersions")
     error_message = "The writer verifies uploads by listing versions."
   }
+  assert {
+    condition = anytrue([
+      for s in jsondecode(output.writer_policy_json).Statement :
+      s.Effect == "Deny" && contains(s.Action, "s3:PutObject") && contains(s.Resource, "arn:aws:s3:::acme-prod-backups/backups/llama-mapper/reports/*")
+    ])
+    error_message = "The writer may not write restore reports or run markers."
+  }
 }
 
 run "reader_has_no_write_action" {

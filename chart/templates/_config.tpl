@@ -204,7 +204,9 @@ Job uses restore.s3's refs: its role reads and reports, it does not write backup
 
 {{/* Volumes of an agent: the config directory (never subPath: the agent reloads it), the
 Secret files as one projected directory (rotation reaches the files), /tmp. "configName" names
-the ConfigMap; "fileMode" the Secret files' mode. */}}
+the ConfigMap; "fileMode" the Secret files' mode; "optional" lets the pod start without a
+Secret (the sidecar: a missing backup Secret must not keep the database from starting; the
+agent then fails its backups saying which file is missing). */}}
 {{- define "strongroom.volumes" -}}
 - name: strongroom-config
   configMap:
@@ -221,6 +223,9 @@ the ConfigMap; "fileMode" the Secret files' mode. */}}
           items:
             - key: {{ .key }}
               path: {{ .path }}
+          {{- if $.optional }}
+          optional: true
+          {{- end }}
       {{- end }}
 {{- end }}
 - name: strongroom-tmp

@@ -36,10 +36,11 @@ application's own `image` or `resources` never reach the agent. */}}
 {{- define "strongroom.merged" -}}
 {{- $given := .values | default dict }}
 {{- $tree := deepCopy (get $given "strongroom" | default dict) }}
+{{- $defaults := fromJson (include "strongroom.defaults" .) }}
 {{- if hasKey $given "backups" }}
+{{- include "strongroom.checkKeys" (dict "given" $given.backups "defaults" $defaults.backups "path" "backups") }}
 {{- $_ := set $tree "backups" (mustMergeOverwrite (deepCopy (get $tree "backups" | default dict)) (deepCopy $given.backups)) }}
 {{- end }}
-{{- $defaults := fromJson (include "strongroom.defaults" .) }}
 {{- toJson (mustMergeOverwrite $defaults $tree) }}
 {{- end }}
 
@@ -123,9 +124,38 @@ app.kubernetes.io/instance: {{ .context.Release.Name }}
 {{- mul $n (index (dict "s" 1 "m" 60 "h" 3600 "d" 86400) $unit) }}
 {{- end }}
 
-{{/* The restore Job's name: base, engine, and a hash of type, snapshot and runId (<= 63). */}}
+{{/* The restore Job's arguments, as a JSON list. (dict "context" "v" ...) */}}
+{{- define "strongroom.restoreArgs" -}}
+{{- $r := .v.restore }}
+{{- $args := list "--config" (include "strongroom.configPath" .) "restore" "--engine" $r.type "--snapshot" $r.snapshot "--run-id" $r.runId }}
+{{- if $r.create }}{{ $args = append $args "--create" }}{{ end }}
+{{- if $r.force }}{{ $args = append $args "--force" }}{{ end }}
+{{- toJson $args }}
+{{- end }}
+
+{{/* The restore Job's name (<= 63): base, engine, and a hash of everything the Job runs
+(its arguments, which hold type, snapshot and run id, and its config), so that any change of
+the restore's values is a new Job, never a patch of an immutable one. */}}
 {{- define "strongroom.restoreJobName" -}}
 {{- $r := .v.restore }}
-{{- $hash := printf "%s\n%s\n%s" $r.type $r.snapshot (toString $r.runId) | sha256sum | trunc 10 }}
+{{- $ctx := dict "context" .context "v" .v "engine" $r.type "purpose" "restore" }}
+{{- $hash := printf "%s\n%s" (include "strongroom.restoreArgs" $ctx) (include "strongroom.agentConfig" $ctx) | sha256sum | trunc 10 }}
 {{- printf "%s-restore-%s-%s" (include "strongroom.base" .) (include "strongroom.short" $r.type) $hash }}
+{{- end }}
+
+{{/* Fails on a key of "given" that "defaults" does not have: the schema checks this chart's
+own values, this checks the backups.* an including chart gives the sidecar templates. Maps
+that are the user's own (extraConfig, empty by default) are not descended into. */}}
+{{- define "strongroom.checkKeys" -}}
+{{- $defaults := .defaults }}
+{{- $path := .path }}
+{{- range $key, $value := .given }}
+{{- if not (hasKey $defaults $key) }}
+{{- fail (printf "%s.%s is not a strongroom value (a typo?): the sidecar templates take the keys listed in strongroom's chart/README.md" $path $key) }}
+{{- end }}
+{{- $default := index $defaults $key }}
+{{- if and (kindIs "map" $default) (kindIs "map" $value) (gt (len $default) 0) }}
+{{- include "strongroom.checkKeys" (dict "given" $value "defaults" $default "path" (printf "%s.%s" $path $key)) }}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -17,6 +17,9 @@ sidecar: one engine never runs both ways.
   strongroom.sidecar.terminationGracePeriodSeconds
                                         the pod's grace period: "requested" (optional) checked
                                         against backups.daemon.shutdownGraceSeconds
+  strongroom.sidecar.testPod            a helm test Pod running `strongroom preflight` as the
+                                        database pod's ServiceAccount ("serviceAccountName"),
+                                        with its ConfigMap
 */}}
 
 {{/* (dict ...) -> the merged values as JSON, or "" when the sidecar is off. */}}
@@ -26,6 +29,13 @@ sidecar: one engine never runs both ways.
 {{- fail (printf "strongroom sidecar templates: engine %q must be postgresql or clickhouse" .engine) }}
 {{- end }}
 {{- $e := index $v.backups .engine }}
+{{- /* The subchart's own values (strongroom.backups.*) must not run this engine as a CronJob
+while the including chart's backups.* runs it as a sidecar. */}}
+{{- $sub := get (get (.values | default dict) "strongroom" | default dict) "backups" | default dict }}
+{{- $subEngine := get $sub .engine | default dict }}
+{{- if and (get $sub "enabled") (get $subEngine "enabled") (ne (get $subEngine "mode" | default "cronjob") "sidecar") }}
+{{- fail (printf "strongroom.backups.%s enables %s backups as a CronJob in the strongroom subchart while the sidecar templates are included for it: back up one way only (set strongroom.backups.%s.enabled: false, or do not include the sidecar)" .engine .engine .engine) }}
+{{- end }}
 {{- if and $v.backups.enabled $e.enabled }}
 {{- if ne $e.mode "sidecar" }}
 {{- fail (printf "the strongroom sidecar template was included for %s, but backups.%s.mode is %q: set backups.%s.mode: sidecar (or do not include the sidecar) so that %s is not backed up both by a sidecar and a CronJob" .engine .engine $e.mode .engine .engine) }}
@@ -112,7 +122,7 @@ volumeMounts:
 {{- with include "strongroom.sidecar.values" . }}
 {{- $v := fromJson . }}
 {{- $ctx := dict "context" $.context "v" $v "engine" $.engine "purpose" "sidecar" }}
-{{- include "strongroom.volumes" (merge (dict "configName" (include "strongroom.sidecar.configName" $ctx) "fileMode" 292) $ctx) }}
+{{- include "strongroom.volumes" (merge (dict "configName" (include "strongroom.sidecar.configName" $ctx) "fileMode" 292 "optional" true) $ctx) }}
 {{- if and (eq $.engine "postgresql") $v.backups.postgresql.sidecar.createSocketVolume }}
 - name: {{ $v.backups.postgresql.sidecar.socketVolumeName }}
   emptyDir: {}
@@ -162,5 +172,29 @@ shutdown grace, else a failure naming both; without "requested", the grace plus 
 {{- int .requested }}
 {{- else }}
 {{- add $grace 30 }}
+{{- end }}
+{{- end }}
+
+{{/* helm test: `strongroom preflight` with the role the sidecar really has (the database pod's
+ServiceAccount, "serviceAccountName"), so the test checks that role, not another one. */}}
+{{- define "strongroom.sidecar.testPod" -}}
+{{- with include "strongroom.sidecar.values" . }}
+{{- $v := fromJson . }}
+{{- $ctx := dict "context" $.context "v" $v "engine" $.engine "purpose" "preflight" "component" "test" }}
+{{- $name := printf "%s-%s-preflight" (include "strongroom.base" $ctx) (include "strongroom.short" $.engine) }}
+{{- include "strongroom.configMap" (merge (dict "name" $name) $ctx) }}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ $name }}
+  namespace: {{ $.context.Release.Namespace }}
+  labels:
+    {{- include "strongroom.labels" $ctx | nindent 4 }}
+  annotations:
+    helm.sh/hook: test
+    helm.sh/hook-delete-policy: before-hook-creation
+spec:
+  {{- include "strongroom.podSpec" (merge (dict "configName" $name "serviceAccountName" (required "strongroom.sidecar.testPod needs \"serviceAccountName\": the database pod's ServiceAccount, whose role the sidecar uses" $.serviceAccountName) "args" (list "--config" (include "strongroom.configPath" $ctx) "preflight")) $ctx) | nindent 2 }}
 {{- end }}
 {{- end }}

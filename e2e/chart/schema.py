@@ -63,7 +63,7 @@ RULES = {
     "backups.daemon.shutdownGraceSeconds": {"minimum": 1},
     "backups.log.format": {"enum": ["json", "text"]},
     "restore.type": {"enum": ["", "postgresql", "clickhouse"]},
-    "restore.runId": {"type": ["string", "integer"], "pattern": "^[A-Za-z0-9._-]{1,63}$"},
+    "restore.runId": {"pattern": "^[A-Za-z0-9._-]{1,63}$"},
     "restore.postgresql.port": PORT,
     "restore.postgresql.sslmode": {"enum": SSLMODES},
     "restore.clickhouse.port": PORT,

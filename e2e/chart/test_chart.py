@@ -435,3 +435,111 @@ def test_the_bitnami_sidecar_shares_the_servers_socket(tmp_path):
     assert socket["subPath"] == served["subPath"] == "tmp-dir"
     config = agent_config(docs, "pg-sidecar")
     assert config["postgresql"]["host"] == socket["mountPath"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_strict_lint_of_the_examples(name, tmp_path):
+    report = lint(str(example(name, tmp_path)), strict=True)
+    assert not report["errors"], report
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+def test_the_restore_job_holds_only_the_restore_role_and_files():
+    docs = render(load_values(CHART / "ci" / "restore-clickhouse-values.yaml"))
+    (job,) = by_kind(docs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
+    assert env == {"AWS_ACCESS_KEY_ID": "llama-mapper-aws-restore", "AWS_SECRET_ACCESS_KEY": "llama-mapper-aws-restore"}
+    sources = next(v for v in pod["volumes"] if v["name"] == "strongroom-secrets")["projected"]["sources"]
+    files = {s["secret"]["items"][0]["path"]: s["secret"]["name"] for s in sources}
+    # The restoring user's password; no signing private key, no backup password.
+    assert files == {"restore-password": "llama-mapper-ch-restore"}, files
+    config = agent_config(docs, "restore")
+    assert config["restore"]["clickhouse"]["password_file"] == "/var/run/secrets/strongroom/restore-password"
+    assert "private_key_file" not in json.dumps(config)
+    # The PostgreSQL restore: its password Secret and the public key, nothing else.
+    docs = render(load_values(CHART / "ci" / "restore-postgresql-values.yaml"))
+    (job,) = by_kind(docs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    sources = next(v for v in pod["volumes"] if v["name"] == "strongroom-secrets")["projected"]["sources"]
+    files = {s["secret"]["items"][0]["path"]: s["secret"]["name"] for s in sources}
+    assert files == {"restore-password": "llama-mapper-pg-restore", "signing.pub": "llama-mapper-signing-pub"}, files
+    assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("AWS_")]
+
+
+def test_any_change_of_the_restore_is_a_new_job():
+    values = load_values(CHART / "ci" / "restore-postgresql-values.yaml")
+    (first,) = by_kind(render(values), "Job")
+    for change in ({"create": True}, {"force": True}, {"database": "other"},
+                   {"validation": {"sql": []}}):
+        changed = copy.deepcopy(values)
+        changed["restore"].update(change)
+        (job,) = by_kind(render(changed), "Job")
+        assert job["metadata"]["name"] != first["metadata"]["name"], change
+
+
+def test_a_numeric_run_id_is_refused_for_a_string():
+    values = load_values(CHART / "ci" / "restore-postgresql-values.yaml")
+    values["restore"]["runId"] = 20261123
+    assert "/restore/runId" in render_error(values)
+
+
+def test_the_restore_never_shares_the_backup_service_account():
+    values = load_values(CHART / "ci" / "restore-postgresql-values.yaml")
+    values["backups"].update({"enabled": True, "postgresql": {"enabled": True, "passwordSecretRef": "p",
+                                                              "host": "h", "database": "d"}})
+    values["serviceAccount"] = {"create": False, "name": "shared"}
+    values["restore"]["serviceAccount"] = {"create": False, "name": "shared"}
+    assert "same ServiceAccount" in render_error(values)
+
+
+def test_the_alerts_use_metrics_the_agent_exports():
+    docs = render(load_values(CHART / "ci" / "monitoring-values.yaml"))
+    (rule,) = by_kind(docs, "PrometheusRule")
+    exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
+    source = (ROOT / "agent" / "src" / "metrics.rs").read_text()
+    names = set(re.findall(r"\bstrongroom_[a-z_]+", exprs))
+    assert names, exprs
+    for name in names:
+        base = re.sub(r"_(total|info)$", "", name[len("strongroom_"):])
+        assert f'"{base}"' in source, f"{name} is not a metric of agent/src/metrics.rs"
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"StrongroomBackupTooOld", "StrongroomBackupNeverSucceeded", "StrongroomBackupFailing",
+            "StrongroomAgentNotReady", "StrongroomCronJobBackupTooOld", "StrongroomCronJobBackupFailed"} <= alerts
+    assert 'cronjob=~"llama-mapper-strongroom-pg-backup"' in exprs
+
+
+def test_a_typo_in_the_sidecar_values_of_an_application_fails(tmp_path):
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    values["backups"]["postgresql"]["databse"] = "oops"
+    with pytest.raises(Exception) as failure:
+        render_dir(chart, values)
+    assert "backups.postgresql.databse" in str(failure.value)
+
+
+def test_the_subchart_cannot_also_run_the_sidecars_engine_as_a_cronjob(tmp_path):
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    values["strongroom"] = {"backups": {"enabled": True, "s3": {"bucket": "b"}, "postgresql": {
+        "enabled": True, "passwordSecretRef": "p", "host": "h", "database": "d"}}}
+    with pytest.raises(Exception) as failure:
+        render_dir(chart, values)
+    assert "strongroom.backups.postgresql" in str(failure.value)
+
+
+def test_the_sidecar_does_not_keep_the_database_from_starting_without_its_secrets(tmp_path):
+    docs = render_dir(example("app", tmp_path))
+    pg = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("postgresql"))
+    volume = next(v for v in pg["spec"]["template"]["spec"]["volumes"] if v["name"] == "strongroom-secrets")
+    assert all(s["secret"].get("optional") is True for s in volume["projected"]["sources"])
+
+
+def test_the_applications_helm_test_runs_as_the_database_pods_service_account(tmp_path):
+    docs = render_dir(example("app", tmp_path))
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    (test_pod,) = pods
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["serviceAccountName"] == "default"
+    assert test_pod["spec"]["containers"][0]["args"][-1] == "preflight"

@@ -406,22 +406,24 @@ def test_a_missing_or_wrong_value_fails_naming_it(values, named):
     assert named in message or "/" + named.replace(".", "/") in message, message
 
 
-def test_the_sidecar_template_refuses_an_engine_in_cronjob_mode(tmp_path):
+def app_render_error(tmp_path, change):
+    """The error of rendering examples/app with its values changed by `change`."""
     chart = example("app", tmp_path)
     values = load_values(chart / "values.yaml")
-    values["backups"]["postgresql"]["mode"] = "cronjob"
+    change(values)
     with pytest.raises(Exception) as failure:
         render_dir(chart, values)
-    assert "backups.postgresql.mode" in str(failure.value) and "sidecar" in str(failure.value)
+    return str(failure.value)
+
+
+def test_the_sidecar_template_refuses_an_engine_in_cronjob_mode(tmp_path):
+    message = app_render_error(tmp_path, lambda v: v["backups"]["postgresql"].update(mode="cronjob"))
+    assert "backups.postgresql.mode" in message and "sidecar" in message
 
 
 def test_a_grace_period_shorter_than_the_agents_fails(tmp_path):
-    chart = example("app", tmp_path)
-    values = load_values(chart / "values.yaml")
-    values["postgresql"]["terminationGracePeriodSeconds"] = 120
-    with pytest.raises(Exception) as failure:
-        render_dir(chart, values)
-    assert "backups.daemon.shutdownGraceSeconds" in str(failure.value)
+    message = app_render_error(tmp_path, lambda v: v["postgresql"].update(terminationGracePeriodSeconds=120))
+    assert "backups.daemon.shutdownGraceSeconds" in message
 
 
 def test_the_bitnami_sidecar_shares_the_servers_socket(tmp_path):
@@ -511,22 +513,15 @@ def test_the_alerts_use_metrics_the_agent_exports():
 
 
 def test_a_typo_in_the_sidecar_values_of_an_application_fails(tmp_path):
-    chart = example("app", tmp_path)
-    values = load_values(chart / "values.yaml")
-    values["backups"]["postgresql"]["databse"] = "oops"
-    with pytest.raises(Exception) as failure:
-        render_dir(chart, values)
-    assert "backups.postgresql.databse" in str(failure.value)
+    message = app_render_error(tmp_path, lambda v: v["backups"]["postgresql"].update(databse="oops"))
+    assert "backups.postgresql.databse" in message
 
 
 def test_the_subchart_cannot_also_run_the_sidecars_engine_as_a_cronjob(tmp_path):
-    chart = example("app", tmp_path)
-    values = load_values(chart / "values.yaml")
-    values["strongroom"] = {"backups": {"enabled": True, "s3": {"bucket": "b"}, "postgresql": {
+    cronjob = {"backups": {"enabled": True, "s3": {"bucket": "b"}, "postgresql": {
         "enabled": True, "passwordSecretRef": "p", "host": "h", "database": "d"}}}
-    with pytest.raises(Exception) as failure:
-        render_dir(chart, values)
-    assert "strongroom.backups.postgresql" in str(failure.value)
+    message = app_render_error(tmp_path, lambda v: v.update(strongroom=cronjob))
+    assert "strongroom.backups.postgresql" in message
 
 
 def test_the_sidecar_does_not_keep_the_database_from_starting_without_its_secrets(tmp_path):

@@ -346,7 +346,7 @@ async fn a_restore_with_a_run_id_runs_once_unless_asked_again(id: TestId) {
     let key = backup(&config);
     let target = format!("{}_once", id.database());
     drop_database(&target).await;
-    let restore = |run_id: &str, extra: &[&str]| {
+    let restore_with = |config: &Path, run_id: &str, extra: &[&str]| {
         let mut args = vec![
             "restore",
             "--engine",
@@ -360,8 +360,9 @@ async fn a_restore_with_a_run_id_runs_once_unless_asked_again(id: TestId) {
             run_id,
         ];
         args.extend_from_slice(extra);
-        strongroom(&config, &args)
+        strongroom(config, &args)
     };
+    let restore = |run_id: &str, extra: &[&str]| restore_with(&config, run_id, extra);
     let first = restore("drill-1", &[]);
     assert!(first.status.success(), "{}", text(&first));
     // Life goes on in the restored database.
@@ -411,23 +412,7 @@ async fn a_restore_with_a_run_id_runs_once_unless_asked_again(id: TestId) {
         "  validation:\n    sql:\n      - name: impossible\n        \
          query: SELECT count(*) FROM storage_records\n        expect: {equals: \"-1\"}\n",
     );
-    let run = |config: &Path, run_id: &str| {
-        strongroom(
-            config,
-            &[
-                "restore",
-                "--engine",
-                "postgresql",
-                "--snapshot",
-                &key,
-                "--database",
-                &target,
-                "--create",
-                "--run-id",
-                run_id,
-            ],
-        )
-    };
+    let run = |config: &Path, run_id: &str| restore_with(config, run_id, &[]);
     let failed = run(&failing, "drill-3");
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
     drop_database(&target).await;

@@ -84,9 +84,9 @@ readinessProbe:
   httpGet:
     path: /readyz
     port: strongroom
-  periodSeconds: 10
+  periodSeconds: {{ $b.sidecar.probes.readinessPeriodSeconds }}
   timeoutSeconds: 5
-  failureThreshold: 3
+  failureThreshold: {{ $b.sidecar.probes.readinessFailureThreshold }}
 {{- end }}
 resources:
   {{- toYaml .v.resources | nindent 2 }}

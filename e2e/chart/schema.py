@@ -62,6 +62,8 @@ RULES = {
     "backups.daemon.port": PORT,
     "backups.daemon.shutdownGraceSeconds": {"minimum": 1},
     "backups.log.format": {"enum": ["json", "text"]},
+    "backups.sidecar.probes.readinessPeriodSeconds": {"minimum": 1},
+    "backups.sidecar.probes.readinessFailureThreshold": {"minimum": 1},
     "restore.type": {"enum": ["", "postgresql", "clickhouse"]},
     "restore.runId": {"pattern": "^[A-Za-z0-9._-]{1,63}$"},
     "restore.postgresql.port": PORT,

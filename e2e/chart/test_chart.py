@@ -538,3 +538,26 @@ def test_the_applications_helm_test_runs_as_the_database_pods_service_account(tm
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert test_pod["spec"]["serviceAccountName"] == "default"
     assert test_pod["spec"]["containers"][0]["args"][-1] == "preflight"
+
+
+def test_every_probe_points_at_the_port_the_agent_listens_on(cases):
+    checked = 0
+    for name, docs in cases:
+        configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+        for doc in docs:
+            for where, spec in pod_specs(doc):
+                volumes = {v["name"]: v for v in spec.get("volumes") or []}
+                for c in agent_containers(spec):
+                    probes = [c[k] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in c]
+                    if not probes:
+                        continue
+                    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+                    config_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/strongroom")
+                    cm = configmaps[volumes[config_mount["name"]]["configMap"]["name"]]
+                    listen = yaml.safe_load(cm["data"]["config.yaml"])["daemon"]["listen"]
+                    for probe in probes:
+                        port = probe["httpGet"]["port"]
+                        port = ports[port] if isinstance(port, str) else port
+                        assert listen.endswith(f":{port}"), f"{name}: {where}: probe port {port}, agent listens on {listen}"
+                        checked += 1
+    assert checked >= 6, checked

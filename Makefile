@@ -7,7 +7,7 @@ VENV_LOCALSTACK := .venv-localstack
 VENV_CHART := .venv-chart
 PYTHON ?= python3
 
-.PHONY: all build deps tf-deps chart-deps lint unit test tf-check chart-check demo bench clean
+.PHONY: all build deps tf-deps chart-deps lint unit test tf-check chart-check image image-check e2e demo bench clean
 
 all: build
 
@@ -83,6 +83,23 @@ chart-check: chart-deps tf-deps
 	cargo build --bin strongroom
 	STRONGROOM=$(CURDIR)/target/debug/strongroom PATH="$(CURDIR)/$(VENV_CHART)/bin:$$PATH" \
 	  $(VENV_CHART)/bin/pytest -q -p no:cacheprovider e2e/chart/test_chart.py
+
+## The agent's OCI image from Debian packages, without a container engine (image/build.sh):
+## target/image/oci and target/image/strongroom.oci.tar. Settings: image/image.env.
+image: deps
+	cargo build --release --bin strongroom
+	image/build.sh target/release/strongroom
+
+## The image's config, files and size (e2e/image/test_image.py).
+image-check: image chart-deps
+	PATH="$(CURDIR)/$(VENV_CHART)/bin:$$PATH" $(VENV_CHART)/bin/pytest -q -s -p no:cacheprovider e2e/image/test_image.py
+
+## The chart's rendered pods run from the image by the test kubelet (e2e/pods/kubelet.py, crun)
+## against PostgreSQL and Ceph RGW (e2e/pods/test_pods.py).
+e2e: image-check
+	cargo build --bin strongroom
+	SERVERS="postgres rgw" STRONGROOM=$(CURDIR)/target/debug/strongroom \
+	  e2e/harness/with-servers.sh $(VENV_CHART)/bin/pytest -q -p no:cacheprovider e2e/pods/test_pods.py
 
 ## A local PostgreSQL with sample data and a local Ceph RGW with an Object-Lock bucket; one
 ## backup, the listing, and the manifest.

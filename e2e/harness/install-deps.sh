@@ -18,6 +18,10 @@ have pigz || need+=(pigz)
 have hey || need+=(hey)
 [ -x /usr/bin/time ] || need+=(time)
 have python3 || need+=(python3 python3-venv)
+# make image and make e2e: a Debian root filesystem, an OCI layout, an OCI runtime.
+have mmdebstrap || need+=(mmdebstrap)
+have umoci || need+=(umoci)
+have crun || need+=(crun)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "install-deps: installing ${need[*]}" >&2
 sudo=

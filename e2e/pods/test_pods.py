@@ -165,6 +165,8 @@ def cluster_with_secrets(signing, trigger="trigger-token-for-tests-0123456789"):
     cluster.secret("llama-mapper-signing", {"strongroom-signing.key": (signing / "strongroom-signing.key").read_bytes()})
     cluster.secret("llama-mapper-signing-pub", {"strongroom-signing.pub": (signing / "strongroom-signing.pub").read_bytes()})
     cluster.secret("trigger", {"token": trigger})
+    # The example application's own Secret (its stood-in database container mounts it).
+    cluster.secret("llama-mapper-pg", {"password": "unused-by-the-stand-in"})
     return cluster
 
 
@@ -336,7 +338,7 @@ def restore_values(bucket, snapshot, target, run_id="1"):
         "backups": {"s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True},
                     "postgresql": {"host": "localhost", "port": PG_PORT}},
         "restore": {"enabled": True, "type": "postgresql", "snapshot": snapshot, "runId": run_id,
-                    "database": target, "create": True,
+                    "database": target,
                     "postgresql": {"passwordSecretRef": "restore-pg", "user": "pods_restore", "port": PG_PORT},
                     "s3": {"awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
                     "signing": {"publicKeySecretRef": "llama-mapper-signing-pub"},
@@ -349,14 +351,21 @@ def test_the_restore_job_restores_once_and_names_a_missing_snapshot(image, signi
     database = f"pods_src_{uuid.uuid4().hex[:6]}"
     psql("postgres", f"CREATE DATABASE {database}")
     psql(database, "CREATE TABLE storage_records AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 3000) g")
-    psql("postgres", "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pods_restore') THEN "
-                     "CREATE ROLE pods_restore LOGIN CREATEDB PASSWORD 'pods-restore-password'; END IF; END $$")
+    # The restore's role owns nothing itself: it is a member of the role that owns the data
+    # and the target database (the dump's ALTER ... OWNER TO needs that).
+    psql("postgres", "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pods_owner') THEN "
+                     "CREATE ROLE pods_owner NOLOGIN; "
+                     "CREATE ROLE pods_restore LOGIN CREATEDB PASSWORD 'pods-restore-password' IN ROLE pods_owner; "
+                     "END IF; END $$")
+    psql(database, "ALTER TABLE storage_records OWNER TO pods_owner")
     bucket = make_bucket()
     config = host_config(tmp_path, bucket, database, extra=f"signing:\n  private_key_file: {signing / 'strongroom-signing.key'}\n")
     made = cli(config, "backup", "--engine", "postgresql", "--json")
     assert made.returncode == 0, made.stderr
     snapshot = json.loads(made.stdout)["key"]
+    # The disaster-recovery target: an empty database its owner role owns.
     target = f"{database}_restored"
+    psql("postgres", f"CREATE DATABASE {target} OWNER pods_owner")
 
     cluster = cluster_with_secrets(signing)
     cluster.secret("restore-pg", {"password": "pods-restore-password"})
@@ -365,7 +374,10 @@ def test_the_restore_job_restores_once_and_names_a_missing_snapshot(image, signi
     (job,) = [d for d in docs if d["kind"] == "Job"]
     ok, pods = run_job(cluster, image, job)
     assert ok, pods[-1].logs()
-    report = json.loads(pods[-1].containers[0].text()[pods[-1].containers[0].text().index("{"):].rsplit("}", 1)[0] + "}")
+    # The Job's log: the agent's JSON log lines, and the report (pretty JSON on stdout).
+    log = pods[-1].containers[0].text()
+    start = log.index("\n{\n") + 1 if not log.startswith("{\n") else 0
+    report, _ = json.JSONDecoder().raw_decode(log[start:])
     assert report["passed"] is True and report["report_key"].startswith(f"{PREFIX}/reports/"), report
     assert psql(target, "SELECT count(*) FROM storage_records") == "3000"
 

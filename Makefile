@@ -98,7 +98,7 @@ image-check: image chart-deps
 ## against PostgreSQL and Ceph RGW (e2e/pods/test_pods.py).
 e2e: image-check
 	cargo build --bin strongroom
-	SERVERS="postgres rgw" STRONGROOM=$(CURDIR)/target/debug/strongroom \
+	SERVERS="postgres rgw clickhouse" STRONGROOM=$(CURDIR)/target/debug/strongroom \
 	  e2e/harness/with-servers.sh $(VENV_CHART)/bin/pytest -q -p no:cacheprovider e2e/pods/test_pods.py
 
 ## A local PostgreSQL with sample data and a local Ceph RGW with an Object-Lock bucket; one

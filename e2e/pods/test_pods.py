@@ -440,3 +440,69 @@ def test_the_agent_needs_no_writable_path_but_its_volumes(image, signing, tmp_pa
     ok, pods = run_job(cluster, image, {"metadata": {"name": "ro-backup"}, "spec": spec})
     assert ok, pods[-1].logs()
     assert complete_backups(host_config(tmp_path, bucket, database))
+
+
+def clickhouse_sql(query):
+    url = env("STRONGROOM_TEST_CLICKHOUSE_URL")
+    password = pathlib.Path(env("STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE")).read_text().strip()
+    done = subprocess.run(["curl", "-sS", "--fail-with-body", "-u", f"{env('STRONGROOM_TEST_CLICKHOUSE_USER')}:{password}",
+                           "--data-binary", query, url + "/"], capture_output=True, text=True)
+    assert done.returncode == 0, f"{query}: {done.stdout}{done.stderr}"
+    return done.stdout.strip()
+
+
+def test_sidecar_next_to_clickhouse(image, signing, tmp_path):
+    """The native sidecar (initContainers, restartPolicy Always) next to ClickHouse: the chdb
+    front end on the pod's 127.0.0.1 stands in for the clickhouse container."""
+    bucket = make_bucket()
+    db = f"pods_ch_{uuid.uuid4().hex[:6]}"
+    collection = f"nc_{db}"
+    clickhouse_sql(f"CREATE NAMED COLLECTION {collection} AS url = '{RGW}/{bucket}/', "
+                   f"access_key_id = '{os.environ['AWS_ACCESS_KEY_ID']}', secret_access_key = '{os.environ['AWS_SECRET_ACCESS_KEY']}'")
+    clickhouse_sql(f"CREATE DATABASE {db}")
+    clickhouse_sql(f"CREATE TABLE {db}.storage_records (id UInt64, body String) ENGINE = MergeTree ORDER BY id")
+    clickhouse_sql(f"INSERT INTO {db}.storage_records SELECT number, toString(number) FROM numbers(5000)")
+    port = free_port()
+    ch_port = int(env("STRONGROOM_TEST_CLICKHOUSE_URL").rsplit(":", 1)[1])
+    values = {
+        "backups": {
+            "enabled": True,
+            "s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True,
+                   "awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
+            "postgresql": {"enabled": False},
+            "clickhouse": {"enabled": True, "mode": "sidecar", "passwordSecretRef": "ch-backup",
+                           "user": env("STRONGROOM_TEST_CLICKHOUSE_USER"), "port": ch_port, "databases": [db],
+                           "namedCollection": collection, "schedule": "* * * * *",
+                           "extraConfig": {"poll_interval_ms": 200}, "sidecar": {"irsaSkipContainers": []}},
+            "signing": {"privateKeySecretRef": "llama-mapper-signing"},
+            "daemon": {"port": port, "shutdownGraceSeconds": 5},
+            "log": {"format": "text"},
+        },
+    }
+    docs = render(app_chart(tmp_path), values)
+    cluster = cluster_with_secrets(signing)
+    cluster.secret("ch-backup", {"password": pathlib.Path(env("STRONGROOM_TEST_CLICKHOUSE_PASSWORD_FILE")).read_bytes()})
+    cluster.apply(docs)
+    sts = statefulset(docs, "clickhouse")
+    assert sts["spec"]["template"]["spec"]["initContainers"][0]["restartPolicy"] == "Always"
+    pod = Pod(cluster, image, "llama-mapper-clickhouse-0", sts["spec"]["template"]["spec"]).start()
+    try:
+        pod.wait_until(pod.ready, 60, "Ready")
+        config = host_config(tmp_path, bucket, "postgres")
+        deadline = time.monotonic() + 150
+        while True:
+            done = cli(config, "list", "--engine", "clickhouse", "--json")
+            assert done.returncode == 0, done.stderr
+            complete = [b for b in json.loads(done.stdout) if b["complete"]]
+            if complete:
+                break
+            assert time.monotonic() < deadline, f"no scheduled ClickHouse backup within 150 s\n{pod.logs()}"
+            time.sleep(3)
+        verify_config = tmp_path / "ch-verify.yaml"
+        verify_config.write_text(config.read_text() + f"signing:\n  public_key_file: {signing / 'strongroom-signing.pub'}\n")
+        verified = cli(verify_config, "verify", "--engine", "clickhouse", "--snapshot", complete[0]["key"])
+        assert verified.returncode == 0 and "verified" in verified.stdout, verified.stdout + verified.stderr
+    finally:
+        codes = pod.delete()
+        clickhouse_sql(f"DROP DATABASE IF EXISTS {db} SYNC")
+    assert codes == {"strongroom": 0}, (codes, pod.logs())

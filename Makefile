@@ -69,6 +69,7 @@ test: deps lint
 	e2e/harness/with-servers.sh cargo test --workspace --no-fail-fast
 	$(MAKE) tf-check
 	$(MAKE) chart-check
+	$(MAKE) e2e
 
 ## The Terraform module: fmt, validate, terraform test, checkov, apply against LocalStack, and its
 ## role policies proven on Ceph RGW with real requests (e2e/terraform/check.sh).

@@ -100,7 +100,7 @@ image-check: image chart-deps
 e2e: image-check
 	cargo build --bin strongroom
 	SERVERS="postgres rgw clickhouse" STRONGROOM=$(CURDIR)/target/debug/strongroom \
-	  e2e/harness/with-servers.sh $(VENV_CHART)/bin/pytest -q -p no:cacheprovider e2e/pods/test_pods.py
+	  e2e/harness/with-servers.sh $(VENV_CHART)/bin/pytest -q -p no:cacheprovider e2e/pods/test_kubelet.py e2e/pods/test_pods.py
 
 ## A local PostgreSQL with sample data and a local Ceph RGW with an Object-Lock bucket; one
 ## backup, the listing, and the manifest.

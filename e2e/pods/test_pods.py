@@ -5,7 +5,6 @@ pod's socket emptyDir; the database container itself is stood in for by the harn
 and Ceph RGW with Object Lock. Results are read back with the agent's own CLI on the host.
 
 Run by `make e2e` (part of `make test`) inside e2e/harness/with-servers.sh."""
-import base64
 import json
 import os
 import pathlib
@@ -381,6 +380,7 @@ def test_the_restore_job_restores_once_and_names_a_missing_snapshot(image, signi
     start = log.index("\n{\n") + 1 if not log.startswith("{\n") else 0
     report, _ = json.JSONDecoder().raw_decode(log[start:])
     assert report["passed"] is True and report["report_key"].startswith(f"{PREFIX}/reports/"), report
+    assert "report_error" not in report, report  # stored, locked, in the bucket
     assert psql(target, "SELECT count(*) FROM storage_records") == "3000"
 
     # The same Job again (a GitOps tool re-created it): refused, nothing changed.

@@ -35,6 +35,8 @@ RUN set -eux; \
     apt-get purge -y curl gnupg || true; apt-get autoremove -y; \
     rm -rf /var/lib/apt/lists/* /tmp/image.env
 COPY --from=build /src/target/release/strongroom /usr/local/bin/strongroom
+RUN echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'nonroot:x:65532:' >> /etc/group
 USER 65532:65532
 ENV PATH="/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     TMPDIR=/tmp

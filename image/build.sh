@@ -33,10 +33,14 @@ mmdebstrap --quiet --variant=essential --include="${IMAGE_PACKAGES// /,}" \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
   --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/perl/*/auto/Encode/[CJKT][NPRW]/*' \
   --dpkgopt='path-exclude=/usr/share/perl/*/Unicode/Collate/*' \
+  --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/perl/*/auto/Unicode/Collate/*' \
+  --dpkgopt='path-exclude=/usr/lib/x86_64-linux-gnu/perl/*/CORE/*' \
+  --skip=output/dev \
   --customize-hook="install -m 0755 '$binary' \"\$1$IMAGE_ENTRYPOINT\"" \
   --customize-hook="echo 'nonroot:x:$IMAGE_USER:$IMAGE_GROUP:nonroot:/nonexistent:/usr/sbin/nologin' >> \"\$1/etc/passwd\"" \
   --customize-hook="echo 'nonroot:x:$IMAGE_GROUP:' >> \"\$1/etc/group\"" \
   --customize-hook='chmod 1777 "$1/tmp"' \
+  --customize-hook=': > "$1/etc/hostname"; : > "$1/etc/resolv.conf"' \
   --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/usr/share/man' \
   "$DEBIAN_SUITE" "$work/rootfs.tar"
 

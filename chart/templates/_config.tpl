@@ -175,7 +175,9 @@ data:
 {{- end }}
 
 {{/* Environment of an agent container: S3 keys from Secrets, or nothing (IRSA). The restore
-Job uses restore.s3's refs: its role reads and reports, it does not write backups. */}}
+Job uses restore.s3's refs: its role reads and reports, it does not write backups. In the
+sidecar they are optional: a missing Secret must not keep the database pod from starting (the
+agent's S3 requests then fail, saying so). */}}
 {{- define "strongroom.env" -}}
 {{- $refs := .v.backups.s3 }}
 {{- $scope := "backups.s3" }}
@@ -194,11 +196,17 @@ Job uses restore.s3's refs: its role reads and reports, it does not write backup
     secretKeyRef:
       name: {{ $refs.awsAccessKeyIdSecretRef }}
       key: {{ $refs.awsAccessKeyIdSecretKey }}
+      {{- if eq .purpose "sidecar" }}
+      optional: true
+      {{- end }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
       name: {{ $refs.awsSecretAccessKeySecretRef }}
       key: {{ $refs.awsSecretAccessKeySecretKey }}
+      {{- if eq .purpose "sidecar" }}
+      optional: true
+      {{- end }}
 {{- end }}
 {{- end }}
 

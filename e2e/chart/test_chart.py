@@ -525,10 +525,18 @@ def test_the_subchart_cannot_also_run_the_sidecars_engine_as_a_cronjob(tmp_path)
 
 
 def test_the_sidecar_does_not_keep_the_database_from_starting_without_its_secrets(tmp_path):
-    docs = render_dir(example("app", tmp_path))
-    pg = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("postgresql"))
-    volume = next(v for v in pg["spec"]["template"]["spec"]["volumes"] if v["name"] == "strongroom-secrets")
-    assert all(s["secret"].get("optional") is True for s in volume["projected"]["sources"])
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    values["backups"]["s3"].update(awsAccessKeyIdSecretRef="aws", awsSecretAccessKeySecretRef="aws")
+    docs = render_dir(chart, values)
+    for suffix in ("postgresql", "clickhouse"):
+        sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith(suffix))
+        spec = sts["spec"]["template"]["spec"]
+        volume = next(v for v in spec["volumes"] if v["name"] == "strongroom-secrets")
+        assert all(s["secret"].get("optional") is True for s in volume["projected"]["sources"])
+        (agent,) = agent_containers(spec)
+        refs = [e["valueFrom"]["secretKeyRef"] for e in agent["env"] if "valueFrom" in e]
+        assert len(refs) == 2 and all(r.get("optional") is True for r in refs), refs
 
 
 def test_the_applications_helm_test_runs_as_the_database_pods_service_account(tmp_path):
@@ -555,6 +563,9 @@ def test_every_probe_points_at_the_port_the_agent_listens_on(cases):
                     config_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/strongroom")
                     cm = configmaps[volumes[config_mount["name"]]["configMap"]["name"]]
                     listen = yaml.safe_load(cm["data"]["config.yaml"])["daemon"]["listen"]
+                    # The kubelet probes the pod's IP: the agent must not listen on loopback only.
+                    host = listen.rsplit(":", 1)[0]
+                    assert host in ("0.0.0.0", "[::]"), f"{name}: {where}: the agent listens on {listen}"
                     for probe in probes:
                         port = probe["httpGet"]["port"]
                         port = ports[port] if isinstance(port, str) else port

@@ -85,8 +85,24 @@ def test_the_filesystem_holds_the_agent_and_the_postgresql_client(files):
     agent = files[s["IMAGE_ENTRYPOINT"].lstrip("/")]
     assert agent.mode & 0o111, "the agent is not executable"
     assert files["tmp"].mode & 0o1777 == 0o1777
-    passwd = [n for n in files if n == "etc/passwd"]
-    assert passwd
+    # No device nodes and no build host's name or resolver: the runtime provides those.
+    assert not [n for n in files if n.startswith("dev/") and files[n].isdev()]
+    for host_file in ("etc/hostname", "etc/resolv.conf"):
+        assert host_file not in files or files[host_file].size == 0, host_file
+
+
+def test_the_nonroot_user_exists(image):
+    _, _, _, layers = image
+    s = settings()
+    passwd = None
+    for layer in layers:
+        with tarfile.open(fileobj=__import__("io").BytesIO(gzip.decompress(blob(layer["digest"])))) as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") == "etc/passwd":
+                    passwd = tar.extractfile(member).read().decode()
+    assert f"nonroot:x:{s['IMAGE_USER']}:{s['IMAGE_GROUP']}:" in passwd, passwd
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"nonroot:x:{s['IMAGE_USER']}:{s['IMAGE_GROUP']}:" in dockerfile
 
 
 def test_no_package_manager_caches(files):

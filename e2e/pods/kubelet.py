@@ -27,6 +27,7 @@ socket's emptyDir onto the harness server's socket directory).
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import datetime
 import gzip
@@ -68,13 +69,19 @@ class Image:
         digest = manifest["layers"][0]["digest"].split(":")[1]
         cache = cache or pathlib.Path(tempfile.gettempdir()) / "strongroom-image-rootfs"
         self.rootfs = cache / digest[:16]
+        for old in cache.glob("*") if cache.exists() else []:
+            if old != self.rootfs:  # the unpacked rootfs of earlier builds
+                shutil.rmtree(old, ignore_errors=True)
         if not (self.rootfs / ".unpacked").exists():
             shutil.rmtree(self.rootfs, ignore_errors=True)
             self.rootfs.mkdir(parents=True)
             for layer in manifest["layers"]:
                 data = gzip.decompress(self._blob(layout, layer["digest"]))
                 with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                    tar.extractall(self.rootfs, numeric_owner=True, filter="tar")
+                    # The image's own modes (sticky /tmp, setuid) as they are; Pythons
+                    # before 3.11.4 have no extraction filters and keep them anyway.
+                    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+                    tar.extractall(self.rootfs, numeric_owner=True, **trusted)
             (self.rootfs / ".unpacked").touch()
 
     @staticmethod
@@ -168,7 +175,7 @@ class Container:
         return pod_sc, sc
 
     def _env(self):
-        env = {}
+        env = {"HOSTNAME": self.pod.name}
         for item in self.pod.image.config.get("Env", []):
             k, v = item.split("=", 1)
             env[k] = v
@@ -180,6 +187,8 @@ class Container:
             if "secretKeyRef" in src:
                 ref = src["secretKeyRef"]
                 secret = self.pod.cluster.secrets.get(ref["name"])
+                if (secret is None or ref["key"] not in secret) and ref.get("optional"):
+                    continue
                 if secret is None:
                     raise CreateContainerConfigError(f'secret "{ref["name"]}" not found')
                 if ref["key"] not in secret:
@@ -340,6 +349,7 @@ class Pod:
         self.containers: list[Container] = []
         self.ready_history: list[tuple[float, bool]] = []
         self._stop = threading.Event()
+        self._deleting = False
         self._prober: threading.Thread | None = None
         self.fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
 
@@ -352,11 +362,12 @@ class Pod:
 
     def _volume_files(self, volume):
         """The files of a configMap/secret/projected volume: path -> (bytes, mode)."""
-        default_mode = volume.get("defaultMode", 0o644)
         sources = []
         if "configMap" in volume:
+            default_mode = volume["configMap"].get("defaultMode", 0o644)
             sources = [("configMap", volume["configMap"])]
         elif "secret" in volume:
+            default_mode = volume["secret"].get("defaultMode", 0o644)
             sources = [("secret", {**volume["secret"], "name": volume["secret"]["secretName"]})]
         elif "projected" in volume:
             default_mode = volume["projected"].get("defaultMode", 0o644)
@@ -380,7 +391,7 @@ class Pod:
                         f'in {kind} {self.namespace}/{src["name"]}')
                 value = data[item["key"]]
                 files[item["path"]] = (value if isinstance(value, bytes) else value.encode(),
-                                       item.get("mode", volume.get("defaultMode", default_mode)))
+                                       item.get("mode", default_mode))
         return files
 
     def _prepare_volumes(self):
@@ -419,11 +430,16 @@ class Pod:
         return [(c, init) for c, init in inits + mains if "strongroom" in c["image"]]
 
     def start(self):
-        self._prepare_volumes()
-        for spec, init in self.agent_specs():
-            c = Container(self, spec, init)
-            c._env()  # fails now, before anything runs, like CreateContainerConfigError
-            self.containers.append(c)
+        _RUNNING.append(self)
+        try:
+            self._prepare_volumes()
+            for spec, init in self.agent_specs():
+                c = Container(self, spec, init)
+                c._env()  # fails now, before anything runs, like CreateContainerConfigError
+                self.containers.append(c)
+        except Exception:
+            self._cleanup()
+            raise
         for c in self.containers:
             c.start()
         self._prober = threading.Thread(target=self._probe_loop, daemon=True)
@@ -439,7 +455,8 @@ class Pod:
                 if not c.running():
                     if c.ready:
                         c.ready = False
-                    if c.process is not None and self.spec.get("restartPolicy", "Always") == "Always" and not self._stop.is_set():
+                    if (c.process is not None and self.spec.get("restartPolicy", "Always") == "Always"
+                            and not self._stop.is_set() and not self._deleting):
                         c.wait(0)
                         c.restarts += 1
                         c.start()
@@ -468,11 +485,11 @@ class Pod:
                         else:
                             s["startup_fail"] += 1
                             if s["startup_fail"] >= threshold:
-                                c.signal("KILL")
+                                self._kill_for_restart(c, s)
                     elif kind == "livenessProbe":
                         s["live_fail"] = 0 if ok else s["live_fail"] + 1
                         if s["live_fail"] >= threshold:
-                            c.signal("KILL")
+                            self._kill_for_restart(c, s)
                     else:
                         if ok:
                             s["ready_ok"] += 1
@@ -489,6 +506,16 @@ class Pod:
                 self.ready_history.append((time.monotonic(), ready))
             self._stop.wait(0.2)
 
+    def _kill_for_restart(self, c, s):
+        """A failed liveness or startup probe: the kubelet stops the container with the pod's
+        grace period (SIGTERM, then SIGKILL); the loop then restarts it."""
+        s.update(startup_fail=0, live_fail=0, next={k: float("inf") for k in s["next"]} | {
+            "startupProbe": float("inf"), "livenessProbe": float("inf"), "readinessProbe": float("inf")})
+        c.ready = False
+        threading.Thread(target=c.signal, args=("TERM",), daemon=True).start()
+        grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        threading.Timer(grace, lambda: c.running() and c.signal("KILL")).start()
+
     def ready(self):
         return bool(self.containers) and all(c.ready for c in self.containers)
 
@@ -502,7 +529,10 @@ class Pod:
 
     def delete(self):
         """SIGTERM every container, SIGKILL after terminationGracePeriodSeconds; return exit codes."""
+        self._deleting = True
         self._stop.set()
+        if self._prober is not None:
+            self._prober.join()
         grace = self.spec.get("terminationGracePeriodSeconds", 30)
         codes = {}
         threads = []
@@ -522,6 +552,24 @@ class Pod:
 
     def logs(self):
         return "\n".join(f"--- {c.name} (restarts {c.restarts}) ---\n{c.text()[-6000:]}" for c in self.containers)
+
+
+_RUNNING: list[Pod] = []
+
+
+@atexit.register
+def _stop_everything():
+    """A test that failed half-way leaves no container running, no tmpfs mounted and no pod
+    directory behind."""
+    for pod in _RUNNING:
+        pod._stop.set()
+        for c in pod.containers:
+            if c.running():
+                c.signal("KILL")
+                c.wait(10)
+        pod._cleanup()
+        shutil.rmtree(pod.dir, ignore_errors=True)
+
 
 
 def run_job(cluster: Cluster, image: Image, job: dict, host_volumes=None):

@@ -2,6 +2,7 @@
 container: the atomic writer's layout and updates, env and volume errors, and the OCI runtime
 spec a container spec becomes."""
 import os
+import time
 import pathlib
 
 import pytest
@@ -67,3 +68,50 @@ def test_the_runtime_spec_follows_the_container_spec(tmp_path):
     assert all(caps == [] for caps in oci["process"]["capabilities"].values())
     mount = next(m for m in oci["mounts"] if m["destination"] == "/var/run/postgresql")
     assert mount["source"].endswith("/sock/tmp-dir") and "ro" in mount["options"]
+
+
+# --- with the real image and crun (make e2e builds the image first) -------------------------
+
+from kubelet import Image, run_job  # noqa: E402
+
+
+def agent(**extra):
+    return {"name": "strongroom", "image": "ghcr.io/strongroom/strongroom:0.1.0",
+            "securityContext": {"readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}, **extra}
+
+
+def test_backoff_limit_retries_a_failing_job_and_the_deadline_stops_a_long_one():
+    image = Image()
+    failing = {"metadata": {"name": "fails"}, "spec": {"backoffLimit": 2, "template": {"spec": {
+        "restartPolicy": "Never", "containers": [agent(args=["--no-such-flag"])]}}}}
+    ok, pods = run_job(Cluster(), image, failing)
+    assert not ok and len(pods) == 3, "backoffLimit 2: three attempts"
+    assert all(p.containers[0].exit_code == 64 for p in pods)
+    slow = {"metadata": {"name": "slow"}, "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 2, "template": {"spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+        "containers": [agent(command=["sleep"], args=["60"])]}}}}
+    started = time.monotonic()
+    ok, pods = run_job(Cluster(), image, slow)
+    assert not ok and time.monotonic() - started < 20, "the deadline stopped it"
+
+
+def test_a_failing_startup_probe_restarts_and_a_failing_readiness_probe_keeps_the_pod_unready():
+    image = Image()
+    never = {"httpGet": {"path": "/healthz", "port": 1}, "periodSeconds": 1, "failureThreshold": 2}
+    spec = {"terminationGracePeriodSeconds": 1,
+            "containers": [agent(command=["sleep"], args=["600"], startupProbe=never)]}
+    pod = Pod(Cluster(), image, "startup", spec).start()
+    try:
+        pod.wait_until(lambda: pod.containers[0].restarts >= 1, 30, "a restart after the startup probe failed")
+        assert not pod.ready()
+    finally:
+        pod.delete()
+    spec = {"terminationGracePeriodSeconds": 1,
+            "containers": [agent(command=["sleep"], args=["600"], readinessProbe=never)]}
+    pod = Pod(Cluster(), image, "unready", spec).start()
+    try:
+        time.sleep(4)
+        assert not pod.ready() and pod.containers[0].restarts == 0, "readiness never restarts"
+    finally:
+        codes = pod.delete()
+    assert codes["strongroom"] is not None

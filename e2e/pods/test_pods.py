@@ -266,6 +266,8 @@ def test_sidecar_next_to_postgresql(image, signing, tmp_path):
         flips = [ready for _, ready in pod.ready_history[marks:]]
         assert flips[:2] == [False, True], pod.ready_history
         assert psql(database, "SELECT count(*) FROM storage_records") == "60000"
+        # Through all of it, one agent process: no probe restarted it.
+        assert agent.process.pid == pid and agent.restarts == 0, pod.logs()
     finally:
         codes = pod.delete()
     assert codes == {"strongroom": 0}, (codes, pod.logs())
@@ -329,7 +331,7 @@ def test_cronjob_mode_backs_up_over_tcp(image, signing, tmp_path):
     (cron,) = [d for d in docs if d["kind"] == "CronJob"]
     job = {"metadata": {"name": "pg-backup-now"}, "spec": cron["spec"]["jobTemplate"]["spec"]}
     ok, pods = run_job(cluster, image, job)
-    assert ok, pods[-1].logs()
+    assert ok and len(pods) == 1, pods[-1].logs()
     (backup,) = complete_backups(host_config(tmp_path, bucket, database))
     assert backup["key"].startswith(f"{PREFIX}/postgresql/{RELEASE}/")
 
@@ -374,13 +376,16 @@ def test_the_restore_job_restores_once_and_names_a_missing_snapshot(image, signi
     cluster.apply(docs)
     (job,) = [d for d in docs if d["kind"] == "Job"]
     ok, pods = run_job(cluster, image, job)
-    assert ok, pods[-1].logs()
+    assert ok and len(pods) == 1, pods[-1].logs()
     # The Job's log: the agent's JSON log lines, and the report (pretty JSON on stdout).
     log = pods[-1].containers[0].text()
     start = log.index("\n{\n") + 1 if not log.startswith("{\n") else 0
     report, _ = json.JSONDecoder().raw_decode(log[start:])
     assert report["passed"] is True and report["report_key"].startswith(f"{PREFIX}/reports/"), report
-    assert "report_error" not in report, report  # stored, locked, in the bucket
+    assert "report_error" not in report, report
+    stored = subprocess.run([str(ROOT / ".venv" / "bin" / "aws"), "--endpoint-url", RGW, "s3api", "get-object-retention",
+                             "--bucket", bucket, "--key", report["report_key"]], capture_output=True, text=True)
+    assert stored.returncode == 0 and "GOVERNANCE" in stored.stdout, stored.stdout + stored.stderr
     assert psql(target, "SELECT count(*) FROM storage_records") == "3000"
 
     # The same Job again (a GitOps tool re-created it): refused, nothing changed.
@@ -398,20 +403,40 @@ def test_the_restore_job_restores_once_and_names_a_missing_snapshot(image, signi
     (job,) = [d for d in docs if d["kind"] == "Job"]
     ok, pods = run_job(cluster, image, job)
     log = pods[-1].containers[0].text()
-    assert not ok and "20200101T000000Z" in log, log
+    errors = [line for line in log.splitlines() if line.startswith("strongroom: error:")]
+    assert not ok and pods[-1].containers[0].exit_code != 0, log
+    assert errors and "20200101T000000Z" in errors[-1], log
 
 
 def test_a_missing_secret_key_fails_like_the_kubelet(image, signing, tmp_path):
+    """The CronJob's pod needs its S3 keys: a missing key fails it like the kubelet's
+    CreateContainerConfigError, naming it. The sidecar's keys are optional (a missing Secret
+    must not keep the database pod from starting): there the agent starts."""
     bucket = make_bucket()
-    docs = render(app_chart(tmp_path), sidecar_values(bucket, "postgres", free_port()))
+    values = {"backups": {
+        "enabled": True,
+        "s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True,
+               "awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
+        "postgresql": {"enabled": True, "passwordSecretRef": "llama-mapper-pg-backup", "host": "localhost",
+                       "port": PG_PORT, "database": "postgres"}}}
+    docs = render(CHART, values)
     cluster = cluster_with_secrets(signing)
     cluster.secret("s3-keys", {"AWS_ACCESS_KEY_ID": "only-the-id"})
     cluster.apply(docs)
-    sts = statefulset(docs, "postgresql")
+    (cron,) = [d for d in docs if d["kind"] == "CronJob"]
     with pytest.raises(CreateContainerConfigError) as failure:
-        Pod(cluster, image, "llama-mapper-postgresql-0", sts["spec"]["template"]["spec"],
-            host_volumes={"postgresql-socket": PG_SOCKET}).start()
+        run_job(cluster, image, {"metadata": {"name": "no-key"}, "spec": cron["spec"]["jobTemplate"]["spec"]})
     assert "couldn't find key AWS_SECRET_ACCESS_KEY in Secret prod/s3-keys" in str(failure.value)
+
+    docs = render(app_chart(tmp_path), sidecar_values(bucket, "postgres", free_port()))
+    cluster.apply(docs)
+    sts = statefulset(docs, "postgresql")
+    pod = Pod(cluster, image, "llama-mapper-postgresql-0", sts["spec"]["template"]["spec"],
+              host_volumes={"postgresql-socket": PG_SOCKET}).start()
+    try:
+        pod.wait_until(lambda: pod.containers[0].running(), 10, "the agent running")
+    finally:
+        pod.delete()
 
 
 def test_the_agent_needs_no_writable_path_but_its_volumes(image, signing, tmp_path):
@@ -438,7 +463,7 @@ def test_the_agent_needs_no_writable_path_but_its_volumes(image, signing, tmp_pa
     c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != "strongroom-tmp"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     ok, pods = run_job(cluster, image, {"metadata": {"name": "ro-backup"}, "spec": spec})
-    assert ok, pods[-1].logs()
+    assert ok and len(pods) == 1, pods[-1].logs()
     assert complete_backups(host_config(tmp_path, bucket, database))
 
 

@@ -189,6 +189,17 @@ def sidecar_values(bucket, database, port, endpoint=RGW, schedule="* * * * *"):
     }
 
 
+def cronjob_values(bucket, database):
+    """CronJob mode over TCP to the harness's PostgreSQL, S3 keys from the Secret s3-keys."""
+    return {"backups": {
+        "enabled": True,
+        "s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True,
+               "awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
+        "postgresql": {"enabled": True, "passwordSecretRef": "llama-mapper-pg-backup", "host": "localhost",
+                       "port": PG_PORT, "database": database},
+        "log": {"format": "text"}}}
+
+
 def status(port):
     """`strongroom status --json` against the pod's port: (exit code, document or {})."""
     done = subprocess.run([STRONGROOM, "status", "--url", f"http://127.0.0.1:{port}", "--json"],
@@ -317,14 +328,8 @@ def test_cronjob_mode_backs_up_over_tcp(image, signing, tmp_path):
     psql("postgres", f"CREATE DATABASE {database}")
     psql(database, "CREATE TABLE storage_records AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 5000) g")
     bucket = make_bucket()
-    values = {"backups": {
-        "enabled": True,
-        "s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True,
-               "awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
-        "postgresql": {"enabled": True, "passwordSecretRef": "llama-mapper-pg-backup", "host": "localhost",
-                       "port": PG_PORT, "database": database},
-        "signing": {"privateKeySecretRef": "llama-mapper-signing"},
-        "log": {"format": "text"}}}
+    values = cronjob_values(bucket, database)
+    values["backups"]["signing"] = {"privateKeySecretRef": "llama-mapper-signing"}
     docs = render(CHART, values)
     cluster = cluster_with_secrets(signing)
     cluster.apply(docs)
@@ -413,12 +418,7 @@ def test_a_missing_secret_key_fails_like_the_kubelet(image, signing, tmp_path):
     CreateContainerConfigError, naming it. The sidecar's keys are optional (a missing Secret
     must not keep the database pod from starting): there the agent starts."""
     bucket = make_bucket()
-    values = {"backups": {
-        "enabled": True,
-        "s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True,
-               "awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
-        "postgresql": {"enabled": True, "passwordSecretRef": "llama-mapper-pg-backup", "host": "localhost",
-                       "port": PG_PORT, "database": "postgres"}}}
+    values = cronjob_values(bucket, "postgres")
     docs = render(CHART, values)
     cluster = cluster_with_secrets(signing)
     cluster.secret("s3-keys", {"AWS_ACCESS_KEY_ID": "only-the-id"})
@@ -445,13 +445,7 @@ def test_the_agent_needs_no_writable_path_but_its_volumes(image, signing, tmp_pa
     psql("postgres", f"CREATE DATABASE {database}")
     psql(database, "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
     bucket = make_bucket()
-    values = {"backups": {
-        "enabled": True,
-        "s3": {"bucket": bucket, "prefix": PREFIX, "endpoint": RGW, "forcePathStyle": True,
-               "awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"},
-        "postgresql": {"enabled": True, "passwordSecretRef": "llama-mapper-pg-backup", "host": "localhost",
-                       "port": PG_PORT, "database": database},
-        "log": {"format": "text"}}}
+    values = cronjob_values(bucket, database)
     docs = render(CHART, values)
     cluster = cluster_with_secrets(signing)
     cluster.apply(docs)

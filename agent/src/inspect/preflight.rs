@@ -218,8 +218,7 @@ fn versioning_check(bucket: &str, enabled: bool, source: &str) -> Check {
 
 async fn default_retention_check(store: &S3Store, config: &Config) -> Check {
     let wanted = &config.s3.object_lock;
-    let wanted_days = i64::from(wanted.retention.days.unwrap_or(0))
-        + 365 * i64::from(wanted.retention.years.unwrap_or(0));
+    let wanted_days = wanted.retention.approx_days();
     match store.default_retention().await {
         Ok(Some(rule)) => {
             let have = format!("{} for {} days", rule.mode, rule.period_days());

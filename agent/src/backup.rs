@@ -7,7 +7,8 @@
 //! `postgresql.backup_from: any`), stream `pg_dump` into a multipart upload while counting rows
 //! in the same snapshot, complete the upload only if pg_dump exited 0, read the object back
 //! (size, checksum, retention) and check it is the key's first version (a same-second race is
-//! lost here), write the `.sha256` file, the manifest's signature (when a key is configured),
+//! lost here), write the `.sha256` file, the globals (roles, memberships, settings, read in the
+//! dump's snapshot), the manifest's signature (when a key is configured),
 //! and only then the manifest, each create-only and read back. Any failure before the manifest
 //! leaves no manifest; a failure before completion leaves no object at all.
 
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::config::{BackupFrom, Config, PostgresConfig};
+use crate::engine::postgres::globals::Globals;
 use crate::engine::postgres::{self, ConnParams, SnapshotSession, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
@@ -222,11 +224,11 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
     let counts = async {
         // A count stuck behind a lock must not outlive a cancelled run.
         let counts = tokio::select! {
-            counts = session.row_counts() => counts,
-            () = cancel.cancelled() => Ok(Vec::new()),
+            counts = async { Ok((session.row_counts().await?, session.globals().await?)) } => counts,
+            () = cancel.cancelled() => Ok((Vec::new(), Globals::default())),
         };
         tracing::debug!(
-            tables = counts.as_ref().map_or(0, Vec::len),
+            tables = counts.as_ref().map_or(0, |(t, _)| t.len()),
             "row counts done"
         );
         counts
@@ -235,8 +237,8 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
     let staged = staged?;
     let finished = child.finish().await;
     tracing::debug!(ok = finished.is_ok(), "pg_dump exited");
-    let tables: Vec<TableRows> = match (finished, counts) {
-        (Ok(()), Ok(tables)) => tables,
+    let (tables, globals): (Vec<TableRows>, Globals) = match (finished, counts) {
+        (Ok(()), Ok(read)) => read,
         (Err(e), _) | (Ok(()), Err(e)) => {
             staged.abort().await;
             return Err(lock_wait(e, pg.lock_wait_timeout_seconds));
@@ -263,6 +265,13 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
     let checksum = policy
         .put(&*store, &keys.checksum, checksum_body, retention.as_ref())
         .await?;
+    let globals_key = layout::postgres_globals_key(&keys.dump);
+    let mut globals_body = serde_json::to_vec_pretty(&globals).expect("serialisable");
+    globals_body.push(b'\n');
+    let globals_sha = sha256_hex(&globals_body);
+    let globals_object = policy
+        .put(&*store, &globals_key, globals_body, retention.as_ref())
+        .await?;
     tracing::info!(key = %dump.key, version_id = ?dump.version_id, size = dump.size,
         "dump uploaded, read back and locked");
 
@@ -281,6 +290,12 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
                 size_bytes: checksum.size,
                 sha256: Some(checksum_sha),
             },
+            ManifestObject {
+                key: globals_object.key.clone(),
+                version_id: globals_object.version_id.clone(),
+                size_bytes: globals_object.size,
+                sha256: Some(globals_sha),
+            },
         ],
         postgresql: Some(PostgresDetails {
             database: pg.database.clone(),
@@ -295,6 +310,7 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
             uncompressed_size_bytes: completed.uncompressed_size,
             snapshot_id,
             tables: tables.clone(),
+            globals_key: Some(globals_key),
         }),
         ..Manifest::header(
             Engine::Postgresql,

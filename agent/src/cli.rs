@@ -100,7 +100,16 @@ pub enum Command {
         /// Run even though a restore with this --run-id already passed.
         #[arg(long, requires = "run_id")]
         rerun: bool,
+        /// PostgreSQL: first create the roles the backup names that this server lacks (from
+        /// the backup's globals: roles without passwords, memberships, settings); existing
+        /// roles are never altered. For a restore into a fresh cluster.
+        #[arg(long)]
+        with_globals: bool,
     },
+    /// Restore drill: restore the latest backup into a scratch database (or, in staging, in
+    /// place of the live one), validate it, and measure RTO and RPO against the goal; the
+    /// report is printed and stored, locked, under <prefix>/drills/. `drill list` shows them.
+    Drill(DrillArgs),
     /// Check the bucket and these credentials: Object Lock, versioning, default retention,
     /// verified integrity header, clock skew, locked writes, and that the role cannot delete.
     /// Leaves one small probe object, locked for a day, under <prefix>/.strongroom/preflight/.
@@ -142,6 +151,50 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DrillArgs {
+    #[command(subcommand)]
+    pub command: Option<DrillCommand>,
+    #[arg(long, value_enum, default_value = "postgresql")]
+    pub engine: EngineArg,
+    /// The backup's key; the newest complete backup when absent (--latest).
+    #[arg(long, value_name = "KEY", conflicts_with = "latest")]
+    pub snapshot: Option<String>,
+    /// The newest complete backup (the default).
+    #[arg(long)]
+    pub latest: bool,
+    /// scratch: into a new database, dropped afterwards. replace: rename the live database
+    /// aside and restore under its name (needs drill.allow_replace: true).
+    #[arg(long, value_enum, default_value = "scratch")]
+    pub mode: crate::drill::Mode,
+    /// Keep the scratch database(s) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Also project the RTO to a production backup of this size (GiB, as stored in the
+    /// bucket), at the throughput measured here.
+    #[arg(long, value_name = "GIB")]
+    pub production_size_gib: Option<f64>,
+    /// Drill a backup even though no signing.public_key_file is configured to check it.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Print the report as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// The drills of this release: date, snapshot, RTO against the goal, RPO, result.
+    List {
+        #[arg(long, value_enum, default_value = "postgresql")]
+        engine: EngineArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -317,6 +370,60 @@ async fn record(store: &S3Store, policy: Option<&WritePolicy>, prefix: &str, dra
     audit::record(store, policy, prefix, draft).await
 }
 
+/// `strongroom drill` and `strongroom drill list`.
+async fn drill_command(config: &Config, store: &S3Store, args: DrillArgs) -> Result<()> {
+    use crate::drill::{self, DrillOptions, history};
+    if let Some(DrillCommand::List { engine, json }) = args.command {
+        let engine = Engine::from(engine);
+        let entries =
+            history::list(store, &config.s3.prefix, engine, &config.release).await?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&entries).expect("serialisable")
+            );
+        } else {
+            print!("{}", history::render_table(&entries));
+        }
+        return Ok(());
+    }
+    let engine = Engine::from(args.engine);
+    let choice = match args.snapshot {
+        Some(key) => {
+            crate::layout::parse_snapshot(&config.s3.prefix, engine, &key)?;
+            SnapshotChoice::Key(key)
+        }
+        None => SnapshotChoice::Latest,
+    };
+    let options = DrillOptions {
+        engine,
+        choice,
+        mode: args.mode,
+        keep: args.keep,
+        production_size_gib: args.production_size_gib,
+        allow_unsigned: args.allow_unsigned,
+    };
+    drill::preflight(config, &options)?;
+    let verifier = load_verifier(config)?;
+    let policy = WritePolicy::prepare(store, &config.s3).await?;
+    let report = drill::run(config, store, &policy, verifier.as_ref(), &options).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    match drill::failed(&report) {
+        Some(e) => Err(e),
+        None if report.report_key.is_none() => Err(Error::DrillNotStored {
+            problem: report.report_error.clone().unwrap_or_default(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Runs a command with a loaded, valid config (read from `config_path`).
 pub async fn run(command: Command, config: Config, config_path: &Path) -> Result<()> {
     match command {
@@ -460,6 +567,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
             allow_unsigned,
             run_id,
             rerun,
+            with_globals,
         } => {
             let engine = Engine::from(engine);
             let choice = match which.snapshot {
@@ -471,6 +579,8 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 force,
                 create,
                 allow_unsigned,
+                with_globals,
+                ..RestoreOptions::default()
             };
             // Key checks and local files first: a bad key makes no request at all.
             if let SnapshotChoice::Key(key) = &choice {
@@ -593,6 +703,7 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 });
             }
         }
+        Command::Drill(args) => drill_command(&config, &store, args).await?,
         Command::Preflight { json } => {
             let checks =
                 crate::inspect::preflight::run(&store, &config, OffsetDateTime::now_utc()).await;

@@ -6,7 +6,8 @@
 //! Secrets are never in this file: the PostgreSQL password comes from a file or `PGPASSWORD`
 //! ([`PostgresConfig::password`]), S3 credentials from the standard AWS chain.
 //! This module does not open connections; it only describes them. The engine and restore
-//! sections live in [`postgres`], [`clickhouse`] and [`restore`], the bucket's in [`s3`].
+//! sections live in [`postgres`], [`clickhouse`] and [`restore`], the bucket's in [`s3`], the
+//! restore drills' in [`drill`].
 
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 /// Every default value, in one place, so the README and the code cannot drift apart silently.
 pub mod clickhouse;
+pub mod drill;
 pub mod postgres;
 pub mod restore;
 pub mod s3;
 
 pub use clickhouse::{ClickHouseConfig, ClickHouseRestoreConfig};
+pub use drill::DrillConfig;
 pub use postgres::{BackupFrom, PostgresConfig};
 pub use restore::{Expectation, HttpCheck, RestoreConfig, SqlCheck, ValidationConfig};
 pub use s3::{
@@ -163,6 +166,8 @@ pub struct Config {
     pub signing: SigningConfig,
     #[serde(default)]
     pub restore: RestoreConfig,
+    #[serde(default)]
+    pub drill: DrillConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
     #[serde(default)]
@@ -426,6 +431,7 @@ impl Config {
             clickhouse::validate(ch)?;
         }
         restore::validate(&self.restore, self.postgresql.as_ref())?;
+        drill::validate(&self.drill)?;
         validate_daemon(&self.daemon)?;
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "must not be empty; use e.g. `info`"));

@@ -301,6 +301,24 @@ pub enum Error {
         option: &'static str,
         engine: &'static str,
     },
+    /// A drill that may not run as asked.
+    #[error("drill refused: {problem}")]
+    DrillRefused { problem: String },
+    /// The drill passed; storing its report failed.
+    #[error(
+        "the drill passed, but its report was not stored: {problem}. The report is on stdout: \
+         keep it, and give this role s3:PutObject on <prefix>/drills/"
+    )]
+    DrillNotStored { problem: String },
+    /// The drill ran and failed: its goal, a check, or the restore itself.
+    #[error(
+        "{engine} drill FAIL: {failures}. The report is above and in {report}"
+    )]
+    DrillFailed {
+        engine: crate::layout::Engine,
+        failures: String,
+        report: String,
+    },
 }
 
 impl Error {
@@ -313,9 +331,12 @@ impl Error {
             | Error::BadTarget { .. }
             | Error::OptionNotForEngine { .. }
             | Error::UnsignedRefused
+            | Error::DrillRefused { .. }
             | Error::BadArguments { .. }
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
-            Error::ReportNotStored { .. } => EXIT_REPORT_NOT_STORED,
+            Error::ReportNotStored { .. } | Error::DrillNotStored { .. } => {
+                EXIT_REPORT_NOT_STORED
+            }
             Error::Standby { .. } => EXIT_SKIPPED,
             Error::AlreadyRestored { .. } => EXIT_ALREADY_RESTORED,
             _ => EXIT_FAILURE,

@@ -97,6 +97,8 @@ pub const DUMP_SUFFIX: &str = ".sql.gz";
 pub const CHECKSUM_SUFFIX: &str = ".sql.gz.sha256";
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const SIGNATURE_SUFFIX: &str = ".manifest.json.sig";
+/// PostgreSQL's roles, memberships and settings, beside the dump.
+pub const GLOBALS_SUFFIX: &str = ".globals.json";
 /// ClickHouse's metadata file inside its backup folder.
 pub const CLICKHOUSE_METADATA: &str = ".backup";
 
@@ -108,6 +110,12 @@ pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys {
         manifest: format!("{base}{MANIFEST_SUFFIX}"),
         signature: format!("{base}{SIGNATURE_SUFFIX}"),
     }
+}
+
+/// The globals object of the PostgreSQL backup whose dump is `dump_key`.
+pub fn postgres_globals_key(dump_key: &str) -> String {
+    let base = dump_key.strip_suffix(DUMP_SUFFIX).unwrap_or(dump_key);
+    format!("{base}{GLOBALS_SUFFIX}")
 }
 
 pub fn clickhouse_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys {

@@ -42,6 +42,7 @@ pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod engine;
 pub mod error;
 pub mod http;

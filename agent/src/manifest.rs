@@ -76,6 +76,10 @@ pub struct PostgresDetails {
     pub snapshot_id: String,
     /// Exact row counts, in the dump's snapshot.
     pub tables: Vec<TableRows>,
+    /// The key of the roles, memberships and settings object (in `objects`), read in the same
+    /// snapshot; absent in backups from before it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals_key: Option<String>,
 }
 
 /// What a ClickHouse backup holds, as the server and its `.backup` metadata describe it.
@@ -235,6 +239,7 @@ mod tests {
                     table: "storage_records".into(),
                     rows: 42,
                 }],
+                globals_key: None,
             }),
             clickhouse: None,
         }

@@ -8,6 +8,7 @@
 //! `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
 
 pub mod clickhouse;
+pub mod globals;
 pub mod psql_load;
 pub mod run_once;
 
@@ -36,7 +37,7 @@ pub enum SnapshotChoice {
     Latest,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// The target database; `postgresql.database` when absent.
     pub database: Option<String>,
@@ -47,6 +48,16 @@ pub struct RestoreOptions {
     /// Restore even without `signing.public_key_file` (`--allow-unsigned`; also
     /// `restore.allow_unsigned`).
     pub allow_unsigned: bool,
+    /// PostgreSQL: create the roles the backup names that the server lacks (from its globals
+    /// object) before loading; existing roles are never altered.
+    pub with_globals: bool,
+    /// Run these smoke checks instead of `restore.validation.http` (a scratch drill's, which
+    /// call the application with the scratch database's name).
+    pub smoke: Option<Vec<crate::config::HttpCheck>>,
+    /// ClickHouse: restore each database under its name plus this suffix (`RESTORE ... AS`).
+    pub rename_suffix: Option<String>,
+    /// Do not store the restore report under `<prefix>/reports/` (a drill stores its own).
+    pub no_report: bool,
 }
 
 /// Durations of the restore's phases. Download and load overlap (one pass): download ends
@@ -84,6 +95,9 @@ pub struct RestoreReport {
     pub phases: Phases,
     pub checks: Vec<CheckResult>,
     pub warnings: Vec<String>,
+    /// The roles created before loading (`--with-globals`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals: Option<crate::engine::postgres::globals::Applied>,
     /// True when every check passed.
     pub passed: bool,
     /// Where the report was stored.
@@ -119,9 +133,11 @@ pub async fn resolve_snapshot<S: ObjectStore>(
     }
 }
 
-/// Creates the target if asked, and refuses a non-empty one unless forced.
-async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result<()> {
+/// Creates the target if asked, and refuses a non-empty one unless forced. Returns whether it
+/// created the database.
+async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result<bool> {
     let maintenance = params.with_database("postgres");
+    let mut created = false;
     if !postgres::database_exists(&maintenance, &params.database).await? {
         if !options.create {
             return Err(Error::TargetMissing {
@@ -130,9 +146,10 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
         }
         postgres::create_database(&maintenance, &params.database).await?;
         tracing::info!(database = %params.database, "target database created");
+        created = true;
     }
     if options.force {
-        return Ok(());
+        return Ok(created);
     }
     let client = postgres::connect(params).await?;
     let tables = postgres::user_tables(&client, &params.database).await?;
@@ -148,7 +165,7 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
                 .join(", "),
         });
     }
-    Ok(())
+    Ok(created)
 }
 
 /// Newer versions under the pinned key are never restored, but they are worth knowing about.
@@ -230,9 +247,22 @@ pub async fn restore_postgres<S: ObjectStore>(
             problem: "it has no postgresql section".into(),
         })?;
     let entry = manifest.object(&snapshot.keys.dump)?.clone();
-    let warnings =
+    let mut warnings =
         version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
-    prepare_target(&params, options).await?;
+    let created = prepare_target(&params, options).await?;
+    let globals = match options.with_globals {
+        true => {
+            let applied = globals::apply(store, &manifest, &details, &params, created).await?;
+            if applied.is_none() {
+                warnings.push(
+                    "--with-globals: this backup has no globals object (an older agent took                      it); no roles were created"
+                        .into(),
+                );
+            }
+            applied
+        }
+        false => None,
+    };
     tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
         database = %database, signature = %manifest.signature, "restore started");
 
@@ -242,7 +272,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     let validation_started = Instant::now();
     let mut checks = postgres_checks(config, &params, &details.tables).await;
     let validation_seconds = validation_started.elapsed().as_secs_f64();
-    let smoke_seconds = smoke_checks(config, &mut checks).await;
+    let smoke_seconds = smoke_checks(config, options, &mut checks).await;
 
     let passed = checks.iter().all(|c| c.passed);
     let mut report = RestoreReport {
@@ -271,11 +301,12 @@ pub async fn restore_postgres<S: ObjectStore>(
         },
         checks,
         warnings,
+        globals,
         passed,
         report_key: None,
         report_error: None,
     };
-    store_report(store, policy, config, snapshot, &mut report).await;
+    store_report(store, policy, config, snapshot, options, &mut report).await;
     Ok(report)
 }
 
@@ -347,13 +378,18 @@ pub async fn restore_snapshot<S: ObjectStore>(
     }
 }
 
-/// Runs the application's HTTP smoke checks into `checks`; returns how long they took.
-async fn smoke_checks(config: &Config, checks: &mut Vec<CheckResult>) -> f64 {
+/// Runs the application's HTTP smoke checks (or the options' own) into `checks`; returns how
+/// long they took.
+async fn smoke_checks(
+    config: &Config,
+    options: &RestoreOptions,
+    checks: &mut Vec<CheckResult>,
+) -> f64 {
     let started = Instant::now();
     let v = &config.restore.validation;
     checks.extend(
         validate::http::http_checks(
-            &v.http,
+            options.smoke.as_deref().unwrap_or(&v.http),
             Duration::from_secs(v.http_timeout_seconds),
             Duration::from_secs(v.http_interval_seconds),
         )
@@ -370,8 +406,12 @@ async fn store_report<S: ObjectStore>(
     policy: &WritePolicy,
     config: &Config,
     snapshot: &SnapshotRef,
+    options: &RestoreOptions,
     report: &mut RestoreReport,
 ) {
+    if options.no_report {
+        return;
+    }
     match put_report(store, policy, config, snapshot, report).await {
         Ok(key) => report.report_key = Some(key),
         Err(e) => {

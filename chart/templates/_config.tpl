@@ -5,6 +5,8 @@ never wrong), and the Secret files it names. Every template here takes
   sidecar   the agent in the database pod (`strongroom run`), over the socket / 127.0.0.1
   cronjob   one backup over TCP (`strongroom backup`)
   restore   the restore Job (`strongroom restore`)
+  drill     the PostgreSQL drill CronJob (`strongroom drill`): restores into the scratch server
+            of its own pod, over that pod's socket, as `postgres` without a password
   preflight the helm test (`strongroom preflight`): bucket and credentials only
 The chart tests run `strongroom check-config` on every config rendered here.
 */}}
@@ -30,12 +32,20 @@ value names the value that set it. */}}
 {{- if and (eq .purpose "sidecar") $v.backups.daemon.triggerTokenSecretRef }}
 {{- $files = append $files (dict "secret" $v.backups.daemon.triggerTokenSecretRef "key" $v.backups.daemon.triggerTokenSecretKey "path" "trigger-token") }}
 {{- end }}
+{{- if and (eq .purpose "sidecar") (eq .engine "clickhouse") $v.drills.enabled $v.drills.clickhouse.passwordSecretRef }}
+{{- $files = append $files (dict "secret" $v.drills.clickhouse.passwordSecretRef "key" $v.drills.clickhouse.passwordSecretKey "path" "drill-clickhouse-password") }}
+{{- end }}
 {{- else if eq .purpose "restore" }}
 {{- $r := index $v.restore .engine }}
 {{- $files = append $files (dict "secret" (required (printf "restore.%s.passwordSecretRef is required: the name of the Secret with the restoring user's password (key restore.%s.passwordSecretKey, default \"password\")" .engine .engine) $r.passwordSecretRef) "key" $r.passwordSecretKey "path" "restore-password") }}
 {{- if and (eq .engine "postgresql") $r.sslRootCertSecretRef }}
 {{- $files = append $files (dict "secret" $r.sslRootCertSecretRef "key" $r.sslRootCertSecretKey "path" "restore-ca.crt") }}
 {{- end }}
+{{- with $v.restore.signing.publicKeySecretRef }}
+{{- $files = append $files (dict "secret" . "key" $v.restore.signing.publicKeySecretKey "path" "signing.pub") }}
+{{- end }}
+{{- else if eq .purpose "drill" }}
+{{- /* The scratch server trusts its socket: no password file. */}}
 {{- with $v.restore.signing.publicKeySecretRef }}
 {{- $files = append $files (dict "secret" . "key" $v.restore.signing.publicKeySecretKey "path" "signing.pub") }}
 {{- end }}
@@ -119,6 +129,21 @@ value names the value that set it. */}}
 {{- $_ := set $daemon "trigger_token_file" (printf "%s/trigger-token" $dir) }}
 {{- end }}
 {{- $_ := set $cfg "daemon" (mustMergeOverwrite $daemon (deepCopy $b.daemon.extraConfig)) }}
+{{- /* ClickHouse's drills run in the sidecar, into renamed databases on its own server;
+PostgreSQL's in the drill CronJob (purpose drill), so its sidecar has no drill section. */}}
+{{- if and (eq $engine "clickhouse") $v.drills.enabled }}
+{{- $_ := set $cfg "drill" (fromJson (include "strongroom.drillSection" .)) }}
+{{- $login := dict }}
+{{- with $v.drills.clickhouse.user }}
+{{- $_ := set $login "user" . }}
+{{- end }}
+{{- if $v.drills.clickhouse.passwordSecretRef }}
+{{- $_ := set $login "password_file" (printf "%s/drill-clickhouse-password" $dir) }}
+{{- end }}
+{{- if $login }}
+{{- $_ := set $cfg "restore" (dict "clickhouse" $login) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- else if eq $purpose "restore" }}
 {{- $r := $v.restore }}
@@ -156,6 +181,25 @@ value names the value that set it. */}}
 {{- with $r.signing.publicKeySecretRef }}
 {{- $_ := set $cfg "signing" (dict "public_key_file" (printf "%s/signing.pub" $dir)) }}
 {{- end }}
+{{- else if eq $purpose "drill" }}
+{{- $r := $v.restore }}
+{{- /* The scratch server of the drill's own pod: its socket, its superuser (which creates the
+backup's roles from its globals, then the scratch database), no password (local trust). */}}
+{{- $_ := set $cfg "postgresql" (dict
+    "host" (include "strongroom.drillSocketDir" .)
+    "port" 5432
+    "user" "postgres"
+    "database" (required "backups.postgresql.database is required: the database whose backups the drill restores (into <database>_drill_<timestamp>)" $b.postgresql.database)) }}
+{{- /* restore.validation.sql runs against the scratch database; restore.validation.http calls
+the application, which serves the live database: the drill calls drills.smoke instead. */}}
+{{- $_ := set $cfg "restore" (dict
+    "user" "postgres"
+    "allow_unsigned" $r.allowUnsigned
+    "validation" (dict "sql" $r.validation.sql "http" (list) "http_timeout_seconds" $r.validation.httpTimeoutSeconds "http_interval_seconds" $r.validation.httpIntervalSeconds)) }}
+{{- $_ := set $cfg "drill" (fromJson (include "strongroom.drillSection" .)) }}
+{{- with $r.signing.publicKeySecretRef }}
+{{- $_ := set $cfg "signing" (dict "public_key_file" (printf "%s/signing.pub" $dir)) }}
+{{- end }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -175,13 +219,13 @@ data:
 {{- end }}
 
 {{/* Environment of an agent container: S3 keys from Secrets, or nothing (IRSA). The restore
-Job uses restore.s3's refs: its role reads and reports, it does not write backups. In the
+Job and the drill CronJob use restore.s3's refs: its role reads and reports, it does not write backups. In the
 sidecar they are optional: a missing Secret must not keep the database pod from starting (the
 agent's S3 requests then fail, saying so). */}}
 {{- define "strongroom.env" -}}
 {{- $refs := .v.backups.s3 }}
 {{- $scope := "backups.s3" }}
-{{- if eq .purpose "restore" }}
+{{- if has .purpose (list "restore" "drill") }}
 {{- $refs = .v.restore.s3 }}
 {{- $scope = "restore.s3" }}
 {{- end -}}

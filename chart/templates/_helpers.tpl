@@ -41,6 +41,11 @@ application's own `image` or `resources` never reach the agent. */}}
 {{- include "strongroom.checkKeys" (dict "given" $given.backups "defaults" $defaults.backups "path" "backups") }}
 {{- $_ := set $tree "backups" (mustMergeOverwrite (deepCopy (get $tree "backups" | default dict)) (deepCopy $given.backups)) }}
 {{- end }}
+{{- /* drills.* next to backups.* (the ClickHouse sidecar's drills read them). */}}
+{{- if hasKey $given "drills" }}
+{{- include "strongroom.checkKeys" (dict "given" $given.drills "defaults" $defaults.drills "path" "drills" "free" (list "drills.resources" "drills.scratch.resources" "drills.scratch.securityContext" "drills.scratch.settings")) }}
+{{- $_ := set $tree "drills" (mustMergeOverwrite (deepCopy (get $tree "drills" | default dict)) (deepCopy $given.drills)) }}
+{{- end }}
 {{- toJson (mustMergeOverwrite $defaults $tree) }}
 {{- end }}
 
@@ -149,13 +154,79 @@ that are the user's own (extraConfig, empty by default) are not descended into. 
 {{- define "strongroom.checkKeys" -}}
 {{- $defaults := .defaults }}
 {{- $path := .path }}
+{{- $free := .free | default list }}
 {{- range $key, $value := .given }}
 {{- if not (hasKey $defaults $key) }}
 {{- fail (printf "%s.%s is not a strongroom value (a typo?): the sidecar templates take the keys listed in strongroom's chart/README.md" $path $key) }}
 {{- end }}
 {{- $default := index $defaults $key }}
-{{- if and (kindIs "map" $default) (kindIs "map" $value) (gt (len $default) 0) }}
-{{- include "strongroom.checkKeys" (dict "given" $value "defaults" $default "path" (printf "%s.%s" $path $key)) }}
+{{- $child := printf "%s.%s" $path $key }}
+{{- if and (kindIs "map" $default) (kindIs "map" $value) (gt (len $default) 0) (not (has $child $free)) }}
+{{- include "strongroom.checkKeys" (dict "given" $value "defaults" $default "path" $child "free" $free) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Restore drills. The PostgreSQL drill CronJob renders when drills.enabled and this release
+backs up PostgreSQL (either mode): "true" or "". (dict "v" $v) */}}
+{{- define "strongroom.drillCronJob" -}}
+{{- if and .v.drills.enabled .v.backups.enabled .v.backups.postgresql.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The drill CronJob's (and its ConfigMap's) name, <= 52. (dict "context" "v") */}}
+{{- define "strongroom.drillName" -}}
+{{- printf "%s-pg-drill" (include "strongroom.base" .) }}
+{{- end }}
+
+{{/* Where the drill pod's scratch server keeps its socket (the official image's default). */}}
+{{- define "strongroom.drillSocketDir" -}}/var/run/postgresql{{- end }}
+
+{{/* An engine's RTO goal in seconds: drills.rtoGoalSeconds, or the agent's default (1800
+PostgreSQL, 2700 ClickHouse). (dict "v" "engine") */}}
+{{- define "strongroom.drillGoalSeconds" -}}
+{{- if kindIs "invalid" .v.drills.rtoGoalSeconds }}
+{{- if eq .engine "clickhouse" }}2700{{ else }}1800{{ end }}
+{{- else }}
+{{- .v.drills.rtoGoalSeconds | int64 }}
+{{- end }}
+{{- end }}
+
+{{/* The drill Job's activeDeadlineSeconds: drills.cronjob.activeDeadlineSeconds, or three times
+the RTO goal plus 600 s (image pulls, the scratch server's start, smoke checks), so that a drill
+over its goal still finishes and reports FAIL with the RTO it measured instead of being killed
+without a report. (dict "v") */}}
+{{- define "strongroom.drillDeadlineSeconds" -}}
+{{- if kindIs "invalid" .v.drills.cronjob.activeDeadlineSeconds }}
+{{- add (mul 3 (include "strongroom.drillGoalSeconds" (dict "v" .v "engine" "postgresql") | int64)) 600 }}
+{{- else }}
+{{- .v.drills.cronjob.activeDeadlineSeconds | int64 }}
+{{- end }}
+{{- end }}
+
+{{/* The agent's `drill:` section, as JSON. The chart never allows replace-mode drills.
+(dict "v") */}}
+{{- define "strongroom.drillSection" -}}
+{{- $d := .v.drills }}
+{{- $drill := dict "enabled" true "schedule" (trim $d.schedule) "allow_replace" false "smoke" (dict "http" (default (list) $d.smoke)) }}
+{{- if not (kindIs "invalid" $d.rtoGoalSeconds) }}
+{{- $_ := set $drill "rto_goal_seconds" ($d.rtoGoalSeconds | int64) }}
+{{- end }}
+{{- toJson $drill }}
+{{- end }}
+
+{{/* The drill Job's arguments, as a JSON list. (dict "context" "v") */}}
+{{- define "strongroom.drillArgs" -}}
+{{- $args := list "--config" (include "strongroom.configPath" .) "drill" "--engine" "postgresql" "--latest" "--mode" "scratch" }}
+{{- if not (kindIs "invalid" .v.drills.productionSizeGiB) }}
+{{- $args = concat $args (list "--production-size-gib" (.v.drills.productionSizeGiB | int64 | toString)) }}
+{{- end }}
+{{- toJson $args }}
+{{- end }}
+
+{{/* Fails unless a schedule is one a CronJob and the agent both read: five fields or an
+alias. (dict "schedule" "value") */}}
+{{- define "strongroom.checkCronSchedule" -}}
+{{- if not (regexMatch "^(@(yearly|monthly|weekly|daily|hourly)|\\S+(\\s+\\S+){4})$" (trim .schedule)) }}
+{{- fail (printf "%s %q: use five fields (minute hour day month weekday, UTC) or @daily, @weekly, @monthly, @yearly" .value .schedule) }}
 {{- end }}
 {{- end }}

@@ -2,7 +2,9 @@
 The pod spec of the chart's own pods (backup CronJobs, the restore Job, the helm test): one
 agent container, run once (restartPolicy Never), hardened, with the config directory, the
 Secret files and /tmp. Takes (dict "context" $ "v" $v "engine" E "purpose" P "configName" N
-"serviceAccountName" S "args" (list ...)).
+"serviceAccountName" S "args" (list ...)) and optionally "initContainers", "extraVolumeMounts",
+"extraVolumes" (YAML list items, as text) and "resources" (instead of the values' resources):
+the drill CronJob's pod adds its scratch server that way.
 */}}
 {{- define "strongroom.podSpec" -}}
 {{- $v := .v -}}
@@ -29,6 +31,10 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with .initContainers }}
+initContainers:
+  {{- . | nindent 2 }}
+{{- end }}
 containers:
   - name: strongroom
     image: {{ include "strongroom.image" . }}
@@ -38,23 +44,30 @@ containers:
     env:
       {{- include "strongroom.env" . | nindent 6 }}
     resources:
-      {{- toYaml $v.resources | nindent 6 }}
+      {{- toYaml (.resources | default $v.resources) | nindent 6 }}
     securityContext:
       {{- toYaml $v.securityContext | nindent 6 }}
     volumeMounts:
       {{- include "strongroom.volumeMounts" . | nindent 6 }}
+      {{- with .extraVolumeMounts }}
+      {{- . | nindent 6 }}
+      {{- end }}
 volumes:
   {{- include "strongroom.volumes" (merge (dict "fileMode" 288) .) | nindent 2 }}
+  {{- with .extraVolumes }}
+  {{- . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
-{{/* Pod metadata of the chart's own pods. (dict "context" "v" "component") */}}
+{{/* Pod metadata of the chart's own pods. (dict "context" "v" "component"), and optionally
+"annotations" (the chart's own, under podAnnotations). */}}
 {{- define "strongroom.podMetadata" -}}
 labels:
   {{- include "strongroom.labels" . | nindent 2 }}
   {{- with .v.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- with .v.podAnnotations }}
+{{- with mustMergeOverwrite (deepCopy (.annotations | default dict)) (deepCopy .v.podAnnotations) }}
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}

@@ -24,7 +24,8 @@ FREE = {
     "backups.postgresql.extraConfig", "backups.clickhouse.extraConfig",
     "backups.daemon.extraConfig", "restore.extraConfig", "networkPolicy.databasePodSelector",
     "monitoring.podMonitor.labels", "monitoring.podMonitor.selector",
-    "monitoring.prometheusRule.labels",
+    "monitoring.prometheusRule.labels", "drills.resources", "drills.scratch.resources",
+    "drills.scratch.securityContext", "drills.scratch.settings",
 }
 ITEMS = {
     "imagePullSecrets": {"type": "object"},
@@ -38,11 +39,15 @@ ITEMS = {
     "networkPolicy.s3Cidrs": {"type": "string"},
     "networkPolicy.s3Ports": {"type": "integer", "minimum": 1, "maximum": 65535},
     "networkPolicy.extraEgress": {"type": "object"},
+    "drills.smoke": {"type": "object", "required": ["name", "url"]},
 }
 SSLMODES = ["disable", "prefer", "require", "verify-ca", "verify-full"]
 PORT = {"minimum": 1, "maximum": 65535}
 CRON = {"pattern": r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$"}
+# A CronJob's schedule that the agent's parser reads the same way: five fields or its aliases.
+CRON5 = {"pattern": r"^(@(yearly|monthly|weekly|daily|hourly)|(\S+\s+){4}\S+)$"}
 DURATION = {"pattern": "^[0-9]+[smhd]$"}
+QUANTITY = {"pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"}
 RULES = {
     "backups.s3.integrity": {"enum": ["auto", "md5", "sha256", "crc32"]},
     "backups.s3.forcePathStyle": {"type": ["boolean", "null"]},
@@ -76,6 +81,19 @@ RULES = {
     "monitoring.prometheusRule.notReadyFor": DURATION,
     "monitoring.podMonitor.interval": DURATION,
     "monitoring.prometheusRule.consecutiveFailures": {"minimum": 1},
+    "monitoring.prometheusRule.drillMaxAge": DURATION,
+    "monitoring.prometheusRule.drillFailedFor": DURATION,
+    "drills.schedule": CRON5,
+    # The agent's range for drill.rto_goal_seconds: 1 s to 7 days.
+    "drills.rtoGoalSeconds": {"type": ["integer", "null"], "minimum": 1, "maximum": 604800},
+    "drills.productionSizeGiB": {"type": ["integer", "null"], "minimum": 1},
+    "drills.scratch.image": {"pattern": "^\\S+$", "minLength": 1},
+    "drills.scratch.imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+    "drills.scratch.storage.size": QUANTITY,
+    "drills.cronjob.startingDeadlineSeconds": {"minimum": 10},
+    "drills.cronjob.successfulJobsHistoryLimit": {"minimum": 0},
+    "drills.cronjob.failedJobsHistoryLimit": {"minimum": 0},
+    "drills.cronjob.activeDeadlineSeconds": {"type": ["integer", "null"], "minimum": 60},
 }
 
 

@@ -572,3 +572,259 @@ def test_every_probe_points_at_the_port_the_agent_listens_on(cases):
                         assert listen.endswith(f":{port}"), f"{name}: {where}: probe port {port}, agent listens on {listen}"
                         checked += 1
     assert checked >= 6, checked
+
+
+# --- restore drills ------------------------------------------------------------------------------
+
+
+def drill_values():
+    return load_values(CHART / "ci" / "drills-values.yaml")
+
+
+def drill_cronjob(docs):
+    crons = [d for d in by_kind(docs, "CronJob") if d["metadata"]["name"].endswith("-pg-drill")]
+    assert len(crons) <= 1
+    return crons[0] if crons else None
+
+
+def test_the_drill_cronjob_runs_the_drill_against_a_scratch_server_of_its_own():
+    docs = render(drill_values())
+    cron = drill_cronjob(docs)
+    assert cron["metadata"]["name"] == f"{RELEASE}-strongroom-pg-drill" and len(cron["metadata"]["name"]) <= 52
+    spec = cron["spec"]
+    assert spec["schedule"] == "0 4 1 1,4,7,10 *"
+    assert spec["timeZone"] == "Etc/UTC"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["suspend"] is False
+    assert spec["successfulJobsHistoryLimit"] == 3 and spec["failedJobsHistoryLimit"] == 3
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0
+    # Three times the goal (1200) plus 600.
+    assert job["activeDeadlineSeconds"] == 3 * 1200 + 600
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    # `kubectl logs job/<job>` shows the agent's report.
+    assert job["template"]["metadata"]["annotations"] == {"kubectl.kubernetes.io/default-container": "strongroom"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    # The scratch server: a native sidecar, the official image, a socket and nothing on TCP.
+    (server,) = pod["initContainers"]
+    assert server["name"] == "postgres" and server["image"] == "postgres:15.18"
+    assert server["restartPolicy"] == "Always"
+    assert "ports" not in server
+    script = " ".join(server["command"] + server["args"])
+    assert "listen_addresses= " in script and "--auth-host=reject" in script and "--auth-local=trust" in script
+    assert "unix_socket_directories=/var/run/postgresql" in script
+    assert server["args"][-4:] == ["-c", "max_wal_size=4GB", "-c", "shared_buffers=512MB"]
+    for probe in ("startupProbe", "readinessProbe"):
+        command = server[probe]["exec"]["command"]
+        assert command[0] == "pg_isready" and command[command.index("-h") + 1] == "/var/run/postgresql"
+    sc = server["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 999 and sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert server["resources"]["limits"]["memory"] == "2Gi"
+    # With a read-only root, everything the server writes is a volume of the pod.
+    server_mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    pgdata = next(e["value"] for e in server["env"] if e["name"] == "PGDATA")
+    assert pgdata.startswith("/var/lib/postgresql/data/") and server_mounts["/var/lib/postgresql/data"] == "scratch-data"
+    assert {"/var/run/postgresql", "/tmp"} <= set(server_mounts)
+    for path in ("/var/run/postgresql", "/tmp"):
+        assert "emptyDir" in volumes[server_mounts[path]], path
+    # The data: a generic ephemeral volume in this render (an emptyDir by default, below).
+    claim = volumes["scratch-data"]["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "50Gi" and claim["storageClassName"] == "gp3"
+
+    # The agent: the restore role, the drill command, the server's socket.
+    (agent,) = pod["containers"]
+    assert pod["serviceAccountName"] == f"{RELEASE}-strongroom-restore"
+    sas = {sa["metadata"]["name"]: sa for sa in by_kind(docs, "ServiceAccount")}
+    assert sas[pod["serviceAccountName"]]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith("restore")
+    assert agent["args"][2:] == ["drill", "--engine", "postgresql", "--latest", "--mode", "scratch",
+                                 "--production-size-gib", "120"]
+    assert agent["securityContext"]["runAsUser"] == 65532 and agent["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [e for e in agent["env"] if e["name"].startswith("AWS_")]
+    socket = next(m for m in agent["volumeMounts"] if m["name"] == server_mounts["/var/run/postgresql"])
+    assert "subPath" not in socket
+    config = agent_config(docs, "pg-drill")
+    assert config["postgresql"]["host"] == socket["mountPath"] == "/var/run/postgresql"
+    assert config["postgresql"]["database"] == "llama_mapper"
+    assert config["restore"]["user"] == config["postgresql"]["user"] == "postgres"
+    assert "password_file" not in json.dumps(config)
+    assert config["signing"] == {"public_key_file": "/var/run/secrets/strongroom/signing.pub"}
+    assert config["s3"]["bucket"] == "acme-prod-backups"
+    # Row counts and restore.validation.sql run on the scratch database; the application's smoke
+    # tests (restore.validation.http) serve the live one: the drill calls drills.smoke instead.
+    assert config["restore"]["validation"]["sql"][0]["name"] == "storage_records present"
+    assert config["restore"]["validation"]["http"] == []
+    drill = config["drill"]
+    assert drill["enabled"] is True and drill["allow_replace"] is False
+    assert drill["schedule"] == "0 4 1 1,4,7,10 *" and drill["rto_goal_seconds"] == 1200
+    assert "{database}" in drill["smoke"]["http"][0]["url"]
+    # Only the public key: no backup password, no signing private key, no restore password.
+    sources = volumes["strongroom-secrets"]["projected"]["sources"]
+    assert [s["secret"]["items"][0]["path"] for s in sources] == ["signing.pub"]
+    # The chart's NetworkPolicy covers the drill pod (its selector is the chart's pod labels).
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    labels = job["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+
+
+def test_the_drill_defaults_an_emptydir_and_a_deadline_from_the_goal():
+    values = load_values(CHART / "ci" / "monitoring-values.yaml")
+    pod_job = drill_cronjob(render(values))["spec"]["jobTemplate"]["spec"]
+    assert pod_job["activeDeadlineSeconds"] == 3 * 1800 + 600
+    pod = pod_job["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["scratch-data"] == {"name": "scratch-data", "emptyDir": {"sizeLimit": "20Gi"}}
+    assert pod["initContainers"][0]["args"][1:] == ["postgres"]
+    assert "--production-size-gib" not in pod["containers"][0]["args"]
+    assert "rto_goal_seconds" not in agent_config(render(values), "pg-drill")["drill"]
+    values["drills"].update(suspend=True, cronjob={"activeDeadlineSeconds": 9000})
+    cron = drill_cronjob(render(values))
+    assert cron["spec"]["suspend"] is True and cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 9000
+
+
+def test_the_drill_command_parses():
+    (agent,) = drill_cronjob(render(drill_values()))["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    done = subprocess.run([STRONGROOM, "check-args", "--", *agent["args"]], capture_output=True, text=True)
+    assert done.returncode == 0, f"{agent['args']}: {done.stdout}{done.stderr}"
+
+
+def test_no_drill_cronjob_without_drills_or_without_postgresql():
+    for values_file in CI_VALUES:
+        if values_file.stem in ("drills-values", "monitoring-values"):
+            continue
+        docs = render(load_values(values_file))
+        assert drill_cronjob(docs) is None, values_file.stem
+        assert "drill" not in json.dumps([agent_config(docs, c["metadata"]["name"]) for c in by_kind(docs, "ConfigMap")])
+    values = drill_values()
+    values["drills"]["enabled"] = False
+    docs = render(values)
+    assert drill_cronjob(docs) is None
+    # Without the drill (and without a restore), no restore ServiceAccount either.
+    assert [sa["metadata"]["name"] for sa in by_kind(docs, "ServiceAccount")] == [f"{RELEASE}-strongroom-backup"]
+    # Drills on, but this release does not back up PostgreSQL: nothing to drill by CronJob.
+    values = load_values(CHART / "ci" / "clickhouse-cronjob-values.yaml")
+    values["drills"] = {"enabled": True}
+    assert drill_cronjob(render(values)) is None
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"schedule": "0 0 4 1 1,4,7,10 *"}, "drills/schedule"),
+    ({"schedule": "every quarter"}, "drills/schedule"),
+    ({"schedule": "@quarterly"}, "drills/schedule"),
+    ({"rtoGoalSeconds": -1}, "drills/rtoGoalSeconds"),
+    ({"rtoGoalSeconds": 0}, "drills/rtoGoalSeconds"),
+    ({"rtoGoalSeconds": "30m"}, "drills/rtoGoalSeconds"),
+    ({"productionSizeGiB": 0}, "drills/productionSizeGiB"),
+    ({"smoke": [{"url": "http://x/health"}]}, "drills/smoke"),
+    ({"scratch": {"storage": {"size": "lots"}}}, "drills/scratch/storage/size"),
+    ({"scratch": {"imagePullPolicy": "Sometimes"}}, "drills/scratch/imagePullPolicy"),
+    ({"cronjob": {"activeDeadlineSeconds": -5}}, "drills/cronjob/activeDeadlineSeconds"),
+    ({"enabeld": True}, "enabeld"),
+    ({"scratch": {"settings": {"listen_addresses": "*"}}}, "drills.scratch.settings.listen_addresses"),
+])
+def test_bad_drill_values_are_refused_naming_them(change, named):
+    values = drill_values()
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(values["drills"].get(key), dict):
+            values["drills"][key].update(value)
+        else:
+            values["drills"][key] = value
+    message = render_error(values)
+    assert named in message, message
+
+
+def test_a_drill_needs_the_public_key_and_never_holds_the_writer_role():
+    values = drill_values()
+    del values["restore"]["signing"]
+    assert "restore.signing.publicKeySecretRef" in render_error(values)
+    values["restore"]["allowUnsigned"] = True
+    assert agent_config(render(values), "pg-drill")["restore"]["allow_unsigned"] is True
+    values = drill_values()
+    values["serviceAccount"] = {"create": False, "name": "shared"}
+    values["restore"]["serviceAccount"] = {"create": False, "name": "shared"}
+    assert "same ServiceAccount" in render_error(values)
+
+
+def test_the_clickhouse_sidecar_carries_the_drill_section(tmp_path):
+    chart = example("app", tmp_path)
+    values = load_values(chart / "values.yaml")
+    docs = render_dir(chart, values)
+    assert "drill" not in agent_config(docs, "ch-sidecar")
+    values["drills"] = {"enabled": True, "rtoGoalSeconds": 2400, "schedule": "0 5 1 * *",
+                        "clickhouse": {"user": "strongroom_drill", "passwordSecretRef": "llama-mapper-ch-drill"},
+                        "smoke": [{"name": "health", "url": "http://llama-mapper.prod.svc:8080/health"}]}
+    docs = render_dir(chart, values)
+    config = agent_config(docs, "ch-sidecar")
+    assert config["drill"] == {"enabled": True, "schedule": "0 5 1 * *", "rto_goal_seconds": 2400,
+                               "allow_replace": False,
+                               "smoke": {"http": [{"name": "health", "url": "http://llama-mapper.prod.svc:8080/health"}]}}
+    assert config["restore"] == {"clickhouse": {"user": "strongroom_drill",
+                                                "password_file": "/var/run/secrets/strongroom/drill-clickhouse-password"}}
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("clickhouse"))
+    volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "strongroom-secrets")
+    drill_secret = next(s["secret"] for s in volume["projected"]["sources"] if s["secret"]["name"] == "llama-mapper-ch-drill")
+    assert drill_secret["optional"] is True and drill_secret["items"] == [{"key": "password", "path": "drill-clickhouse-password"}]
+    # PostgreSQL drills by the CronJob, never in the database pod's sidecar.
+    assert "drill" not in agent_config(docs, "pg-sidecar")
+    assert drill_cronjob(docs) is None
+    # The config the sidecar gets is one the agent accepts.
+    path = tmp_path / "ch-sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([STRONGROOM, "check-config", "--config", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Without a login of its own, the drill restores as the backup user (no restore section).
+    values["drills"] = {"enabled": True}
+    config = agent_config(render_dir(chart, values), "ch-sidecar")
+    assert "restore" not in config and "rto_goal_seconds" not in config["drill"]
+
+
+def test_a_typo_in_an_applications_drill_values_fails(tmp_path):
+    message = app_render_error(tmp_path, lambda v: v.update(drills={"enabled": True, "rtoGoalSecond": 60}))
+    assert "drills.rtoGoalSecond" in message
+    # Its own maps (resources, settings) are the user's.
+    chart = example("app", tmp_path / "ok")
+    values = load_values(chart / "values.yaml")
+    values["drills"] = {"enabled": True, "scratch": {"resources": {"limits": {"cpu": "2"}}, "settings": {"work_mem": "64MB"}}}
+    render_dir(chart, values)
+
+
+def test_the_drill_alerts_render():
+    docs = render(load_values(CHART / "ci" / "monitoring-values.yaml"))
+    (rule,) = by_kind(docs, "PrometheusRule")
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"StrongroomDrillOverdue", "StrongroomDrillNeverSucceeded", "StrongroomDrillRtoOverGoal",
+            "StrongroomDrillFailed", "StrongroomCronJobDrillOverdue", "StrongroomCronJobDrillFailed"} <= set(rules)
+    assert f"> {100 * 86400}" in rules["StrongroomDrillOverdue"]["expr"]
+    assert rules["StrongroomDrillNeverSucceeded"]["for"] == "100d"
+    assert "strongroom_drill_last_rto_seconds > strongroom_drill_rto_goal_seconds" in rules["StrongroomDrillRtoOverGoal"]["expr"]
+    assert 'strongroom_drill_runs_total{result!="pass"}[1d]' in rules["StrongroomDrillFailed"]["expr"]
+    failed = rules["StrongroomCronJobDrillFailed"]["expr"]
+    assert f'owner_name="{RELEASE}-strongroom-pg-drill"' in failed and "kube_job_status_failed" in failed
+    assert "kube_cronjob_spec_suspend" in rules["StrongroomCronJobDrillOverdue"]["expr"]
+    # The metric alerts are there whenever the rule is (the sidecars' drills); the CronJob's only
+    # with the drill CronJob and cronJobAlerts.
+    values = load_values(CHART / "ci" / "monitoring-values.yaml")
+    values["monitoring"]["prometheusRule"]["cronJobAlerts"] = False
+    (rule,) = by_kind(render(values), "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "StrongroomDrillOverdue" in alerts and "StrongroomCronJobDrillFailed" not in alerts
+    del values["drills"]
+    values["monitoring"]["prometheusRule"]["cronJobAlerts"] = True
+    (rule,) = by_kind(render(values), "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "StrongroomCronJobBackupFailed" in alerts and "StrongroomCronJobDrillFailed" not in alerts
+
+
+def test_every_agent_container_runs_as_a_high_uid(cases):
+    # The drill's scratch server overrides the pod's uid with the official image's postgres
+    # (999: initdb needs its uid in /etc/passwd); the agent's containers keep a high uid.
+    for name, docs in cases:
+        for doc in docs:
+            for where, spec in pod_specs(doc):
+                pod_uid = (spec.get("securityContext") or {}).get("runAsUser")
+                for c in agent_containers(spec):
+                    uid = (c.get("securityContext") or {}).get("runAsUser", pod_uid)
+                    assert uid is not None and uid >= 10000, f"{name}: {where}: {uid}"

@@ -6,6 +6,7 @@
 #   VENV      the project venv holding moto (default .venv)
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
 #   STRONGROOM_TEST_PG_STANDBY_HOST, STRONGROOM_TEST_PG_STANDBY_PORT (a streaming standby),
+#   STRONGROOM_TEST_PG2_HOST, STRONGROOM_TEST_PG2_PORT (a second, empty cluster),
 #   STRONGROOM_TEST_PG_PASSWORD_FILE, STRONGROOM_TEST_PG_CA (the CA of the server's TLS
 #   certificate, which names only localhost; TCP takes TLS only),
 #   STRONGROOM_TEST_S3_RGW, STRONGROOM_TEST_S3_MOTO,
@@ -28,7 +29,7 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 
 stop() {
   set +e
-  for data in "$work/pg/standby" "$work/pg/data"; do
+  for data in "$work/pg/standby" "$work/pg/data" "$work/pg2/data"; do
     [ -f "$data/postmaster.pid" ] || continue
     if [ "$(id -u)" = 0 ]; then
       su postgres -s /bin/bash -c "'$(pg_config --bindir)/pg_ctl' -D '$data' -m immediate stop" >/dev/null 2>&1
@@ -69,6 +70,13 @@ for server in $servers; do
       export STRONGROOM_TEST_PG_STANDBY_HOST="$work/pg/standby-socket" STRONGROOM_TEST_PG_STANDBY_PORT="$standby_port"
       export STRONGROOM_TEST_PG_PASSWORD_FILE="$work/pg/backup-password"
       export STRONGROOM_TEST_PG_CA="$work/pg/tls/ca.crt"
+      # A second, empty cluster: a restore into a fresh cluster (roles missing), as after a
+      # real loss.
+      port=$(free_port)
+      "$here/postgres.sh" "$work/pg2" "$port" || {
+        echo "with-servers: the second PostgreSQL failed to start; its logs:" >&2
+        cat "$work/pg2/server.log" "$work/pg2/initdb.log" >&2 2>/dev/null; exit 1; }
+      export STRONGROOM_TEST_PG2_HOST="$work/pg2/socket" STRONGROOM_TEST_PG2_PORT="$port"
       ;;
     rgw)
       port=$(free_port)

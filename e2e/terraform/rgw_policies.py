@@ -8,13 +8,19 @@ through a bucket policy (the same statements with a Principal). Then:
   hide, or bypass retention; an overwrite only adds a version, the old one stays locked;
   `strongroom preflight` passes for it and fails `no-delete` for the owner, who may delete;
 - restore-reader (reader + reporter policies) runs `strongroom verify --deep` and reads the
-  backup, and cannot write backup data or delete anything.
+  backup, and cannot write backup data or delete anything;
+- drill reports (`<prefix>/drills/<engine>/<release>/<ts>.json`): the restore role puts one
+  create-only with its lock, reads its retention and bytes back, lists drills/ and reads the
+  writer's; the writer puts one too (create-only, locked, retention read back) but cannot read
+  drills/*, delete a drill report or its version, or bypass its retention; an overwrite only adds
+  a version. Neither can remove one.
 
 Usage: rgw_policies.py OUTPUTS_JSON STRONGROOM CONFIG_TEMPLATE
 Env: STRONGROOM_TEST_S3_RGW, AWS_ACCESS_KEY_ID/SECRET (bucket owner),
      STRONGROOM_TEST_RGW_{WRITER,READER}_{KEY,SECRET}
 """
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -165,4 +171,87 @@ denied("PutObject of backup data", lambda: reader.put_object(
 denied("DeleteObject", lambda: reader.delete_object(Bucket=bucket, Key=dump_key))
 denied("DeleteObject of a version",
        lambda: reader.delete_object(Bucket=bucket, Key=dump_key, VersionId=dump_version))
+
+print("drill reports (<prefix>/drills/*):")
+drills = f"{prefix}/drills/postgresql/llama-mapper/"
+retain_until = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(days=7 * 366)
+
+
+def put_drill(who, c, key, body, create_only=True):
+    """A drill report as the agent writes one: create-only, locked on the put."""
+    extra = {"IfNoneMatch": "*"} if create_only else {}
+    put = c.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                       ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(),
+                       ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=retain_until, **extra)
+    # The agent's read-back: metadata only (ListObjectVersions, GetObjectRetention).
+    listed = c.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    assert any(v["VersionId"] == put["VersionId"] and v["Size"] == len(body) for v in listed), listed
+    retention = c.get_object_retention(Bucket=bucket, Key=key, VersionId=put["VersionId"])["Retention"]
+    assert retention["Mode"] == "GOVERNANCE" and retention["RetainUntilDate"] >= retain_until, retention
+    print(f"  {who}: PutObject create-only and locked, read back by listing and GetObjectRetention: "
+          f"allowed ({key.removeprefix(prefix + '/')}, {retention['Mode']} until {retention['RetainUntilDate']})")
+    return put["VersionId"]
+
+
+def cannot_remove(who, c, key, version):
+    denied(f"{who}: DeleteObject (a delete marker) on a drill report",
+           lambda: c.delete_object(Bucket=bucket, Key=key))
+    denied(f"{who}: DeleteObject of a drill report's version",
+           lambda: c.delete_object(Bucket=bucket, Key=key, VersionId=version))
+    denied(f"{who}: shortening a drill report's retention with x-amz-bypass-governance-retention",
+           lambda: c.put_object_retention(
+               Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=True,
+               Retention={"Mode": "GOVERNANCE", "RetainUntilDate": "2027-01-01T00:00:00Z"}))
+
+
+# The restore role (the drill CronJob): reporter policy to write, reader policy to read and list.
+reader_key = drills + "20261201T030000Z.json"
+reader_body = json.dumps({"kind": "drill", "by": "restore-reader", "outcome": "ok"}).encode()
+reader_version = put_drill("restore-reader", reader, reader_key, reader_body)
+got = reader.get_object(Bucket=bucket, Key=reader_key, VersionId=reader_version)["Body"].read()
+assert got == reader_body, got
+# As the agent's ensure_retention does where a server ignored the lock headers: lengthen it.
+reader.put_object_retention(Bucket=bucket, Key=reader_key, VersionId=reader_version, Retention={
+    "Mode": "GOVERNANCE", "RetainUntilDate": retain_until + datetime.timedelta(days=1)})
+print("  restore-reader: GetObject of its drill report and PutObjectRetention (lengthening): allowed")
+cannot_remove("restore-reader", reader, reader_key, reader_version)
+
+# The backup writer (the sidecar's quarterly drill): writes, never reads drill reports back.
+writer_key = drills + "20261201T040000Z.json"
+writer_body = json.dumps({"kind": "drill", "by": "backup-writer", "outcome": "ok"}).encode()
+writer_version = put_drill("backup-writer", writer, writer_key, writer_body)
+cannot_remove("backup-writer (its own report)", writer, writer_key, writer_version)
+cannot_remove("backup-writer (the restore role's report)", writer, reader_key, reader_version)
+# The restore role's report belongs to that user on RGW (see above), so here the policy decides.
+denied("backup-writer: GetObject of the restore role's drill report",
+       lambda: writer.get_object(Bucket=bucket, Key=reader_key))
+denied("backup-writer: GetObject of a drill report's version",
+       lambda: writer.get_object(Bucket=bucket, Key=reader_key, VersionId=reader_version))
+denied("backup-writer: PutObject of a restore report beside its drill report",
+       lambda: writer.put_object(Bucket=bucket, Key=f"{prefix}/reports/postgresql/llama-mapper/x.json", Body=b"x",
+                                 ContentMD5=base64.b64encode(hashlib.md5(b"x").digest()).decode()))
+# An overwrite without If-None-Match (a compromised pod's) adds a version; the report stays, locked.
+for key, version in ((writer_key, writer_version), (reader_key, reader_version)):
+    body = b'{"kind": "drill", "outcome": "forged"}'
+    writer.put_object(Bucket=bucket, Key=key, Body=body,
+                      ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode())
+    after = owner.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    assert len(after) == 2 and any(v["VersionId"] == version for v in after), after
+    retention = reader.get_object_retention(Bucket=bucket, Key=key, VersionId=version)["Retention"]
+    assert retention["Mode"] == "GOVERNANCE" and retention["RetainUntilDate"] >= retain_until, retention
+print("  backup-writer: an overwrite of either drill report added a version; both originals remain, locked")
+
+# `strongroom drill list` as the restore role: list drills/ and read every report, the writer's too.
+listed = {o["Key"] for o in reader.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/drills/")["Contents"]}
+assert listed == {reader_key, writer_key}, listed
+versions = reader.list_object_versions(Bucket=bucket, Prefix=f"{prefix}/drills/")["Versions"]
+assert len(versions) == 4, versions
+got = reader.get_object(Bucket=bucket, Key=writer_key, VersionId=writer_version)["Body"].read()
+assert got == writer_body, got
+reader.get_object_retention(Bucket=bucket, Key=writer_key, VersionId=writer_version)
+print("  restore-reader: ListObjects/ListObjectVersions of drills/, GetObject and GetObjectRetention "
+      "of the writer's drill report: allowed")
+denied("restore-reader: PutObject outside drills/, reports/, audit/ (a look-alike folder)",
+       lambda: reader.put_object(Bucket=bucket, Key=f"{prefix}/drills-forged/x.json", Body=b"x",
+                                 ContentMD5=base64.b64encode(hashlib.md5(b"x").digest()).decode()))
 print("RGW policy checks passed")

@@ -166,8 +166,29 @@ pub(super) fn validate(
             ));
         }
     }
-    for (i, check) in v.http.iter().enumerate() {
-        let key = format!("restore.validation.http[{i}]");
+    validate_http_checks("restore.validation.http", &v.http, &mut names)?;
+    in_range(
+        "restore.validation.http_timeout_seconds",
+        v.http_timeout_seconds,
+        1..=DAY,
+    )?;
+    in_range(
+        "restore.validation.http_interval_seconds",
+        v.http_interval_seconds,
+        1..=3600,
+    )?;
+    Ok(())
+}
+
+/// Checks a list of HTTP smoke checks under `key` (`restore.validation.http`,
+/// `drill.smoke.http`): unique names (shared with `names`), http:// URLs, known methods.
+pub(super) fn validate_http_checks(
+    key: &str,
+    checks: &[HttpCheck],
+    names: &mut std::collections::BTreeSet<String>,
+) -> Result<(), Invalid> {
+    for (i, check) in checks.iter().enumerate() {
+        let key = format!("{key}[{i}]");
         if check.name.trim().is_empty() || !names.insert(check.name.clone()) {
             return Err(invalid(&key, "every check needs a unique, non-empty name"));
         }
@@ -197,15 +218,5 @@ pub(super) fn validate(
             ));
         }
     }
-    in_range(
-        "restore.validation.http_timeout_seconds",
-        v.http_timeout_seconds,
-        1..=DAY,
-    )?;
-    in_range(
-        "restore.validation.http_interval_seconds",
-        v.http_interval_seconds,
-        1..=3600,
-    )?;
     Ok(())
 }

@@ -124,6 +124,42 @@ impl Scope {
         }
     }
 
+    /// `DATABASE d AS d<suffix>` / `TABLE d.t AS d<suffix>.t`; `None` for `All` (RESTORE ALL
+    /// takes no AS).
+    pub fn sql_renamed(&self, suffix: &str) -> Option<String> {
+        let items: Vec<String> = match self {
+            Scope::All => return None,
+            Scope::Databases(dbs) => dbs
+                .iter()
+                .map(|d| format!("DATABASE {d} AS {d}{suffix}"))
+                .collect(),
+            Scope::Tables(tables) => tables
+                .iter()
+                .map(|t| match t.split_once('.') {
+                    Some((d, name)) => format!("TABLE {t} AS {d}{suffix}.{name}"),
+                    None => format!("TABLE {t}"),
+                })
+                .collect(),
+        };
+        Some(items.join(", "))
+    }
+
+    /// The scope with every database renamed with `suffix`.
+    pub fn renamed(&self, suffix: &str) -> Scope {
+        match self {
+            Scope::All => Scope::All,
+            Scope::Databases(d) => Scope::Databases(d.iter().map(|d| format!("{d}{suffix}")).collect()),
+            Scope::Tables(t) => Scope::Tables(
+                t.iter()
+                    .map(|t| match t.split_once('.') {
+                        Some((d, name)) => format!("{d}{suffix}.{name}"),
+                        None => t.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// For the manifest and messages.
     pub fn describe(&self) -> Vec<String> {
         match self {
@@ -164,14 +200,17 @@ pub fn restore_statement(
     folder: &str,
     id: &str,
     allow_non_empty: bool,
+    rename_suffix: Option<&str>,
 ) -> String {
     let mut settings = format!("id = {}", quote(id));
     if allow_non_empty {
         settings.push_str(", allow_non_empty_tables = true");
     }
+    let what = rename_suffix
+        .and_then(|s| scope.sql_renamed(s))
+        .unwrap_or_else(|| scope.sql());
     format!(
-        "RESTORE {} FROM {} SETTINGS {settings} ASYNC",
-        scope.sql(),
+        "RESTORE {what} FROM {} SETTINGS {settings} ASYNC",
         destination.backup_engine(folder)
     )
 }
@@ -551,12 +590,28 @@ mod tests {
              'b/clickhouse/prod/20261122T023000Z/') ASYNC"
         );
         let url = Destination::Url("https://bucket.s3.amazonaws.com/".into());
-        let sql = restore_statement(&Scope::All, &url, "b/x/", "r'1", true);
+        let sql = restore_statement(&Scope::All, &url, "b/x/", "r'1", true, None);
         assert_eq!(
             sql,
             "RESTORE ALL EXCEPT DATABASES system, information_schema, INFORMATION_SCHEMA FROM \
              S3('https://bucket.s3.amazonaws.com/b/x/') SETTINGS id = 'r\\'1', \
              allow_non_empty_tables = true ASYNC"
         );
+        // A drill restores under other names.
+        let scope = Scope::Tables(vec!["app.events".into(), "app.users".into()]);
+        let sql = restore_statement(&scope, &url, "b/x/", "r", false, Some("_drill_1"));
+        assert_eq!(
+            sql,
+            "RESTORE TABLE app.events AS app_drill_1.events, TABLE app.users AS \
+             app_drill_1.users FROM S3('https://bucket.s3.amazonaws.com/b/x/') SETTINGS id = 'r' \
+             ASYNC"
+        );
+        let scope = Scope::Databases(vec!["app".into()]);
+        assert_eq!(
+            scope.sql_renamed("_d").unwrap(),
+            "DATABASE app AS app_d"
+        );
+        assert_eq!(scope.renamed("_d"), Scope::Databases(vec!["app_d".into()]));
+        assert_eq!(Scope::All.sql_renamed("_d"), None);
     }
 }

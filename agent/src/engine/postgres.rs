@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 use super::EngineError;
 use super::process::ChildProcess;
 
+pub mod globals;
 pub mod messages;
 pub mod script;
 pub mod tls;
@@ -272,6 +273,11 @@ impl SnapshotSession {
         count_rows(&self.client, &self.database).await
     }
 
+    /// Roles, memberships and settings, in the exported snapshot.
+    pub async fn globals(&self) -> Result<globals::Globals, EngineError> {
+        globals::read(&self.client, &self.database).await
+    }
+
     /// Ends the transaction (it only read).
     pub async fn close(self) {
         if let Err(e) = self.client.batch_execute("COMMIT").await {
@@ -299,11 +305,74 @@ pub async fn database_exists(
 /// `CREATE DATABASE`, over a connection to another (maintenance) database.
 pub async fn create_database(maintenance: &ConnParams, database: &str) -> Result<(), EngineError> {
     let client = connect(maintenance).await?;
-    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
     client
-        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(database)))
         .await
         .map_err(query_error("create database", database))
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Ends every other session connected to `database` (a drill's incident, or clearing the way
+/// for a rename or drop). Needs membership in the sessions' roles or `pg_signal_backend`.
+async fn terminate_sessions(client: &Client, database: &str) -> Result<(), EngineError> {
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .map(drop)
+        .map_err(query_error("end the sessions of", database))
+}
+
+/// `ALTER DATABASE from RENAME TO to`, after ending the sessions on `from` (an application
+/// reconnecting in between is ended again, a few times).
+pub async fn rename_database(
+    maintenance: &ConnParams,
+    from: &str,
+    to: &str,
+) -> Result<(), EngineError> {
+    let client = connect(maintenance).await?;
+    let sql = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(from),
+        quote_ident(to)
+    );
+    let mut attempt = 0;
+    loop {
+        terminate_sessions(&client, from).await?;
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            // 55006 object_in_use: a session came back before the rename.
+            Err(e) if attempt < 20 && e.code().is_some_and(|c| c.code() == "55006") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(EngineError::Query {
+                    what: "rename database",
+                    database: format!("{from} (to {to})"),
+                    detail: detail(&e),
+                });
+            }
+        }
+    }
+}
+
+/// `DROP DATABASE`, ending its sessions first (`WITH (FORCE)`).
+pub async fn drop_database(maintenance: &ConnParams, database: &str) -> Result<(), EngineError> {
+    let client = connect(maintenance).await?;
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(database)
+        ))
+        .await
+        .map_err(query_error("drop database", database))
 }
 
 /// `<program> --version`, e.g. `pg_dump (PostgreSQL) 15.18`.

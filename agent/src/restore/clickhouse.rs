@@ -47,6 +47,12 @@ pub fn preflight(config: &Config, options: &RestoreOptions) -> Result<Login> {
             engine: "clickhouse",
         });
     }
+    if options.with_globals {
+        return Err(Error::OptionNotForEngine {
+            option: "--with-globals",
+            engine: "clickhouse",
+        });
+    }
     Ok(ch.restore_login(&config.restore.clickhouse)?)
 }
 
@@ -191,18 +197,28 @@ async fn unchanged_during_restore<S: ObjectStore>(
     }
 }
 
+/// The database a table of `database` is restored into: the same, or renamed with the suffix.
+fn target_database(database: &str, options: &RestoreOptions) -> String {
+    format!(
+        "{database}{}",
+        options.rename_suffix.as_deref().unwrap_or_default()
+    )
+}
+
 /// Refuses tables that hold data, unless forced.
 async fn check_targets(
     server: &ClickHouse,
     details: &ClickHouseDetails,
-    force: bool,
+    options: &RestoreOptions,
 ) -> Result<()> {
+    let force = options.force;
     let mut full = Vec::new();
     for t in &details.tables {
-        if let Some(rows) = server.table_rows(&t.database, &t.table).await?
+        let database = target_database(&t.database, options);
+        if let Some(rows) = server.table_rows(&database, &t.table).await?
             && rows > 0
         {
-            full.push(format!("{}.{} ({rows} rows)", t.database, t.table));
+            full.push(format!("{database}.{} ({rows} rows)", t.table));
         }
     }
     if full.is_empty() || force {
@@ -214,17 +230,20 @@ async fn check_targets(
     }
 }
 
-/// Row counts against the manifest, then the configured SQL checks.
+/// Row counts against the manifest, then the configured SQL checks, in which `{database}`
+/// names the (first) restored database: its own name, or the renamed one in a drill.
 async fn validate_tables(
     server: &ClickHouse,
     details: &ClickHouseDetails,
     config: &Config,
+    options: &RestoreOptions,
 ) -> Vec<CheckResult> {
     let mut checks = Vec::new();
     for t in &details.tables {
         let Some(expected) = t.rows else { continue };
+        let database = target_database(&t.database, options);
         // RESTORE is done: a count that fails is a failed check in the report.
-        let (actual, passed) = match server.table_rows(&t.database, &t.table).await {
+        let (actual, passed) = match server.table_rows(&database, &t.table).await {
             Ok(actual) => (
                 actual.map_or("table missing".into(), |n| n.to_string()),
                 actual == Some(expected),
@@ -233,14 +252,25 @@ async fn validate_tables(
         };
         checks.push(CheckResult {
             kind: CheckKind::RowCount,
-            name: format!("rows in {}.{}", t.database, t.table),
+            name: format!("rows in {database}.{}", t.table),
             expected: expected.to_string(),
             actual,
             passed,
         });
     }
+    let first = match recorded_scope(details) {
+        Scope::Databases(d) => d.first().cloned(),
+        Scope::Tables(t) => t.first().and_then(|t| t.split_once('.')).map(|(d, _)| d.into()),
+        Scope::All => None,
+    };
     for check in &config.restore.clickhouse.sql {
-        let (passed, actual) = match server.scalar(&check.query).await {
+        let query = match &first {
+            Some(db) => check
+                .query
+                .replace("{database}", &target_database(db, options)),
+            None => check.query.clone(),
+        };
+        let (passed, actual) = match server.scalar(&query).await {
             Ok(Some(value)) => (validate::meets(&check.expect, &value), value),
             Ok(None) => (false, "no rows".into()),
             Err(e) => (false, format!("query failed: {e}")),
@@ -276,7 +306,15 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         async { Ok::<_, Error>(server.require_backup_support().await?) },
         check_chain(store, config, verifier, snapshot, &manifest),
     )?;
-    check_targets(&server, &details, options.force).await?;
+    let scope = recorded_scope(&details);
+    if options.rename_suffix.is_some() && scope == Scope::All {
+        return Err(Error::RestoreRefused {
+            snapshot: snapshot.keys.dump.clone(),
+            problems: "a backup of ALL databases cannot be restored under other names                        (RESTORE ALL takes no AS): drill a backup with clickhouse.databases or                        clickhouse.tables set"
+                .into(),
+        });
+    }
+    check_targets(&server, &details, options).await?;
     let download_seconds = started.elapsed().as_secs_f64();
     let id = format!(
         "strongroom-restore-{}-{}",
@@ -284,11 +322,12 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let statement = clickhouse::restore_statement(
-        &recorded_scope(&details),
+        &scope,
         &destination(ch),
         &snapshot.keys.dump,
         &id,
         options.force,
+        options.rename_suffix.as_deref(),
     );
     tracing::info!(snapshot = %snapshot.keys.dump, chain = chain.folders.len(),
         server_version = %version.text, signature = %manifest.signature, %statement,
@@ -315,10 +354,10 @@ pub async fn restore_clickhouse<S: ObjectStore>(
     let load_seconds = started.elapsed().as_secs_f64();
 
     let validation_started = Instant::now();
-    let mut checks = validate_tables(&server, &details, config).await;
+    let mut checks = validate_tables(&server, &details, config, options).await;
     checks.push(unchanged_during_restore(store, config, verifier, snapshot, &manifest).await);
     let validation_seconds = validation_started.elapsed().as_secs_f64();
-    let smoke_seconds = super::smoke_checks(config, &mut checks).await;
+    let smoke_seconds = super::smoke_checks(config, options, &mut checks).await;
     let metadata = manifest.object(&details.metadata_key)?;
     let size_bytes = manifest.manifest.objects.iter().map(|o| o.size_bytes).sum();
     let passed = checks.iter().all(|c| c.passed);
@@ -341,7 +380,10 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         manifest_sha256: manifest.sha256.clone(),
         signature_summary: manifest.signature.to_string(),
         signature: manifest.signature.clone(),
-        target_database: recorded_scope(&details).describe().join(", "),
+        target_database: match &options.rename_suffix {
+            Some(suffix) => scope.renamed(suffix).describe().join(", "),
+            None => scope.describe().join(", "),
+        },
         expected_sha256: details.metadata_sha256.clone(),
         actual_sha256: chain.metadata_sha256,
         size_bytes,
@@ -357,11 +399,12 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         },
         checks,
         warnings,
+        globals: None,
         passed,
         report_key: None,
         report_error: None,
     };
-    super::store_report(store, policy, config, snapshot, &mut report).await;
+    super::store_report(store, policy, config, snapshot, options, &mut report).await;
     Ok(report)
 }
 

@@ -177,6 +177,7 @@ async fn run_restore(
         force,
         create: false,
         allow_unsigned: true,
+        ..RestoreOptions::default()
     };
     restore::clickhouse::preflight(config, &options)?;
     let choice = SnapshotChoice::Key(key.to_owned());

@@ -375,6 +375,7 @@ pub async fn restore(
         force: false,
         create: true,
         allow_unsigned: false,
+        ..RestoreOptions::default()
     };
     restore::preflight(config, &options)?;
     let verifier = match &config.signing.public_key_file {

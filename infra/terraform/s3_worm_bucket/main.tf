@@ -7,6 +7,9 @@ locals {
   bucket_arn  = "arn:aws:s3:::${var.bucket_name}"
   prefix      = var.backup_prefix
   objects_arn = "${local.bucket_arn}/${local.prefix}/*"
+  # Restore-drill reports: `<prefix>/drills/<engine>/<release>/<ts>.json`, written create-only and
+  # locked by the restore role (drill CronJob) and by the backup writer (the sidecar's drills).
+  drills_arn = "${local.bucket_arn}/${local.prefix}/drills/*"
 
   # The longest the default retention can last, in days (a year has at most 366).
   retention_days = var.object_lock.days != null ? var.object_lock.days : var.object_lock.years * 366
@@ -211,6 +214,8 @@ locals {
   # retention, list versions (metadata-only read-back), abort its multipart uploads. No delete
   # of any kind, no bypass, no reading of backup data, and no writing of restore reports and
   # run markers: those are the restore's, and a database pod must not be able to fake one.
+  # Drill reports (`drills/*`) it may write, as the sidecar runs drills, under the same grant:
+  # create-only and locked, never deleted, never read back beyond metadata.
   writer_policy_json = jsonencode({
     Version = "2012-10-17"
     Statement = concat([
@@ -246,8 +251,9 @@ locals {
     ], local.kms_statements)
   })
 
-  # What a restore or verify writes besides reading: its locked report and audit event, and
-  # the integrity probe's aborted uploads. Attached next to the reader policy.
+  # What a restore, verify or drill writes besides reading: its locked report and audit event,
+  # and the integrity probe's aborted uploads. Attached next to the reader policy, which lets it
+  # read and list them (`strongroom drill list`).
   reporter_policy_json = jsonencode({
     Version = "2012-10-17"
     Statement = [
@@ -259,6 +265,12 @@ locals {
           "${local.bucket_arn}/${local.prefix}/reports/*",
           "${local.bucket_arn}/${local.prefix}/audit/*",
         ]
+      },
+      {
+        Sid      = "WriteDrillReports"
+        Effect   = "Allow"
+        Action   = ["s3:PutObject", "s3:PutObjectRetention"]
+        Resource = [local.drills_arn]
       },
       {
         Sid      = "IntegrityProbe"

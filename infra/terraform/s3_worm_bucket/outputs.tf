@@ -23,17 +23,17 @@ output "bucket_policy_json" {
 }
 
 output "writer_policy_json" {
-  description = "Backup writer (sidecar/CronJob): put, retention, list, abort; no delete, no bypass, no read of backup data."
+  description = "Backup writer (sidecar/CronJob): put (backups, audit events, drill reports), retention, list, abort; no delete, no bypass, no read of backup data or drill reports, no restore reports."
   value       = local.writer_policy_json
 }
 
 output "reader_policy_json" {
-  description = "Restore reader (restore Job, verify): read and list under the prefix only."
+  description = "Restore reader (restore Job, verify, drill CronJob): read and list under the prefix only (backups, reports, drill reports)."
   value       = local.reader_policy_json
 }
 
 output "reporter_policy_json" {
-  description = "What a restore/verify writes: its report and audit event under the prefix, and the integrity probe. Attach with the reader policy."
+  description = "What a restore/verify/drill writes: its report (reports/*, drills/*) and audit event under the prefix, and the integrity probe. Attach with the reader policy."
   value       = local.reporter_policy_json
 }
 

@@ -128,6 +128,87 @@ run "writer_cannot_delete_bypass_or_read" {
   }
 }
 
+run "writer_may_write_drill_reports_but_not_read_them" {
+  command = plan
+
+  assert {
+    condition = anytrue([
+      for s in jsondecode(output.writer_policy_json).Statement :
+      s.Effect == "Allow" && contains(s.Action, "s3:PutObject") && contains(s.Action, "s3:PutObjectRetention") && anytrue([
+        for r in s.Resource : contains(["arn:aws:s3:::acme-prod-backups/backups/llama-mapper/*", "arn:aws:s3:::acme-prod-backups/backups/llama-mapper/drills/*"], r)
+      ])
+    ])
+    error_message = "The writer may put drill reports, locked (s3:PutObject and s3:PutObjectRetention on <prefix>/drills/*)."
+  }
+  assert {
+    condition = !anytrue(flatten([
+      for s in jsondecode(output.writer_policy_json).Statement : [
+        for r in s.Resource : s.Effect == "Deny" && (startswith(r, "arn:aws:s3:::acme-prod-backups/backups/llama-mapper/drills/") || r == "arn:aws:s3:::acme-prod-backups/backups/llama-mapper/*")
+      ]
+    ]))
+    error_message = "No deny of the writer may cover <prefix>/drills/*."
+  }
+  assert {
+    condition = !anytrue(flatten([
+      for s in jsondecode(output.writer_policy_json).Statement : [
+        for a in s.Action : s.Effect == "Allow" && contains(["s3:GetObject", "s3:GetObjectVersion", "s3:*", "s3:Get*"], a)
+      ]
+    ]))
+    error_message = "The writer may not read drill reports (nor anything else) back."
+  }
+}
+
+run "reporter_writes_reports_drills_audit_and_probe_only" {
+  command = plan
+
+  assert {
+    condition = anytrue([
+      for s in jsondecode(output.reporter_policy_json).Statement :
+      s.Sid == "WriteDrillReports" && s.Effect == "Allow" && s.Action == ["s3:PutObject", "s3:PutObjectRetention"] && s.Resource == ["arn:aws:s3:::acme-prod-backups/backups/llama-mapper/drills/*"]
+    ])
+    error_message = "The reporter may put drill reports, locked, under <prefix>/drills/* only."
+  }
+  assert {
+    condition = alltrue(flatten([
+      for s in jsondecode(output.reporter_policy_json).Statement : [
+        for r in s.Resource : anytrue([
+          for p in ["reports/", "audit/", "drills/", ".strongroom/"] : startswith(r, "arn:aws:s3:::acme-prod-backups/backups/llama-mapper/${p}")
+        ])
+      ]
+    ]))
+    error_message = "The reporter writes only reports, drill reports, audit events and the integrity probe: nothing under the backup folders."
+  }
+  assert {
+    condition = alltrue(flatten([
+      for s in jsondecode(output.reporter_policy_json).Statement : [
+        for a in s.Action : s.Effect == "Allow" && contains(["s3:PutObject", "s3:PutObjectRetention", "s3:AbortMultipartUpload"], a)
+      ]
+    ]))
+    error_message = "The reporter may only put, lock and abort: no delete, no bypass."
+  }
+}
+
+run "reader_reads_and_lists_drill_reports" {
+  command = plan
+
+  assert {
+    condition = anytrue([
+      for s in jsondecode(output.reader_policy_json).Statement :
+      s.Effect == "Allow" && contains(s.Action, "s3:GetObject") && contains(s.Action, "s3:GetObjectRetention") && anytrue([
+        for r in s.Resource : contains(["arn:aws:s3:::acme-prod-backups/backups/llama-mapper/*", "arn:aws:s3:::acme-prod-backups/backups/llama-mapper/drills/*"], r)
+      ])
+    ])
+    error_message = "The restore role reads drill reports and their retention (strongroom drill list)."
+  }
+  assert {
+    condition = anytrue([
+      for s in jsondecode(output.reader_policy_json).Statement :
+      s.Effect == "Allow" && contains(s.Action, "s3:ListBucket") && contains(try(s.Condition.StringLike["s3:prefix"], []), "backups/llama-mapper/*")
+    ])
+    error_message = "The restore role lists <prefix>/drills/."
+  }
+}
+
 run "reader_has_no_write_action" {
   command = plan
 

@@ -375,8 +375,7 @@ async fn drill_command(config: &Config, store: &S3Store, args: DrillArgs) -> Res
     use crate::drill::{self, DrillOptions, history};
     if let Some(DrillCommand::List { engine, json }) = args.command {
         let engine = Engine::from(engine);
-        let entries =
-            history::list(store, &config.s3.prefix, engine, &config.release).await?;
+        let entries = history::list(store, &config.s3.prefix, engine, &config.release).await?;
         if json {
             println!(
                 "{}",

@@ -112,13 +112,19 @@ fn suffix(t0: OffsetDateTime, what: &str) -> String {
     format!("_{what}_{}", Timestamp::new(t0)).to_ascii_lowercase()
 }
 
-/// `<db><suffix>`, shortening `db` so the name fits PostgreSQL's 63 bytes.
+/// `<db><suffix>`; a `db` too long for PostgreSQL's 63 bytes is shortened and keeps a hash of
+/// its full name, so two long names that share a beginning stay apart.
 fn derived_name(database: &str, suffix: &str) -> String {
-    let mut keep = 63 - suffix.len();
-    while !database.is_char_boundary(keep.min(database.len())) {
+    if database.len() + suffix.len() <= 63 {
+        return format!("{database}{suffix}");
+    }
+    use sha2::Digest as _;
+    let hash = hex::encode(&sha2::Sha256::digest(database.as_bytes())[..3]);
+    let mut keep = 63 - suffix.len() - hash.len() - 1;
+    while !database.is_char_boundary(keep) {
         keep -= 1;
     }
-    format!("{}{suffix}", &database[..keep.min(database.len())])
+    format!("{}_{hash}{suffix}", &database[..keep])
 }
 
 /// Local checks: the engine and its restore login are configured, replace is allowed.
@@ -139,7 +145,10 @@ pub fn preflight(config: &Config, options: &DrillOptions) -> Result<()> {
             });
         }
     }
-    if options.production_size_gib.is_some_and(|g| !(g > 0.0 && g < 1e6)) {
+    if options
+        .production_size_gib
+        .is_some_and(|g| !(g > 0.0 && g < 1e6))
+    {
         return Err(Error::BadArguments {
             problem: "--production-size-gib must be a size in GiB above 0".into(),
         });
@@ -220,7 +229,17 @@ pub async fn run<S: ObjectStore>(
     };
     tracing::info!(%engine, mode = options.mode.as_str(), target = %report.target,
         "drill started: incident at t0");
-    if let Err(e) = drill(config, store, policy, verifier, options, &target, &mut report).await {
+    if let Err(e) = drill(
+        config,
+        store,
+        policy,
+        verifier,
+        options,
+        &target,
+        &mut report,
+    )
+    .await
+    {
         report.failures.push(e.to_string());
     }
     report.conclude(options.production_size_gib);
@@ -243,11 +262,9 @@ async fn drill<S: ObjectStore>(
 ) -> Result<()> {
     let t0 = report.incident_start;
     let snapshot = restore::resolve_snapshot(store, config, options.engine, &options.choice).await;
-    report.phases.push(Phase::new(
-        "choose snapshot",
-        t0,
-        OffsetDateTime::now_utc(),
-    ));
+    report
+        .phases
+        .push(Phase::new("choose snapshot", t0, OffsetDateTime::now_utc()));
     let snapshot = snapshot?;
     report.snapshot = Some(snapshot.keys.dump.clone());
     report.snapshot_time = Some(snapshot.timestamp.datetime());
@@ -273,20 +290,14 @@ async fn drill<S: ObjectStore>(
             started,
             OffsetDateTime::now_utc(),
         ));
-        report
-            .cleanup
-            .push(format!("the live database {database} was renamed to {aside}"));
+        report.cleanup.push(format!(
+            "the live database {database} was renamed to {aside}"
+        ));
     }
     let restore_options = restore_options(config, options, target);
-    let restored = restore::restore_snapshot(
-        config,
-        store,
-        policy,
-        verifier,
-        &snapshot,
-        &restore_options,
-    )
-    .await;
+    let restored =
+        restore::restore_snapshot(config, store, policy, verifier, &snapshot, &restore_options)
+            .await;
     let passed = match &restored {
         Ok(r) => {
             record_restore(report, r);
@@ -312,7 +323,9 @@ fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
     report
         .phases
         .push(Phase::new(LOAD_PHASE, r.started_at, loaded));
-    report.phases.push(Phase::new("validation", loaded, validated));
+    report
+        .phases
+        .push(Phase::new("validation", loaded, validated));
     report
         .phases
         .push(Phase::new("smoke checks healthy", validated, healthy));
@@ -321,10 +334,9 @@ fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
     if r.passed {
         report.healthy_at = Some(healthy);
     } else {
-        report.failures.push(format!(
-            "checks failed: {}",
-            r.failed_checks().join(", ")
-        ));
+        report
+            .failures
+            .push(format!("checks failed: {}", r.failed_checks().join(", ")));
     }
 }
 
@@ -412,7 +424,10 @@ async fn drop_clickhouse(config: &Config, suffix: &str) -> Result<String> {
     let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
     for name in &names {
         server
-            .execute("DROP DATABASE", &format!("DROP DATABASE IF EXISTS `{name}` SYNC"))
+            .execute(
+                "DROP DATABASE",
+                &format!("DROP DATABASE IF EXISTS `{name}` SYNC"),
+            )
             .await?;
     }
     Ok(format!(
@@ -516,5 +531,7 @@ mod tests {
         let name = derived_name(&long, &s);
         assert!(name.len() <= 63, "{}", name.len());
         assert!(name.ends_with(&s));
+        let (a, b) = (format!("{long}_rgw"), format!("{long}_moto"));
+        assert_ne!(derived_name(&a, &s), derived_name(&b, &s));
     }
 }

@@ -311,9 +311,7 @@ pub enum Error {
     )]
     DrillNotStored { problem: String },
     /// The drill ran and failed: its goal, a check, or the restore itself.
-    #[error(
-        "{engine} drill FAIL: {failures}. The report is above and in {report}"
-    )]
+    #[error("{engine} drill FAIL: {failures}. The report is above and in {report}")]
     DrillFailed {
         engine: crate::layout::Engine,
         failures: String,
@@ -334,9 +332,7 @@ impl Error {
             | Error::DrillRefused { .. }
             | Error::BadArguments { .. }
             | Error::Signing(SigningError::KeyFile { .. }) => EXIT_USAGE,
-            Error::ReportNotStored { .. } | Error::DrillNotStored { .. } => {
-                EXIT_REPORT_NOT_STORED
-            }
+            Error::ReportNotStored { .. } | Error::DrillNotStored { .. } => EXIT_REPORT_NOT_STORED,
             Error::Standby { .. } => EXIT_SKIPPED,
             Error::AlreadyRestored { .. } => EXIT_ALREADY_RESTORED,
             _ => EXIT_FAILURE,

@@ -680,6 +680,11 @@ def test_the_drill_defaults_an_emptydir_and_a_deadline_from_the_goal():
     assert pod["initContainers"][0]["args"][1:] == ["postgres"]
     assert "--production-size-gib" not in pod["containers"][0]["args"]
     assert "rto_goal_seconds" not in agent_config(render(values), "pg-drill")["drill"]
+    values["drills"]["scratch"] = {"settings": {"max_connections": 20, "effective_io_concurrency": 1000000,
+                                                "random_page_cost": 1.1}}
+    (server,) = drill_cronjob(render(values))["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]
+    assert server["args"][2:] == ["-c", "effective_io_concurrency=1000000", "-c", "max_connections=20",
+                                  "-c", "random_page_cost=1.1"]
     values["drills"].update(suspend=True, cronjob={"activeDeadlineSeconds": 9000})
     cron = drill_cronjob(render(values))
     assert cron["spec"]["suspend"] is True and cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 9000

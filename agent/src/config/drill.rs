@@ -89,7 +89,11 @@ pub(super) fn validate(drill: &DrillConfig) -> Result<(), Invalid> {
             format!("{goal} is not a goal: give seconds above 0 and at most 7 days (604800)"),
         ));
     }
-    validate_http_checks("drill.smoke.http", &drill.smoke.http, &mut Default::default())
+    validate_http_checks(
+        "drill.smoke.http",
+        &drill.smoke.http,
+        &mut Default::default(),
+    )
 }
 
 #[cfg(test)]

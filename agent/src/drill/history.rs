@@ -46,7 +46,10 @@ pub async fn list<S: ObjectStore>(
     release: &str,
 ) -> Result<Vec<Entry>> {
     let mut keys: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for v in store.list_versions(&folder(prefix, engine, release)).await? {
+    for v in store
+        .list_versions(&folder(prefix, engine, release))
+        .await?
+    {
         if v.key.ends_with(".json") {
             keys.entry(v.key.clone()).or_default().push(v);
         }
@@ -79,8 +82,7 @@ pub async fn list<S: ObjectStore>(
                 versions.describe()
             ));
         }
-        let drill = match read_small(store, &key, first.version_id.as_deref(), REPORT_LIMIT).await
-        {
+        let drill = match read_small(store, &key, first.version_id.as_deref(), REPORT_LIMIT).await {
             Ok(bytes) => match serde_json::from_slice::<DrillSummary>(&bytes) {
                 Ok(d) => Some(d),
                 Err(e) => {

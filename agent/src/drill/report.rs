@@ -183,9 +183,9 @@ impl DrillReport {
                 seconds(self.rto_goal_seconds)
             )),
             Some(_) => {}
-            None if self.failures.is_empty() => {
-                self.failures.push("the restore never answered healthy".into())
-            }
+            None if self.failures.is_empty() => self
+                .failures
+                .push("the restore never answered healthy".into()),
             None => {}
         }
         self.verdict = if self.failures.is_empty() {
@@ -233,7 +233,9 @@ impl DrillReport {
         let line = |k: &str, v: String| format!("  {k:<18} {v}\n");
         out += &line(
             "snapshot",
-            self.snapshot.clone().unwrap_or_else(|| "(none chosen)".into()),
+            self.snapshot
+                .clone()
+                .unwrap_or_else(|| "(none chosen)".into()),
         );
         out += &line("target", self.target.clone());
         out += &line(

@@ -148,7 +148,9 @@ impl Scope {
     pub fn renamed(&self, suffix: &str) -> Scope {
         match self {
             Scope::All => Scope::All,
-            Scope::Databases(d) => Scope::Databases(d.iter().map(|d| format!("{d}{suffix}")).collect()),
+            Scope::Databases(d) => {
+                Scope::Databases(d.iter().map(|d| format!("{d}{suffix}")).collect())
+            }
             Scope::Tables(t) => Scope::Tables(
                 t.iter()
                     .map(|t| match t.split_once('.') {
@@ -607,10 +609,7 @@ mod tests {
              ASYNC"
         );
         let scope = Scope::Databases(vec!["app".into()]);
-        assert_eq!(
-            scope.sql_renamed("_d").unwrap(),
-            "DATABASE app AS app_d"
-        );
+        assert_eq!(scope.sql_renamed("_d").unwrap(), "DATABASE app AS app_d");
         assert_eq!(scope.renamed("_d"), Scope::Databases(vec!["app_d".into()]));
         assert_eq!(Scope::All.sql_renamed("_d"), None);
     }

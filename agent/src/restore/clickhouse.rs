@@ -260,7 +260,10 @@ async fn validate_tables(
     }
     let first = match recorded_scope(details) {
         Scope::Databases(d) => d.first().cloned(),
-        Scope::Tables(t) => t.first().and_then(|t| t.split_once('.')).map(|(d, _)| d.into()),
+        Scope::Tables(t) => t
+            .first()
+            .and_then(|t| t.split_once('.'))
+            .map(|(d, _)| d.into()),
         Scope::All => None,
     };
     for check in &config.restore.clickhouse.sql {

@@ -37,11 +37,10 @@ pub async fn apply<S: ObjectStore>(
             actual_size: bytes.len() as u64,
         });
     }
-    let parsed: Globals =
-        serde_json::from_slice(&bytes).map_err(|e| Error::ManifestMismatch {
-            manifest: manifest.key.clone(),
-            problem: format!("its globals object {key} is not valid ({e})"),
-        })?;
+    let parsed: Globals = serde_json::from_slice(&bytes).map_err(|e| Error::ManifestMismatch {
+        manifest: manifest.key.clone(),
+        problem: format!("its globals object {key} is not valid ({e})"),
+    })?;
     let client = postgres::connect(params).await?;
     let applied = globals::apply(&client, &parsed, &params.database, database_created).await?;
     tracing::info!(created = ?applied.created_roles, existing = applied.existing_roles,

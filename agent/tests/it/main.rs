@@ -3,6 +3,7 @@
 mod cli;
 mod clickhouse;
 mod daemon;
+mod drills;
 mod fault_proxy;
 mod harness;
 mod listing;

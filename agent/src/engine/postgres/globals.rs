@@ -266,8 +266,7 @@ pub fn plan(
         ));
         applied.memberships_granted += 1;
     }
-    let mut set = |target: String, setting: &str, applied: &mut Applied| match set_clause(setting)
-    {
+    let mut set = |target: String, setting: &str, applied: &mut Applied| match set_clause(setting) {
         Ok(clause) => {
             sql.push(format!("{target} SET {clause}"));
             applied.settings_applied += 1;
@@ -279,7 +278,11 @@ pub fn plan(
             continue;
         }
         let target = match rs.in_database {
-            true => format!("ALTER ROLE {} IN DATABASE {}", ident(&rs.role), ident(database)),
+            true => format!(
+                "ALTER ROLE {} IN DATABASE {}",
+                ident(&rs.role),
+                ident(database)
+            ),
             false => format!("ALTER ROLE {}", ident(&rs.role)),
         };
         for setting in &rs.settings {
@@ -362,7 +365,11 @@ mod tests {
     fn sample() -> Globals {
         Globals {
             format_version: 1,
-            roles: vec![role("postgres", true), role("app", false), role("we\"b", true)],
+            roles: vec![
+                role("postgres", true),
+                role("app", false),
+                role("we\"b", true),
+            ],
             memberships: vec![
                 Membership {
                     role: "app".into(),

@@ -1,0 +1,557 @@
+//! `strongroom drill` as users run it, against real PostgreSQL (and a second, empty cluster)
+//! and real S3 servers: a scratch drill that passes against a generous goal and fails against
+//! 1 ms while the source stays byte-identical; a drill into a fresh cluster through the
+//! backup's globals; replace drills against a small application reading the database, one
+//! of them forced to fail so the original is put back; locked reports, the audit chain and
+//! `drill list`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio_postgres::NoTls;
+
+use crate::harness::{self, S3Kind, TestId, env, strongroom, text};
+use crate::on_each_s3;
+
+on_each_s3!(scratch_drill_measures_passes_fails_and_leaves_the_source_alone);
+
+fn config_file(id: &TestId, bucket: &str, dir: &Path, pg: &str, extra: &str) -> PathBuf {
+    let yaml = format!(
+        "{}restore:\n  user: postgres\n  allow_unsigned: true\n  validation:\n    \
+         http_timeout_seconds: 10\n    http_interval_seconds: 1\n{extra}",
+        harness::config_yaml(id, bucket, "", pg)
+    );
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn backup(config: &Path) -> String {
+    let out = strongroom(config, &["backup", "--engine", "postgresql", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["key"].as_str().unwrap().to_owned()
+}
+
+/// Runs `strongroom drill ARGS --json`; the exit code and the report.
+fn drill(config: &Path, args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["drill", "--json"];
+    all.extend_from_slice(args);
+    let out = strongroom(config, &all);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("drill printed no JSON report ({e}): {}", text(&out)));
+    (out.status.code().unwrap_or(-1), report, text(&out))
+}
+
+async fn database_exists(host: &str, port: u16, name: &str) -> bool {
+    let client = connect(host, port, "postgres").await;
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn connect(host: &str, port: u16, database: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(host)
+        .port(port)
+        .user("postgres")
+        .dbname(database)
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {database} on {host}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// The retention mode the bucket holds for `key`.
+async fn lock_mode(store: &strongroom::store::s3::S3Store, bucket: &str, key: &str) -> String {
+    // HEAD: moto answers GetObjectRetention with the object's body.
+    let out = store
+        .client()
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "retention of {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    out.object_lock_mode()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+async fn scratch_drill_measures_passes_fails_and_leaves_the_source_alone(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let client = harness::fresh_database(&db).await;
+    let tables = harness::load_sample(&client).await;
+    let app = harness::start_fake_app(std::time::Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = format!(
+        "drill:\n  smoke:\n    http:\n      - name: app on the scratch database\n        \
+         url: \"{app}/health?database={{database}}\"\n        expect_json: {{status: ok}}\n"
+    );
+    let config = config_file(&id, &bucket, dir.path(), "", &smoke);
+    let key = backup(&config);
+    let before = harness::reference_dump(&db);
+
+    let (code, report, out) = drill(&config, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+    assert_eq!(report["mode"], "scratch");
+    assert_eq!(report["snapshot"], key.as_str());
+    let scratch = report["target"].as_str().unwrap().to_owned();
+    assert!(
+        scratch.starts_with(&db[..30]) && scratch.contains("_drill_"),
+        "{scratch}"
+    );
+    let phases: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "choose snapshot",
+            "download+verify+load",
+            "validation",
+            "smoke checks healthy"
+        ]
+    );
+    let rto = report["rto_seconds"].as_f64().unwrap();
+    let rpo = report["rpo_seconds"].as_f64().unwrap();
+    assert!(rto > 0.0 && rto < 120.0, "{rto}");
+    assert!((0.0..300.0).contains(&rpo), "{rpo}");
+    assert_eq!(report["rto_goal_seconds"], 1800.0);
+    assert!(report["throughput_mb_per_second"].as_f64().unwrap() > 0.0);
+    // Validation ran on the scratch database: every table's count, and the smoke check was
+    // called with its name.
+    let checks = report["restore"]["checks"].as_array().unwrap();
+    for (schema, table, rows) in &tables {
+        let name = format!("rows in {schema}.{table}");
+        let c = checks.iter().find(|c| c["name"] == name.as_str());
+        assert!(
+            c.is_some_and(|c| c["passed"] == true && c["actual"] == rows.to_string()),
+            "{name}: {checks:?}"
+        );
+    }
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "app on the scratch database" && c["passed"] == true),
+        "{checks:?}"
+    );
+    // Gone afterwards; the source untouched.
+    let pg = harness::pg();
+    assert!(!database_exists(&pg.socket_dir, pg.port, &scratch).await);
+    assert!(
+        report["cleanup"][0]
+            .as_str()
+            .unwrap()
+            .contains("was dropped"),
+        "{report:#}"
+    );
+    assert_eq!(harness::reference_dump(&db), before, "the source changed");
+    let report_key = report["report_key"].as_str().unwrap().to_owned();
+    assert!(
+        report_key.starts_with(&format!(
+            "backups/{}/drills/postgresql/llama-mapper/",
+            id.test.replace('_', "-")
+        )) && report_key.ends_with(".json"),
+        "{report_key}"
+    );
+    assert_eq!(lock_mode(&store, &bucket, &report_key).await, "GOVERNANCE");
+
+    // The same drill against a goal of 1 ms fails, says why, and is stored too.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("drill:\n", "drill:\n  rto_goal_seconds: 0.001\n"),
+    )
+    .unwrap();
+    // Two drills in one second would share a key.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, failed, out) = drill(&config, &["--production-size-gib", "100"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(failed["verdict"], "FAIL");
+    assert!(out.contains("drill FAIL: RTO"), "{out}");
+    assert!(out.contains("over the goal of 1ms"), "{out}");
+    assert_eq!(failed["projection"]["label"], "projection");
+    assert_eq!(failed["projection"]["projected_verdict"], "FAIL");
+    let failed_key = failed["report_key"].as_str().unwrap().to_owned();
+    assert_eq!(lock_mode(&store, &bucket, &failed_key).await, "GOVERNANCE");
+    assert_eq!(harness::reference_dump(&db), before, "the source changed");
+
+    // Both in the history, and in the audit chain, which verifies.
+    let out = strongroom(&config, &["drill", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verdicts: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["drill"]["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["PASS", "FAIL"], "{listed:#}");
+    let out = strongroom(&config, &["drill", "list"]);
+    let table = text(&out);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("PASS") && table.contains("FAIL"), "{table}");
+    assert!(table.contains("projected"), "{table}");
+    let out = strongroom(&config, &["audit", "verify", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(audit["events"].as_u64().unwrap() >= 3, "{audit:#}");
+    harness::drop_database(&db).await;
+}
+
+/// A table owned by a role that does not exist on the target cluster.
+async fn role_owned_source(db: &str, owner: &str, reader: &str) {
+    let client = harness::fresh_database(db).await;
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE \"{owner}\" NOLOGIN; EXCEPTION WHEN duplicate_object THEN \
+             NULL; END $$; \
+             DO $$ BEGIN CREATE ROLE \"{reader}\" LOGIN CONNECTION LIMIT 7; EXCEPTION WHEN \
+             duplicate_object THEN NULL; END $$; \
+             GRANT \"{owner}\" TO \"{reader}\"; \
+             ALTER ROLE \"{reader}\" SET statement_timeout = '42s'; \
+             CREATE SCHEMA owned AUTHORIZATION \"{owner}\"; \
+             CREATE TABLE owned.items (id int PRIMARY KEY, name text); \
+             ALTER TABLE owned.items OWNER TO \"{owner}\"; \
+             INSERT INTO owned.items SELECT i, 'item ' || i FROM generate_series(1, 300) i; \
+             GRANT SELECT ON owned.items TO \"{reader}\";"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_drill_into_an_empty_cluster_creates_the_missing_roles() {
+    let id = TestId {
+        test: "drill_into_an_empty_cluster",
+        s3: S3Kind::Rgw,
+    };
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let (owner, reader) = (format!("{db}_owner"), format!("{db}_reader"));
+    role_owned_source(&db, &owner, &reader).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = config_file(&id, &bucket, dir.path(), "", "");
+    backup(&source);
+
+    // The same backup, restored into the second cluster, where neither role exists.
+    let (host, port) = (
+        env("STRONGROOM_TEST_PG2_HOST"),
+        env("STRONGROOM_TEST_PG2_PORT"),
+    );
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let yaml = std::fs::read_to_string(&source)
+        .unwrap()
+        .replace(&harness::pg().socket_dir, &host)
+        .replace(
+            &format!("port: {}", harness::pg().port),
+            &format!("port: {port}"),
+        );
+    let fresh = other.join("agent.yaml");
+    std::fs::write(&fresh, yaml).unwrap();
+    let port: u16 = port.parse().unwrap();
+
+    // A plain restore fails there on the missing owner, and commits nothing.
+    let plain = format!("{db}_plain");
+    let out = strongroom(
+        &fresh,
+        &[
+            "restore",
+            "--engine",
+            "postgresql",
+            "--latest",
+            "--create",
+            "--database",
+            &plain,
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("role \"{owner}\" does not exist")),
+        "{}",
+        text(&out)
+    );
+
+    let (code, report, out) = drill(&fresh, &["--keep"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+    let created = &report["restore"]["globals"]["created_roles"];
+    assert!(
+        created
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(owner.as_str()))
+            && created
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(reader.as_str())),
+        "{report:#}"
+    );
+    let scratch = report["target"].as_str().unwrap();
+    let client = connect(&host, port, scratch).await;
+    let row = client
+        .query_one(
+            "SELECT tableowner::text, (SELECT count(*) FROM owned.items), \
+             has_table_privilege($1, 'owned.items', 'SELECT') \
+             FROM pg_tables WHERE schemaname = 'owned' AND tablename = 'items'",
+            &[&reader],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), owner);
+    assert_eq!(row.get::<_, i64>(1), 300);
+    assert!(row.get::<_, bool>(2));
+    let role = client
+        .query_one(
+            "SELECT r.rolcanlogin, r.rolconnlimit, \
+             pg_has_role(r.rolname, $2, 'MEMBER'), \
+             (SELECT setconfig::text FROM pg_db_role_setting WHERE setrole = r.oid) \
+             FROM pg_roles r WHERE r.rolname = $1",
+            &[&reader, &owner],
+        )
+        .await
+        .unwrap();
+    assert!(role.get::<_, bool>(0));
+    assert_eq!(role.get::<_, i32>(1), 7);
+    assert!(role.get::<_, bool>(2), "membership restored");
+    assert_eq!(
+        role.get::<_, Option<String>>(3).as_deref(),
+        Some("{statement_timeout=42s}")
+    );
+    drop(client);
+
+    // A second drill finds the roles and creates nothing, changing nothing.
+    let admin = connect(&host, port, "postgres").await;
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{reader}\" CONNECTION LIMIT 3"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{scratch}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, again, out) = drill(&fresh, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        again["restore"]["globals"]["created_roles"],
+        Value::Array(vec![]),
+        "{again:#}"
+    );
+    let limit: i32 = admin
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&reader],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(limit, 3, "an existing role was altered");
+    assert!(!database_exists(&host, port, again["target"].as_str().unwrap()).await);
+    harness::drop_database(&db).await;
+}
+
+/// A small application reading the database, as the demo's: `GET /health` answers 200 once
+/// it can query `database`, `GET /map` returns `{"rows": N}` from `public.storage_records`.
+/// Each request opens its own session, as an application's pool would after its sessions
+/// were ended.
+async fn start_app(database: String) -> String {
+    use http_body_util::Full;
+    use hyper::{Request, Response, body::Incoming};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let database = Arc::new(database);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let database = Arc::clone(&database);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let database = Arc::clone(&database);
+                    async move {
+                        let pg = harness::pg();
+                        let rows = async {
+                            let (client, connection) = tokio_postgres::Config::new()
+                                .host(&pg.socket_dir)
+                                .port(pg.port)
+                                .user("postgres")
+                                .dbname(&*database)
+                                .connect(NoTls)
+                                .await?;
+                            tokio::spawn(connection);
+                            let row = client
+                                .query_one("SELECT count(*) FROM public.storage_records", &[])
+                                .await?;
+                            Ok::<i64, tokio_postgres::Error>(row.get(0))
+                        }
+                        .await;
+                        let (status, body) = match (req.uri().path(), rows) {
+                            ("/health", Ok(_)) => (200, r#"{"status":"ok"}"#.to_owned()),
+                            ("/map", Ok(n)) => (200, format!(r#"{{"rows":{n}}}"#)),
+                            (_, Err(e)) => (503, format!("database: {e}")),
+                            (_, Ok(_)) => (404, "not found".to_owned()),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_drill_measures_api_healthy_and_puts_the_original_back_on_failure() {
+    let id = TestId {
+        test: "replace_drill",
+        s3: S3Kind::Rgw,
+    };
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let client = harness::fresh_database(&db).await;
+    harness::load_sample(&client).await;
+    let app = start_app(db.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let validation = format!(
+        "    http:\n      - name: health\n        url: {app}/health\n      - name: map\n        \
+         url: {app}/map\n        expect_json: {{rows: 5000}}\n"
+    );
+    let yaml = |sql: &str, drill: &str| {
+        format!(
+            "{}restore:\n  user: postgres\n  allow_unsigned: true\n  validation:\n    \
+             http_timeout_seconds: 10\n    http_interval_seconds: 1\n{validation}{sql}{drill}",
+            harness::config_yaml(&id, &bucket, "", "")
+        )
+    };
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, yaml("", "")).unwrap();
+    backup(&config);
+
+    // Not allowed unless the config says so.
+    let out = strongroom(&config, &["drill", "--mode", "replace"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("drill.allow_replace"), "{}", text(&out));
+
+    // Rows written after the backup: the incident loses them, the renamed original keeps them.
+    client
+        .batch_execute("INSERT INTO public.storage_records (body) VALUES ('after the backup')")
+        .await
+        .unwrap();
+    drop(client);
+    let allow = "drill:\n  allow_replace: true\n";
+    std::fs::write(&config, yaml("", allow)).unwrap();
+    let (code, report, out) = drill(&config, &["--mode", "replace"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+    assert_eq!(report["target"], db.as_str());
+    let phases: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases[..2],
+        ["choose snapshot", "incident: live database renamed aside"]
+    );
+    let checks = report["restore"]["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "map" && c["passed"] == true),
+        "{checks:?}"
+    );
+    let healthy = report["healthy_at"].as_str().unwrap();
+    assert!(!healthy.is_empty());
+    let admin = harness::admin(&db).await;
+    let rows: i64 = admin
+        .query_one("SELECT count(*) FROM public.storage_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 5000, "the live database is the restored backup");
+    drop(admin);
+    let aside = report["cleanup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .find_map(|c| c.split("the original is kept as ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("{report:#}"));
+    let original = harness::admin(&aside).await;
+    let rows: i64 = original
+        .query_one("SELECT count(*) FROM public.storage_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 5001, "the original was renamed aside, not dropped");
+    drop(original);
+    harness::drop_database(&aside).await;
+
+    // A forced failure (a validation check that fails) puts the original back.
+    let live = harness::admin(&db).await;
+    live.batch_execute("INSERT INTO public.storage_records (body) VALUES ('live again')")
+        .await
+        .unwrap();
+    drop(live);
+    let before = harness::reference_dump(&db);
+    let impossible = "    sql:\n      - name: impossible\n        query: SELECT count(*) FROM \
+                      public.storage_records\n        expect: {equals: '-1'}\n";
+    std::fs::write(&config, yaml(impossible, allow)).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, failed, out) = drill(&config, &["--mode", "replace"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(failed["verdict"], "FAIL", "{failed:#}");
+    assert!(out.contains("impossible"), "{out}");
+    assert!(
+        failed["cleanup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("renamed back")),
+        "{failed:#}"
+    );
+    assert_eq!(harness::reference_dump(&db), before, "the original is back");
+    let leftovers = harness::admin("postgres")
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}%drill%", &db[..20])],
+        )
+        .await
+        .unwrap();
+    assert!(leftovers.is_empty(), "{:?}", leftovers.len());
+    harness::drop_database(&db).await;
+}

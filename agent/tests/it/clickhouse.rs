@@ -33,6 +33,7 @@ on_each_s3!(
     clickhouse_failed_backup_leaves_no_manifest,
     clickhouse_a_backup_lost_by_a_restarted_server_fails_in_bounded_time,
     clickhouse_a_backup_given_up_on_is_stopped_on_the_server,
+    clickhouse_scratch_drill_restores_renamed_databases_and_drops_them,
 );
 
 /// Runs SQL on the test ClickHouse (chdb) as the harness user; the result as TSV.
@@ -289,6 +290,77 @@ async fn clickhouse_round_trip_restores_exact_rows_and_content(id: TestId) {
             .unwrap()
             .contains("/reports/clickhouse/")
     );
+}
+
+/// `strongroom drill --engine clickhouse`: the backup restored under renamed databases,
+/// counted and checked there (`{database}` in a SQL check names the renamed one), dropped
+/// afterwards, the source untouched; the report stored locked and listed.
+async fn clickhouse_scratch_drill_restores_renamed_databases_and_drops_them(id: TestId) {
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let f = fixture(&id, &bucket).await;
+    load_tables(&f.db).await;
+    let before = fingerprint(&f.db).await;
+    let (yaml, config) = config_for(&id, &bucket, &f, "");
+    run_backup(&config, &store).await.expect("backup succeeds");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{yaml}restore:\n  allow_unsigned: true\n  clickhouse:\n    sql:\n      - name: \
+             events in the drill database\n        query: SELECT count() FROM \
+             {{database}}.events\n        expect: {{equals: '9000'}}\n"
+        ),
+    )
+    .unwrap();
+    let out = harness::strongroom(&path, &["drill", "--engine", "clickhouse", "--json"]);
+    let all = harness::text(&out);
+    assert!(out.status.success(), "{all}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+    assert_eq!(report["rto_goal_seconds"], 2700.0);
+    let checks = report["restore"]["checks"].as_array().unwrap();
+    let renamed = checks
+        .iter()
+        .filter(|c| c["kind"] == "row_count")
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(renamed.len(), 3, "{checks:?}");
+    assert!(
+        renamed
+            .iter()
+            .all(|n| n.starts_with(&format!("rows in {}_drill_", f.db))),
+        "{renamed:?}"
+    );
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "events in the drill database" && c["passed"] == true),
+        "{checks:?}"
+    );
+    let left = sql(&format!(
+        "SELECT count() FROM system.databases WHERE startsWith(name, '{}_drill_')",
+        f.db
+    ))
+    .await;
+    assert_eq!(left.trim(), "0", "scratch databases left behind");
+    assert!(
+        report["cleanup"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}_drill_", f.db)),
+        "{report:#}"
+    );
+    assert_eq!(fingerprint(&f.db).await, before, "the source changed");
+    let key = report["report_key"].as_str().unwrap();
+    assert!(key.contains("/drills/clickhouse/llama-mapper/"), "{key}");
+    let r = store.retention(key, None).await.unwrap();
+    assert!(r.is_some(), "{key} is not locked");
+    let out = harness::strongroom(&path, &["drill", "list", "--engine", "clickhouse"]);
+    assert!(out.status.success(), "{}", harness::text(&out));
+    assert!(harness::text(&out).contains("PASS"), "{}", harness::text(&out));
+    let out = harness::strongroom(&path, &["audit", "verify", "--engine", "clickhouse"]);
+    assert!(out.status.success(), "{}", harness::text(&out));
 }
 
 async fn clickhouse_incremental_chain_round_trip(id: TestId) {

@@ -403,7 +403,7 @@ async fn drill_command(config: &Config, store: &S3Store, args: DrillArgs) -> Res
         allow_unsigned: args.allow_unsigned,
     };
     drill::preflight(config, &options)?;
-    let verifier = load_verifier(config)?;
+    let verifier = drill::verifier(config)?;
     let policy = WritePolicy::prepare(store, &config.s3).await?;
     let report = drill::run(config, store, &policy, verifier.as_ref(), &options).await?;
     if args.json {

@@ -1,4 +1,5 @@
-//! `strongroom run`: the sidecar. A scheduler per engine ([`scheduler`]), background readiness
+//! `strongroom run`: the sidecar. A scheduler per engine ([`scheduler`]) and its drills
+//! ([`drills`]), background readiness
 //! checks ([`readiness`]), config reload ([`reload`]) and the HTTP endpoints (`http`), sharing
 //! one `AgentState`.
 //!
@@ -7,6 +8,7 @@
 //! stops scheduling; running backups get `daemon.shutdown_grace_seconds` to finish, then are
 //! cancelled (their uploads aborted, no manifest); then HTTP drains and `run` returns.
 
+pub mod drills;
 pub mod readiness;
 pub mod reload;
 pub mod scheduler;
@@ -91,6 +93,36 @@ impl Runner for BackupRunner {
             }))
         })
     }
+
+    fn drill(
+        &self,
+        engine: Engine,
+        config: Arc<Config>,
+    ) -> BoxFuture<'static, std::result::Result<crate::drill::DrillSummary, String>> {
+        Box::pin(async move {
+            use crate::drill::{self, DrillOptions, Mode};
+            use crate::restore::SnapshotChoice;
+            let options = DrillOptions {
+                engine,
+                choice: SnapshotChoice::Latest,
+                mode: Mode::Scratch,
+                keep: false,
+                production_size_gib: None,
+                allow_unsigned: false,
+            };
+            let run = async {
+                drill::preflight(&config, &options)?;
+                let verifier = drill::verifier(&config)?;
+                let store = S3Store::connect(&config.s3).await;
+                let policy = crate::locked_write::WritePolicy::prepare(&store, &config.s3).await?;
+                drill::run(&config, &store, &policy, verifier.as_ref(), &options).await
+            };
+            let report = run.await.map_err(|e| e.to_string())?;
+            tracing::info!(%engine, verdict = ?report.verdict, rto = ?report.rto_seconds,
+                report = ?report.report_key, "{}", report.render());
+            Ok(report.summary())
+        })
+    }
 }
 
 /// Runs the agent until `shutdown` fires. `config` was loaded from `config_path` (which is
@@ -141,6 +173,17 @@ pub async fn run(
             tracker: tracker.clone(),
         };
         schedulers.push(tokio::spawn(scheduler.run()));
+        let drills = drills::DrillScheduler {
+            engine,
+            state: Arc::clone(&state),
+            metrics: Arc::clone(&metrics),
+            clock,
+            runner: Arc::clone(&runner),
+            config: config_rx.clone(),
+            stop: stop_scheduling.clone(),
+            tracker: tracker.clone(),
+        };
+        schedulers.push(tokio::spawn(drills.run()));
     }
     let checks = tokio::spawn(readiness::run(
         Arc::clone(&state),

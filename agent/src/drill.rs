@@ -64,7 +64,7 @@ fn restore_options(config: &Config, options: &DrillOptions, target: &Target) -> 
             .collect()
     };
     let base = RestoreOptions {
-        allow_unsigned: options.allow_unsigned,
+        allow_unsigned: allow_unsigned(config, options),
         no_report: true,
         ..RestoreOptions::default()
     };
@@ -154,10 +154,27 @@ pub fn preflight(config: &Config, options: &DrillOptions) -> Result<()> {
         });
     }
     let probe = RestoreOptions {
-        allow_unsigned: options.allow_unsigned,
+        allow_unsigned: allow_unsigned(config, options),
         ..RestoreOptions::default()
     };
     restore::preflight_engine(config, options.engine, &probe)
+}
+
+/// A signing key of either half checks signatures ([`verifier`]); without one, only
+/// `--allow-unsigned` or `restore.allow_unsigned` lets a drill restore.
+fn allow_unsigned(config: &Config, options: &DrillOptions) -> bool {
+    options.allow_unsigned || config.signing.private_key_file.is_some()
+}
+
+/// The drill's signature check: `signing.public_key_file`, or else the public half of
+/// `signing.private_key_file` (the sidecar that signs its backups drills them).
+pub fn verifier(config: &Config) -> Result<Option<ManifestVerifier>> {
+    let s = &config.signing;
+    Ok(match (&s.public_key_file, &s.private_key_file) {
+        (Some(public), _) => Some(ManifestVerifier::load(public)?),
+        (None, Some(private)) => Some(crate::signing::ManifestSigner::load(private)?.verifier()),
+        (None, None) => None,
+    })
 }
 
 fn maintenance(config: &Config) -> Result<ConnParams> {

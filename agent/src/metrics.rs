@@ -62,6 +62,11 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     dependency_up: Family<DependencyLabel, Gauge>,
     ready: Gauge,
+    drill_last_success: Family<EngineLabel, FloatGauge>,
+    drill_last_rto: Family<EngineLabel, FloatGauge>,
+    drill_goal: Family<EngineLabel, FloatGauge>,
+    drill_runs: Family<RunLabels, Counter>,
+    drill_skipped: Family<EngineLabel, Counter>,
 }
 
 fn engine(e: Engine) -> EngineLabel {
@@ -92,6 +97,11 @@ impl Metrics {
             reloads: Family::default(),
             dependency_up: Family::default(),
             ready: Gauge::default(),
+            drill_last_success: Family::default(),
+            drill_last_rto: Family::default(),
+            drill_goal: Family::default(),
+            drill_runs: Family::default(),
+            drill_skipped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +162,32 @@ impl Metrics {
         );
         registry.register("ready", "1 if /readyz answers 200", m.ready.clone());
         registry.register(
+            "drill_last_success_timestamp_seconds",
+            "Unix time the last passing restore drill ended (alert on its age)",
+            m.drill_last_success.clone(),
+        );
+        registry.register(
+            "drill_last_rto_seconds",
+            "RTO measured by the last restore drill (incident start to healthy)",
+            m.drill_last_rto.clone(),
+        );
+        registry.register(
+            "drill_rto_goal_seconds",
+            "The RTO goal drills are measured against (drill.rto_goal_seconds)",
+            m.drill_goal.clone(),
+        );
+        registry.register(
+            "drill_runs",
+            "Finished restore drills by result: pass, fail (a check or the goal), error (it \
+             could not run)",
+            m.drill_runs.clone(),
+        );
+        registry.register(
+            "drill_skipped",
+            "Scheduled drills skipped because a backup of the engine was running",
+            m.drill_skipped.clone(),
+        );
+        registry.register(
             "build",
             "Agent build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -193,6 +229,47 @@ impl Metrics {
                 self.size.get_or_create(&label).set(size as i64);
             }
         }
+    }
+
+    /// Drills of `e` are scheduled against `goal` seconds: the goal is exported, and every
+    /// result starts at 0 so the first failure is an increase.
+    pub fn drill_goal(&self, e: Engine, goal: f64) {
+        self.drill_goal.get_or_create(&engine(e)).set(goal);
+        for result in ["pass", "fail", "error"] {
+            drop(self.drill_runs.get_or_create(&RunLabels {
+                engine: e.as_str().into(),
+                result: result.into(),
+            }));
+        }
+    }
+
+    /// A finished drill: `result` is pass, fail or error; `rto` when measured.
+    pub fn record_drill(
+        &self,
+        e: Engine,
+        result: &str,
+        rto: Option<f64>,
+        finished_at: time::OffsetDateTime,
+    ) {
+        let label = engine(e);
+        if let Some(rto) = rto {
+            self.drill_last_rto.get_or_create(&label).set(rto);
+        }
+        if result == "pass" {
+            self.drill_last_success
+                .get_or_create(&label)
+                .set(finished_at.unix_timestamp_nanos() as f64 / 1e9);
+        }
+        self.drill_runs
+            .get_or_create(&RunLabels {
+                engine: label.engine,
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn drill_skipped(&self, e: Engine) {
+        self.drill_skipped.get_or_create(&engine(e)).inc();
     }
 
     /// A run skipped for `reason` (`running` or `standby`).

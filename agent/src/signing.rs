@@ -90,6 +90,15 @@ impl ManifestSigner {
         Ok(ManifestSigner { key, key_id })
     }
 
+    /// The verifier of this key's signatures (a sidecar that signs can check its own backups
+    /// without a public key file).
+    pub fn verifier(&self) -> ManifestVerifier {
+        ManifestVerifier {
+            key: self.key.verifying_key(),
+            key_id: self.key_id.clone(),
+        }
+    }
+
     pub fn sign(&self, manifest: &[u8]) -> SignatureFile {
         SignatureFile {
             format_version: 1,

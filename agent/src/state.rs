@@ -87,10 +87,29 @@ pub struct SkipRecord {
     pub reason: String,
 }
 
+/// One engine's scheduled drills, as `/status` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrillDoc {
+    pub schedule: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_run: Option<OffsetDateTime>,
+    pub running: bool,
+    /// The last drill this agent ran (PASS or FAIL, with RTO, RPO and its report's key).
+    pub last: Option<crate::drill::DrillSummary>,
+    /// The last drill that passed.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    /// Why the last scheduled drill could not run at all.
+    pub last_error: Option<String>,
+    /// The last drill skipped because a backup of the engine was running.
+    pub last_skip: Option<SkipRecord>,
+}
+
 struct Inner {
     config_digest: String,
     ready_requires_s3: bool,
     engines: BTreeMap<Engine, EngineStatus>,
+    drills: BTreeMap<Engine, DrillDoc>,
     database: Check,
     clickhouse: Check,
     s3: Check,
@@ -156,6 +175,9 @@ pub struct StatusDoc {
     pub s3: Check,
     pub restore_in_progress: bool,
     pub engines: BTreeMap<Engine, EngineDoc>,
+    /// Scheduled restore drills (`drill.enabled`), per engine.
+    #[serde(default)]
+    pub drills: BTreeMap<Engine, DrillDoc>,
 }
 
 impl AgentState {
@@ -166,6 +188,7 @@ impl AgentState {
                 config_digest,
                 ready_requires_s3,
                 engines: BTreeMap::new(),
+                drills: BTreeMap::new(),
                 database: Check::pending(),
                 clickhouse: Check::pending(),
                 s3: Check::pending(),
@@ -259,6 +282,16 @@ impl AgentState {
         });
     }
 
+    /// Updates one engine's drill entry (`None` schedule: drills are off for it).
+    pub fn update_drill(&self, engine: Engine, f: impl FnOnce(&mut DrillDoc)) {
+        self.with(|i| f(i.drills.entry(engine).or_default()));
+    }
+
+    /// Stops showing drills for `engine` (they were turned off).
+    pub fn clear_drill(&self, engine: Engine) {
+        self.with(|i| i.drills.remove(&engine));
+    }
+
     pub fn is_running(&self, engine: Engine) -> bool {
         self.with(|i| i.engines.get(&engine).is_some_and(|e| e.running.is_some()))
     }
@@ -339,6 +372,7 @@ impl AgentState {
                 .iter()
                 .map(|(engine, e)| (*engine, engine_doc(e, now)))
                 .collect(),
+            drills: i.drills.clone(),
         })
     }
 }

@@ -51,6 +51,17 @@ pub trait Runner: Send + Sync + 'static {
         engine: Engine,
         config: Arc<Config>,
     ) -> BoxFuture<'static, Result<Option<RunRecord>, String>>;
+
+    /// One scheduled scratch drill of `engine`: its summary (PASS or FAIL), or why it could
+    /// not run at all.
+    fn drill(
+        &self,
+        engine: Engine,
+        config: Arc<Config>,
+    ) -> BoxFuture<'static, Result<crate::drill::DrillSummary, String>> {
+        let _ = (engine, config);
+        Box::pin(async { Err("this runner runs no drills".to_owned()) })
+    }
 }
 
 /// Everything one engine's loop needs.

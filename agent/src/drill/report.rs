@@ -118,7 +118,7 @@ pub struct DrillReport {
 }
 
 /// What `drill list` reads back from a stored report (any report this agent wrote parses).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillSummary {
     pub engine: Engine,
     pub release: String,

@@ -358,7 +358,11 @@ async fn clickhouse_scratch_drill_restores_renamed_databases_and_drops_them(id: 
     assert!(r.is_some(), "{key} is not locked");
     let out = harness::strongroom(&path, &["drill", "list", "--engine", "clickhouse"]);
     assert!(out.status.success(), "{}", harness::text(&out));
-    assert!(harness::text(&out).contains("PASS"), "{}", harness::text(&out));
+    assert!(
+        harness::text(&out).contains("PASS"),
+        "{}",
+        harness::text(&out)
+    );
     let out = harness::strongroom(&path, &["audit", "verify", "--engine", "clickhouse"]);
     assert!(out.status.success(), "{}", harness::text(&out));
 }

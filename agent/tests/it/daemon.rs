@@ -348,7 +348,7 @@ async fn a_standby_backs_up_nothing_and_says_why(id: TestId) {
 
 /// A pg_dump that hangs after `limit` bytes, like one blocked behind a lock (shorter output,
 /// such as `--version`, passes through).
-fn stalling_pg_dump(dir: &Path, limit: usize) -> PathBuf {
+pub fn stalling_pg_dump(dir: &Path, limit: usize) -> PathBuf {
     let path = dir.join("stalling-pg_dump");
     std::fs::write(
         &path,

@@ -555,3 +555,114 @@ async fn replace_drill_measures_api_healthy_and_puts_the_original_back_on_failur
     assert!(leftovers.is_empty(), "{:?}", leftovers.len());
     harness::drop_database(&db).await;
 }
+
+/// The sidecar drills on its schedule (every 3 s here), shows the last drill in `/status` and
+/// the metrics, and skips a slot while a backup of the engine runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_drills_on_schedule_and_never_while_a_backup_runs() {
+    use crate::daemon::{Agent, free_port, stalling_pg_dump};
+    use std::time::Duration;
+    let id = TestId {
+        test: "daemon_drills",
+        s3: S3Kind::Rgw,
+    };
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let client = harness::fresh_database(&db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE big AS SELECT i, md5(i::text) || md5((i * 3)::text) AS v \
+             FROM generate_series(1, 100000) i",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "let-me-in\n").unwrap();
+    let daemon = format!(
+        "daemon:\n  listen: 127.0.0.1:{port}\n  readiness_interval_seconds: 1\n  \
+         shutdown_grace_seconds: 1\n  trigger_token_file: {}\n\
+         drill:\n  enabled: true\n  schedule: '*/3 * * * * *'\n  rto_goal_seconds: 600\n",
+        token.display()
+    );
+    let config = config_file(&id, &bucket, dir.path(), "", &daemon);
+    backup(&config);
+    // Backups from now on hang after 1 MB, like one blocked behind a lock.
+    let pg_dump = stalling_pg_dump(dir.path(), 1_000_000);
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        "  compression_level: 1\n",
+        &format!("  compression_level: 1\n  pg_dump: {}\n", pg_dump.display()),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let agent = Agent::start(&config, port, dir.path().join("agent.log"));
+    agent.wait_for("a scheduled drill", Duration::from_secs(90), |a| {
+        a.status()
+            .drills
+            .get(&strongroom::layout::Engine::Postgresql)
+            .and_then(|d| d.last.as_ref())
+            .is_some()
+    });
+    let status = agent.status();
+    let drill = &status.drills[&strongroom::layout::Engine::Postgresql];
+    let last = drill.last.as_ref().unwrap();
+    assert_eq!(
+        last.verdict,
+        strongroom::drill::Verdict::Pass,
+        "{last:?}\n{}",
+        agent.log()
+    );
+    assert_eq!(drill.schedule.as_deref(), Some("*/3 * * * * *"));
+    assert!(drill.last_success_at.is_some() && drill.next_run.is_some());
+    let (_, metrics) = agent.request("GET", "/metrics", None);
+    for line in [
+        "strongroom_drill_rto_goal_seconds{engine=\"postgresql\"} 600",
+        "strongroom_drill_runs_total{engine=\"postgresql\",result=\"fail\"} 0",
+        "strongroom_drill_last_success_timestamp_seconds{engine=\"postgresql\"} ",
+        "strongroom_drill_last_rto_seconds{engine=\"postgresql\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("strongroom_drill_runs_total{engine=\"postgresql\",result=\"pass\"} 0"),
+        "{metrics}"
+    );
+
+    // A backup that does not finish: every slot meanwhile is skipped, none runs.
+    let (code, _) = agent.request("POST", "/backup?engine=postgresql", Some("let-me-in"));
+    assert_eq!(code, 202);
+    agent.wait_for("the backup running", Duration::from_secs(30), |a| {
+        a.status()
+            .engines
+            .values()
+            .next()
+            .is_some_and(|e| e.running.is_some())
+    });
+    let runs_before = |a: &Agent| {
+        a.status().drills[&strongroom::layout::Engine::Postgresql]
+            .last
+            .as_ref()
+            .map(|l| l.incident_start)
+    };
+    let before = runs_before(&agent);
+    agent.wait_for("a skipped drill", Duration::from_secs(30), |a| {
+        a.status().drills[&strongroom::layout::Engine::Postgresql]
+            .last_skip
+            .as_ref()
+            .is_some_and(|s| s.reason.contains("backup"))
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let status = agent.status();
+    assert!(
+        status.engines.values().next().unwrap().running.is_some(),
+        "the backup still runs"
+    );
+    assert_eq!(runs_before(&agent), before, "a drill ran during the backup");
+    let (_, metrics) = agent.request("GET", "/metrics", None);
+    assert!(
+        metrics.contains("strongroom_drill_skipped_total{engine=\"postgresql\"} "),
+        "{metrics}"
+    );
+    drop(agent);
+    harness::drop_database(&db).await;
+}

@@ -115,5 +115,30 @@ pub fn render(doc: &StatusDoc, now: OffsetDateTime, max_age: Duration) -> (Strin
             error.chars().take(120).collect::<String>(),
         ));
     }
+    for (engine, d) in &doc.drills {
+        let last = match (&d.last, &d.last_error) {
+            (Some(l), _) => format!(
+                "{} {:?} RTO {} (goal {}) RPO {}",
+                crate::layout::Timestamp::new(l.incident_start),
+                l.verdict,
+                l.rto_seconds
+                    .map_or("-".into(), crate::drill::report::seconds),
+                crate::drill::report::seconds(l.rto_goal_seconds),
+                l.rpo_seconds
+                    .map_or("-".into(), crate::drill::report::seconds),
+            ),
+            (None, Some(e)) => {
+                format!("could not run: {}", e.chars().take(120).collect::<String>())
+            }
+            (None, None) => "none yet".into(),
+        };
+        out.push_str(&format!(
+            "drill {:<11} {}  last: {last}  next: {}\n",
+            engine.as_str(),
+            if d.running { "running" } else { "idle" },
+            d.next_run
+                .map_or("-".into(), |t| crate::layout::Timestamp::new(t).to_string()),
+        ));
+    }
     (out, stale)
 }

@@ -143,7 +143,9 @@ async fn scratch_drill_measures_passes_fails_and_leaves_the_source_alone(id: Tes
         let name = format!("rows in {schema}.{table}");
         let c = checks.iter().find(|c| c["name"] == name.as_str());
         assert!(
-            c.is_some_and(|c| c["passed"] == true && c["actual"] == rows.to_string()),
+            c.is_some_and(
+                |c| c["passed"] == true && c["actual"].as_str() == Some(&*rows.to_string())
+            ),
             "{name}: {checks:?}"
         );
     }

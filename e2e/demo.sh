@@ -3,7 +3,8 @@
 # sample data, an Object-Lock bucket and a signing key; a signed backup, the runbook's own
 # checks (aws s3 ls, sha256sum -c), a refused delete; then verify --deep, a restore into a new
 # database with validation (row counts, SQL checks, /health and /map smoke checks against a
-# stand-in application), the listing and the audit chain.
+# stand-in application), the listing and the audit chain; it ends with a restore drill (RTO
+# and RPO measured against the goal, the report stored locked) and the drill history.
 # Usage: demo.sh PATH/TO/strongroom
 set -euo pipefail
 strongroom=$(realpath "$1")
@@ -36,15 +37,25 @@ step "strongroom keygen (the private key signs manifests; verify and restore get
 
 # A stand-in for the application, for the runbook's /health and /map smoke tests.
 app_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-python3 - "$app_port" <<'PY' &
-import http.server, json, sys
+python3 - "$app_port" "$STRONGROOM_TEST_PGHOST" "$STRONGROOM_TEST_PGPORT" <<'PY' &
+import http.server, json, subprocess, sys, urllib.parse
 class App(http.server.BaseHTTPRequestHandler):
-    def reply(self, body):
+    def reply(self, body, status=200):
         data = json.dumps(body).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_response(status); self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
     def do_GET(self):
-        self.reply({"status": "ok"}) if self.path == "/health" else self.send_error(404)
+        url = urllib.parse.urlparse(self.path)
+        if url.path != "/health":
+            return self.send_error(404)
+        # Healthy when the database it reads (a drill names its scratch copy) answers.
+        database = urllib.parse.parse_qs(url.query).get("database", ["llama_mapper"])[0]
+        psql = subprocess.run(["psql", "-X", "-At", "-h", sys.argv[2], "-p", sys.argv[3], "-U", "postgres",
+                               "-d", database, "-c", "SELECT count(*) FROM storage_records"],
+                              capture_output=True, text=True)
+        if psql.returncode != 0:
+            return self.reply({"status": "down", "error": psql.stderr.strip()}, 503)
+        self.reply({"status": "ok", "database": database, "storage_records": int(psql.stdout)})
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.reply({"output": body["input"].upper()}) if self.path == "/map" else self.send_error(404)
@@ -92,6 +103,13 @@ restore:
         headers: {Content-Type: application/json}
         body: '{"input": "llama"}'
         expect_json: {output: LLAMA}
+drill:
+  rto_goal_seconds: 1800
+  smoke:
+    http:
+      - name: health of the scratch copy
+        url: http://127.0.0.1:$app_port/health?database={database}
+        expect_json: {status: ok, storage_records: 20000}
 log:
   format: text
 YAML
@@ -158,3 +176,14 @@ step "strongroom audit verify"
 
 step "strongroom list"
 "$strongroom" list --config "$work/strongroom.yaml"
+
+step "strongroom drill: the incident starts now; the latest backup is restored into a scratch database, verified, validated, measured, and dropped"
+"$strongroom" drill --config "$work/strongroom.yaml" --engine postgresql --production-size-gib 50
+
+step "strongroom drill list"
+"$strongroom" drill list --config "$work/strongroom.yaml"
+
+step "The drill's report is locked like the backups"
+drill_key=$(aws s3api list-objects-v2 --bucket strongroom-demo --prefix backups/llama-mapper/drills/ \
+  --query 'Contents[0].Key' --output text)
+aws s3api get-object-retention --bucket strongroom-demo --key "$drill_key"

@@ -37,6 +37,8 @@ def env(name):
 RGW = env("STRONGROOM_TEST_S3_RGW")
 PG_SOCKET, PG_PORT = env("STRONGROOM_TEST_PGHOST"), int(env("STRONGROOM_TEST_PGPORT"))
 PG_PASSWORD = pathlib.Path(env("STRONGROOM_TEST_PG_PASSWORD_FILE")).read_text().strip()
+# The second, empty cluster (no roles but the harness's): the drill's scratch server.
+PG2_SOCKET, PG2_PORT = env("STRONGROOM_TEST_PG2_HOST"), int(env("STRONGROOM_TEST_PG2_PORT"))
 
 
 def free_port():
@@ -45,8 +47,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def psql(database, sql):
-    done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", PG_SOCKET, "-p", str(PG_PORT),
+def psql(database, sql, host=PG_SOCKET, port=PG_PORT):
+    done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(port),
                            "-U", "postgres", "-d", database, "-At", "-c", sql], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -411,6 +413,82 @@ def test_the_restore_job_restores_once_and_names_a_missing_snapshot(image, signi
     errors = [line for line in log.splitlines() if line.startswith("strongroom: error:")]
     assert not ok and pods[-1].containers[0].exit_code != 0, log
     assert errors and "20200101T000000Z" in errors[-1], log
+
+
+def test_the_drill_cronjob_restores_into_its_scratch_server_and_reports(image, signing, tmp_path):
+    """The drill CronJob's pod: the harness's second, empty cluster stands in for its scratch
+    postgres native sidecar (PG2's socket directory is the pod's scratch-socket emptyDir); the
+    agent restores the latest backup into <db>_drill_<ts> there, creating the role that owns
+    the data from the backup's globals, validates, drops it, and stores its report locked."""
+    database = f"pods_drill_{uuid.uuid4().hex[:6]}"
+    owner = f"{database}_owner"
+    psql("postgres", f"CREATE ROLE {owner} NOLOGIN")
+    psql("postgres", f"CREATE DATABASE {database}")
+    psql(database, "CREATE TABLE storage_records AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 4000) g")
+    psql(database, f"ALTER TABLE storage_records OWNER TO {owner}")
+    assert psql("postgres", f"SELECT count(*) FROM pg_roles WHERE rolname = '{owner}'", PG2_SOCKET, PG2_PORT) == "0"
+    bucket = make_bucket()
+    config = host_config(tmp_path, bucket, database, extra=f"signing:\n  private_key_file: {signing / 'strongroom-signing.key'}\n")
+    made = cli(config, "backup", "--engine", "postgresql", "--json")
+    assert made.returncode == 0, made.stderr
+    snapshot = json.loads(made.stdout)["key"]
+
+    values = cronjob_values(bucket, database)
+    values["drills"] = {"enabled": True}
+    values["restore"] = {"signing": {"publicKeySecretRef": "llama-mapper-signing-pub"},
+                         "s3": {"awsAccessKeyIdSecretRef": "s3-keys", "awsSecretAccessKeySecretRef": "s3-keys"}}
+    docs = render(CHART, values)
+    cluster = cluster_with_secrets(signing)
+    cluster.apply(docs)
+    name = f"{RELEASE}-strongroom-pg-drill"
+    (cron,) = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == name]
+    spec = cron["spec"]["jobTemplate"]["spec"]
+    pod = spec["template"]["spec"]
+    # The scratch server is stood in for by PG2: drop the native sidecar, keep its socket
+    # volume, mapped onto PG2's socket directory (run_job's host_volumes).
+    (server,) = pod["initContainers"]
+    assert server["name"] == "postgres" and server["restartPolicy"] == "Always", server
+    assert {"name": "scratch-socket", "mountPath": "/var/run/postgresql"} in server["volumeMounts"], server
+    pod["initContainers"] = []
+    # The chart's config names the scratch server's fixed port 5432; PG2 listens on the
+    # harness's port: override that one field in the rendered ConfigMap.
+    cm = cluster.configmaps[name]
+    agent_config = yaml.safe_load(cm["config.yaml"])
+    assert agent_config["postgresql"] == {"host": "/var/run/postgresql", "port": 5432, "user": "postgres",
+                                          "database": database}, agent_config
+    agent_config["postgresql"]["port"] = PG2_PORT
+    cm["config.yaml"] = yaml.safe_dump(agent_config)
+
+    ok, pods = run_job(cluster, image, {"metadata": {"name": "pg-drill-now"}, "spec": spec},
+                       host_volumes={"scratch-socket": PG2_SOCKET})
+    log = pods[-1].containers[0].text()
+    assert ok and len(pods) == 1 and pods[0].containers[0].exit_code == 0, log
+    assert f"scratch drill of postgresql ({RELEASE}): PASS" in log, log
+
+    # The report: stored under drills/postgresql/<release>/, locked, PASS, for that snapshot.
+    aws = [str(ROOT / ".venv" / "bin" / "aws"), "--endpoint-url", RGW, "s3api"]
+    listed = subprocess.run([*aws, "list-objects-v2", "--bucket", bucket, "--prefix",
+                             f"{PREFIX}/drills/postgresql/{RELEASE}/"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    (key,) = [o["Key"] for o in json.loads(listed.stdout or "{}").get("Contents", [])]
+    assert key.endswith(".json") and key in log, (key, log)
+    lock = subprocess.run([*aws, "get-object-retention", "--bucket", bucket, "--key", key], capture_output=True, text=True)
+    assert lock.returncode == 0 and "GOVERNANCE" in lock.stdout, lock.stdout + lock.stderr
+    body = tmp_path / "drill-report.json"
+    got = subprocess.run([*aws, "get-object", "--bucket", bucket, "--key", key, str(body)], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    report = json.loads(body.read_text())
+    scratch = report["target"]
+    assert report["verdict"] == "PASS" and report["snapshot"] == snapshot, report
+    assert scratch.startswith(f"{database}_drill_"), report
+    assert owner in report["restore"]["globals"]["created_roles"], report
+    assert any(c["name"] == "rows in public.storage_records" and c["passed"] and c["actual"] == "4000"
+               for c in report["restore"]["checks"]), report["restore"]["checks"]
+
+    # On PG2: the scratch database is gone, the role that owned the data was created.
+    assert psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname LIKE '{database}\\_drill\\_%'",
+                PG2_SOCKET, PG2_PORT) == "0"
+    assert psql("postgres", f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{owner}'", PG2_SOCKET, PG2_PORT) == "f"
 
 
 def test_a_missing_secret_key_fails_like_the_kubelet(image, signing, tmp_path):

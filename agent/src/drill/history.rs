@@ -107,7 +107,7 @@ pub async fn list<S: ObjectStore>(
 /// The table `drill list` prints.
 pub fn render_table(entries: &[Entry]) -> String {
     let mut out = format!(
-        "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<22} {}\n",
+        "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<24} {}\n",
         "DATE (t0, UTC)", "MODE", "RESULT", "RTO", "GOAL", "RPO", "SNAPSHOT", "NOTES"
     );
     for e in entries {
@@ -138,7 +138,7 @@ pub fn render_table(entries: &[Entry]) -> String {
                     ));
                 }
                 out.push_str(&format!(
-                    "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<22} {}\n",
+                    "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<24} {}\n",
                     Timestamp::new(d.incident_start).to_string(),
                     d.mode.as_str(),
                     match d.verdict {
@@ -153,7 +153,7 @@ pub fn render_table(entries: &[Entry]) -> String {
                 ));
             }
             None => out.push_str(&format!(
-                "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<22} {}\n",
+                "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<24} {}\n",
                 e.key.rsplit('/').next().unwrap_or(&e.key),
                 "-",
                 "?",

@@ -69,7 +69,14 @@ pub struct Projection {
     pub projected_verdict: Verdict,
     /// How it was computed.
     pub model: String,
+    /// Why the projection may be far off, when it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
 }
+
+/// Below this, the fixed costs (psql's start, the target's checks) dominate the load phase
+/// and the measured throughput says little about a large restore.
+const MEANINGFUL_SIZE: u64 = 256 << 20;
 
 /// What a drill measured and found. Stored under `<prefix>/drills/<engine>/<release>/`.
 #[derive(Debug, Clone, Serialize)]
@@ -212,6 +219,14 @@ impl DrillReport {
                          measured {:.1} MB/s; the other phases are taken as fixed",
                         size as f64 / 1e6 / load.max(f64::MIN_POSITIVE)
                     ),
+                    caveat: (size < MEANINGFUL_SIZE).then(|| {
+                        format!(
+                            "this backup is {}: fixed costs dominate its load time, so the \
+                             projection overstates the RTO; drill a staging copy of at least \
+                             256 MiB for a useful one",
+                            crate::list::human_size(size)
+                        )
+                    }),
                 })
             }
             _ => None,
@@ -230,7 +245,7 @@ impl DrillReport {
                 Verdict::Fail => "FAIL",
             }
         );
-        let line = |k: &str, v: String| format!("  {k:<18} {v}\n");
+        let line = |k: &str, v: String| format!("  {k:<22} {v}\n");
         out += &line(
             "snapshot",
             self.snapshot
@@ -271,6 +286,9 @@ impl DrillReport {
                     p.projected_verdict
                 ),
             );
+            if let Some(c) = &p.caveat {
+                out += &line("", c.clone());
+            }
         }
         for f in &self.failures {
             out += &line("failure", f.clone());
@@ -388,9 +406,15 @@ mod tests {
         assert!((p.projected_rto_seconds - 820.0).abs() < 1e-6, "{p:?}");
         assert_eq!(p.projected_verdict, Verdict::Pass);
         assert!(r.render().contains("PROJECTED, not measured"));
+        assert!(p.caveat.is_none(), "{p:?}");
         let mut r = report();
         r.conclude(Some(80e9 / (1u64 << 30) as f64));
         assert_eq!(r.projection.unwrap().projected_verdict, Verdict::Fail);
+        // A small backup's throughput is mostly fixed cost: the projection says so.
+        let mut r = report();
+        r.size_bytes = Some(500_000);
+        r.conclude(Some(1.0));
+        assert!(r.projection.unwrap().caveat.unwrap().contains("overstates"));
     }
 
     #[test]

@@ -578,7 +578,8 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 force,
                 create,
                 allow_unsigned,
-                with_globals,
+                with_globals: with_globals
+                    .then_some(crate::engine::postgres::globals::Fidelity::Faithful),
                 ..RestoreOptions::default()
             };
             // Key checks and local files first: a bad key makes no request at all.

@@ -22,7 +22,8 @@ use time::OffsetDateTime;
 
 use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::config::{Config, HttpCheck};
-use crate::engine::clickhouse::ClickHouse;
+use crate::engine::clickhouse::{ClickHouse, Scope};
+use crate::engine::postgres::globals::Fidelity;
 use crate::engine::postgres::{self, ConnParams};
 use crate::error::{Error, Result};
 use crate::layout::{Engine, Timestamp};
@@ -46,8 +47,7 @@ pub struct DrillOptions {
     pub allow_unsigned: bool,
 }
 
-/// The restore options of this drill into `target` (the scratch or live database), or, for
-/// ClickHouse, with the databases renamed by `suffix`.
+/// The restore options of this drill into `target`.
 fn restore_options(config: &Config, options: &DrillOptions, target: &Target) -> RestoreOptions {
     let smoke = |database: &str| -> Vec<HttpCheck> {
         let fill = |s: &str| s.replace("{database}", database);
@@ -69,16 +69,17 @@ fn restore_options(config: &Config, options: &DrillOptions, target: &Target) -> 
         ..RestoreOptions::default()
     };
     match target {
-        Target::Postgres { database, .. } => RestoreOptions {
+        Target::Postgres { database, aside } => RestoreOptions {
             database: Some(database.clone()),
-            create: true,
-            with_globals: true,
-            smoke: (options.mode == Mode::Scratch).then(|| smoke(database)),
+            // Replace mode creates the database itself, shaped like the original.
+            create: aside.is_none(),
+            with_globals: Some(Fidelity::Owner),
+            smoke: aside.is_none().then(|| smoke(database)),
             ..base
         },
-        Target::Clickhouse { suffix, first } => RestoreOptions {
+        Target::Clickhouse { suffix, databases } => RestoreOptions {
             rename_suffix: Some(suffix.clone()),
-            smoke: Some(smoke(&format!("{first}{suffix}"))),
+            smoke: Some(smoke(&databases.first().cloned().unwrap_or_default())),
             ..base
         },
     }
@@ -93,23 +94,27 @@ enum Target {
         database: String,
         aside: Option<String>,
     },
-    /// ClickHouse databases renamed with `suffix`; `first` is the first configured database
-    /// (for `{database}` in smoke checks).
-    Clickhouse { suffix: String, first: String },
+    /// ClickHouse databases renamed with `suffix`: exactly these (from the manifest's scope).
+    Clickhouse {
+        suffix: String,
+        databases: Vec<String>,
+    },
 }
 
 impl Target {
     fn describe(&self) -> String {
         match self {
             Target::Postgres { database, .. } => database.clone(),
-            Target::Clickhouse { suffix, .. } => format!("databases *{suffix}"),
+            Target::Clickhouse { databases, .. } => databases.join(", "),
         }
     }
 }
 
-/// `_drill_20261201t040000z`: lowercase, so psql users need no quotes.
+/// `_drill_20261201t040000z_1a2b`: lowercase, so psql users need no quotes, and with a random
+/// part, so two drills in one second (the CLI and the sidecar) never share a name.
 fn suffix(t0: OffsetDateTime, what: &str) -> String {
-    format!("_{what}_{}", Timestamp::new(t0)).to_ascii_lowercase()
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("_{what}_{}_{nonce}", Timestamp::new(t0)).to_ascii_lowercase()
 }
 
 /// `<db><suffix>`; a `db` too long for PostgreSQL's 63 bytes is shortened and keeps a hash of
@@ -127,23 +132,43 @@ fn derived_name(database: &str, suffix: &str) -> String {
     format!("{}_{hash}{suffix}", &database[..keep])
 }
 
-/// Local checks: the engine and its restore login are configured, replace is allowed.
+/// Local checks: the engine and its restore login are configured, replace is allowed and has
+/// the application's checks to wait for, a ClickHouse backup can be renamed.
 pub fn preflight(config: &Config, options: &DrillOptions) -> Result<()> {
+    let refuse = |problem: &str| {
+        Err(Error::DrillRefused {
+            problem: problem.to_owned(),
+        })
+    };
     if options.mode == Mode::Replace {
         if options.engine == Engine::Clickhouse {
-            return Err(Error::DrillRefused {
-                problem: "replace drills are for PostgreSQL; drill ClickHouse with --mode \
-                          scratch (it restores into renamed databases)"
-                    .into(),
-            });
+            return refuse(
+                "replace drills are for PostgreSQL; drill ClickHouse with --mode scratch (it \
+                 restores into renamed databases)",
+            );
         }
         if !config.drill.allow_replace {
-            return Err(Error::DrillRefused {
-                problem: "--mode replace renames the live database aside; set \
-                          drill.allow_replace: true in this (staging) config to allow it"
-                    .into(),
-            });
+            return refuse(
+                "--mode replace renames the live database aside; set drill.allow_replace: \
+                 true in this (staging) config to allow it",
+            );
         }
+        if config.restore.validation.http.is_empty() {
+            return refuse(
+                "a replace drill measures the RTO to API healthy: configure the application's \
+                 /health and /map checks in restore.validation.http",
+            );
+        }
+    }
+    if options.engine == Engine::Clickhouse
+        && let Some(ch) = &config.clickhouse
+        && ch.databases.is_empty()
+        && ch.tables.is_empty()
+    {
+        return refuse(
+            "this agent backs up ALL ClickHouse databases, which RESTORE cannot rename: set \
+             clickhouse.databases (or clickhouse.tables) to drill",
+        );
     }
     if options
         .production_size_gib
@@ -182,8 +207,8 @@ fn maintenance(config: &Config) -> Result<ConnParams> {
     Ok(pg.restore_params(&config.restore, "postgres")?)
 }
 
-/// Runs one drill, prints nothing, stores its report and audit event, and returns the report
-/// (its verdict says PASS or FAIL). Errors only for what stops a drill before it starts.
+/// Runs one drill (after [`preflight`]), prints nothing, stores its report and audit event,
+/// and returns the report: its verdict says PASS or FAIL.
 pub async fn run<S: ObjectStore>(
     config: &Config,
     store: &S,
@@ -191,39 +216,14 @@ pub async fn run<S: ObjectStore>(
     verifier: Option<&ManifestVerifier>,
     options: &DrillOptions,
 ) -> Result<DrillReport> {
-    preflight(config, options)?;
     let t0 = OffsetDateTime::now_utc();
     let engine = options.engine;
-    let target = match engine {
-        Engine::Postgresql => {
-            let live = config.postgresql()?.database.clone();
-            match options.mode {
-                Mode::Scratch => Target::Postgres {
-                    database: derived_name(&live, &suffix(t0, "drill")),
-                    aside: None,
-                },
-                Mode::Replace => Target::Postgres {
-                    aside: Some(derived_name(&live, &suffix(t0, "predrill"))),
-                    database: live,
-                },
-            }
-        }
-        Engine::Clickhouse => Target::Clickhouse {
-            suffix: suffix(t0, "drill"),
-            first: config
-                .clickhouse()?
-                .databases
-                .first()
-                .cloned()
-                .unwrap_or_default(),
-        },
-    };
     let mut report = DrillReport {
         format_version: 1,
         engine,
         release: config.release.clone(),
         mode: options.mode,
-        target: target.describe(),
+        target: String::new(),
         snapshot: None,
         snapshot_time: None,
         incident_start: t0,
@@ -243,28 +243,89 @@ pub async fn run<S: ObjectStore>(
         agent_version: env!("CARGO_PKG_VERSION").into(),
         report_key: None,
         report_error: None,
+        report_sha256: None,
     };
-    tracing::info!(%engine, mode = options.mode.as_str(), target = %report.target,
-        "drill started: incident at t0");
-    if let Err(e) = drill(
-        config,
-        store,
-        policy,
-        verifier,
-        options,
-        &target,
-        &mut report,
-    )
-    .await
-    {
+    tracing::info!(%engine, mode = options.mode.as_str(), "drill started: incident at t0");
+    if let Err(e) = drill(config, store, policy, verifier, options, &mut report).await {
         report.failures.push(e.to_string());
     }
     report.conclude(options.production_size_gib);
     store_report(store, policy, config, &mut report).await;
     record(store, policy, config, &report).await;
-    tracing::info!(%engine, verdict = ?report.verdict, rto = ?report.rto_seconds,
+    tracing::info!(%engine, verdict = %report.verdict, rto = ?report.rto_seconds,
         report = ?report.report_key, "drill finished");
     Ok(report)
+}
+
+/// Where this drill restores `manifest`'s backup.
+fn target_of(
+    config: &Config,
+    options: &DrillOptions,
+    manifest: &crate::catalog::FetchedManifest,
+) -> Result<Target> {
+    let t0 = OffsetDateTime::now_utc();
+    Ok(match options.engine {
+        Engine::Postgresql => {
+            let live = config.postgresql()?.database.clone();
+            match options.mode {
+                Mode::Scratch => Target::Postgres {
+                    database: derived_name(&live, &suffix(t0, "drill")),
+                    aside: None,
+                },
+                Mode::Replace => Target::Postgres {
+                    aside: Some(derived_name(&live, &suffix(t0, "predrill"))),
+                    database: live,
+                },
+            }
+        }
+        Engine::Clickhouse => {
+            let details =
+                manifest
+                    .manifest
+                    .clickhouse
+                    .as_ref()
+                    .ok_or_else(|| Error::ManifestMismatch {
+                        manifest: manifest.key.clone(),
+                        problem: "it has no clickhouse section".into(),
+                    })?;
+            let suffix = suffix(t0, "drill");
+            let databases = clickhouse_databases(&restore::clickhouse::recorded_scope(details))
+                .map_err(|problem| Error::RestoreRefused {
+                    snapshot: manifest.key.clone(),
+                    problems: problem,
+                })?
+                .iter()
+                .map(|d| format!("{d}{suffix}"))
+                .collect();
+            Target::Clickhouse { suffix, databases }
+        }
+    })
+}
+
+/// The databases a ClickHouse scope restores into, every name a plain identifier (they come
+/// from the manifest, and go into SQL).
+fn clickhouse_databases(scope: &Scope) -> std::result::Result<Vec<String>, String> {
+    let names: Vec<&str> = match scope {
+        Scope::All => {
+            return Err("a backup of ALL databases cannot be restored under other names".into());
+        }
+        Scope::Databases(d) => d.iter().map(String::as_str).collect(),
+        Scope::Tables(t) => t
+            .iter()
+            .map(|t| t.split_once('.').map(|(d, _)| d).ok_or(t.as_str()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|t| format!("table {t:?} names no database, so it cannot be renamed"))?,
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if !crate::config::clickhouse::is_identifier(name) {
+            return Err(format!("{name:?} is not a plain database name"));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// The drill's steps into `report`; an error is a failure of the drill (cleanup has run).
@@ -274,44 +335,76 @@ async fn drill<S: ObjectStore>(
     policy: &WritePolicy,
     verifier: Option<&ManifestVerifier>,
     options: &DrillOptions,
-    target: &Target,
     report: &mut DrillReport,
 ) -> Result<()> {
     let t0 = report.incident_start;
-    let snapshot = restore::resolve_snapshot(store, config, options.engine, &options.choice).await;
+    // The backup is chosen and its manifest authenticated before anything is touched: a
+    // replace drill never renames the live database for a backup that cannot restore.
+    let chosen = async {
+        let snapshot =
+            restore::resolve_snapshot(store, config, options.engine, &options.choice).await?;
+        let manifest = crate::catalog::fetch_manifest(store, &snapshot, verifier).await?;
+        manifest.object(&snapshot.keys.checksum)?;
+        Ok::<_, Error>((snapshot, manifest))
+    }
+    .await;
     report
         .phases
         .push(Phase::new("choose snapshot", t0, OffsetDateTime::now_utc()));
-    let snapshot = snapshot?;
+    let (snapshot, manifest) = chosen?;
     report.snapshot = Some(snapshot.keys.dump.clone());
     report.snapshot_time = Some(snapshot.timestamp.datetime());
-    if let Target::Postgres {
-        database,
-        aside: None,
-    } = target
-        && postgres::database_exists(&maintenance(config)?, database).await?
-    {
-        return Err(Error::DrillRefused {
-            problem: format!("the scratch database {database} exists already; drop it first"),
-        });
+    let target = target_of(config, options, &manifest)?;
+    report.target = target.describe();
+    match &target {
+        Target::Postgres {
+            database,
+            aside: None,
+        } if postgres::database_exists(&maintenance(config)?, database).await? => {
+            return Err(Error::DrillRefused {
+                problem: format!("the scratch database {database} exists already"),
+            });
+        }
+        Target::Postgres {
+            database,
+            aside: Some(aside),
+        } => {
+            let started = OffsetDateTime::now_utc();
+            let maintenance = maintenance(config)?;
+            tracing::warn!(database = %database, aside = %aside,
+                "replace drill: the live database is renamed aside; should this agent die, \
+                 rename it back with ALTER DATABASE");
+            postgres::rename_database(&maintenance, database, aside).await?;
+            report.cleanup.push(format!(
+                "the live database {database} was renamed to {aside}"
+            ));
+            if let Err(e) = postgres::create_database_like(&maintenance, database, aside).await {
+                report
+                    .failures
+                    .push(format!("creating {database} failed: {e}"));
+                put_back(config, database, aside, report).await;
+                return Ok(());
+            }
+            report.phases.push(Phase::new(
+                "incident: live database renamed aside",
+                started,
+                OffsetDateTime::now_utc(),
+            ));
+        }
+        Target::Clickhouse { databases, .. } => {
+            let existing = clickhouse_existing(config, databases).await?;
+            if !existing.is_empty() {
+                return Err(Error::DrillRefused {
+                    problem: format!(
+                        "the scratch databases exist already: {}",
+                        existing.join(", ")
+                    ),
+                });
+            }
+        }
+        Target::Postgres { .. } => {}
     }
-    if let Target::Postgres {
-        database,
-        aside: Some(aside),
-    } = target
-    {
-        let started = OffsetDateTime::now_utc();
-        postgres::rename_database(&maintenance(config)?, database, aside).await?;
-        report.phases.push(Phase::new(
-            "incident: live database renamed aside",
-            started,
-            OffsetDateTime::now_utc(),
-        ));
-        report.cleanup.push(format!(
-            "the live database {database} was renamed to {aside}"
-        ));
-    }
-    let restore_options = restore_options(config, options, target);
+    let restore_options = restore_options(config, options, &target);
     let restored =
         restore::restore_snapshot(config, store, policy, verifier, &snapshot, &restore_options)
             .await;
@@ -326,7 +419,7 @@ async fn drill<S: ObjectStore>(
         }
     };
     report.restore = restored.ok();
-    clean_up(config, options, target, passed, report).await;
+    clean_up(config, options, &target, passed, report).await;
     Ok(())
 }
 
@@ -357,8 +450,39 @@ fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
     }
 }
 
-/// Drops the scratch target (unless kept), or, after a failed replace drill, drops the
-/// restored copy and renames the original back. What was done goes into the report.
+/// After a failed replace drill: the restored copy is renamed aside (nothing is dropped: it
+/// may hold what the application wrote meanwhile), the original renamed back. Says what
+/// exists where if that fails.
+async fn put_back(config: &Config, database: &str, aside: &str, report: &mut DrillReport) {
+    let failed = derived_name(database, &suffix(OffsetDateTime::now_utc(), "drillfailed"));
+    let result = async {
+        let maintenance = maintenance(config)?;
+        if postgres::database_exists(&maintenance, database).await? {
+            postgres::rename_database(&maintenance, database, &failed).await?;
+        }
+        postgres::rename_database(&maintenance, aside, database).await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => report.cleanup.push(format!(
+            "the drill failed: the original {aside} was renamed back to {database}; the \
+             restored copy is kept as {failed} (drop it when done)"
+        )),
+        Err(e) => {
+            let what = format!(
+                "PUTTING THE ORIGINAL BACK FAILED ({e}): the original is {aside}, unless \
+                 already renamed back to {database}; a restored copy may be {database} or \
+                 {failed}. Check pg_database and rename the original back by hand"
+            );
+            tracing::error!(problem = %what, "drill cleanup");
+            report.failures.push(what);
+        }
+    }
+}
+
+/// Drops the scratch target and the roles the drill created (unless kept), or, after a failed
+/// replace drill, puts the original back. What was done goes into the report.
 async fn clean_up(
     config: &Config,
     options: &DrillOptions,
@@ -366,80 +490,108 @@ async fn clean_up(
     passed: bool,
     report: &mut DrillReport,
 ) {
+    let created_roles: Vec<String> = report
+        .restore
+        .as_ref()
+        .and_then(|r| r.globals.as_ref())
+        .map(|g| g.created_roles.clone())
+        .unwrap_or_default();
     let result: Result<String> = async {
         match target {
             Target::Postgres {
                 database,
                 aside: None,
-            } if options.keep => Ok(format!("the scratch database {database} was kept (--keep)")),
+            } if options.keep => Ok(format!(
+                "the scratch database {database} was kept (--keep){}",
+                if created_roles.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", with the roles created for it: {}",
+                        created_roles.join(", ")
+                    )
+                }
+            )),
             Target::Postgres {
                 database,
                 aside: None,
             } => {
-                postgres::drop_database(&maintenance(config)?, database).await?;
-                Ok(format!("the scratch database {database} was dropped"))
+                let maintenance = maintenance(config)?;
+                postgres::drop_database(&maintenance, database).await?;
+                postgres::drop_roles(&maintenance, &created_roles).await?;
+                Ok(format!(
+                    "the scratch database {database} was dropped{}",
+                    if created_roles.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", and the roles created for it: {}",
+                            created_roles.join(", ")
+                        )
+                    }
+                ))
             }
             Target::Postgres {
                 database,
                 aside: Some(aside),
             } if passed => Ok(format!(
-                "the drill passed: {database} is the restored backup; the original is kept as \
-                 {aside} (drop it when it is no longer needed)"
+                "every check passed: {database} is the restored backup; the original is kept \
+                 as {aside} (drop it when it is no longer needed)"
             )),
             Target::Postgres {
                 database,
                 aside: Some(aside),
             } => {
-                let maintenance = maintenance(config)?;
-                postgres::drop_database(&maintenance, database).await?;
-                postgres::rename_database(&maintenance, aside, database).await?;
-                Ok(format!(
-                    "the drill failed: the restored copy was dropped and the original {aside} \
-                     renamed back to {database}"
-                ))
+                put_back(config, database, aside, report).await;
+                Ok(String::new())
             }
             Target::Clickhouse { suffix, .. } if options.keep => Ok(format!(
                 "the scratch databases *{suffix} were kept (--keep)"
             )),
-            Target::Clickhouse { suffix, .. } => drop_clickhouse(config, suffix).await,
+            Target::Clickhouse { databases, .. } => drop_clickhouse(config, databases).await,
         }
     }
     .await;
     match result {
+        Ok(done) if done.is_empty() => {}
         Ok(done) => report.cleanup.push(done),
         Err(e) => {
-            let what = match target {
-                Target::Postgres {
-                    database,
-                    aside: Some(aside),
-                } => format!(
-                    "PUTTING THE ORIGINAL BACK FAILED: it is {aside} (or already {database}); \
-                     rename it back by hand: {e}"
-                ),
-                _ => format!("cleaning up {} failed: {e}", target.describe()),
-            };
+            let what = format!("cleaning up {} failed: {e}", target.describe());
             tracing::error!(problem = %what, "drill cleanup");
             report.failures.push(what);
         }
     }
 }
 
-/// Drops every database this drill restored (those ending in its suffix).
-async fn drop_clickhouse(config: &Config, suffix: &str) -> Result<String> {
+async fn clickhouse_server(config: &Config) -> Result<ClickHouse> {
     let login = config
         .clickhouse()?
         .restore_login(&config.restore.clickhouse)?;
-    let server = ClickHouse::new(&login);
-    // The suffix is `_drill_` and a timestamp: letters, digits and `_` only.
-    let names = server
-        .scalar(&format!(
-            "SELECT arrayStringConcat(groupArray(name), ',') FROM system.databases \
-             WHERE endsWith(name, '{suffix}')"
-        ))
-        .await?
-        .unwrap_or_default();
-    let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
-    for name in &names {
+    Ok(ClickHouse::new(&login))
+}
+
+/// Which of `databases` exist on the server.
+async fn clickhouse_existing(config: &Config, databases: &[String]) -> Result<Vec<String>> {
+    let server = clickhouse_server(config).await?;
+    let mut existing = Vec::new();
+    for name in databases {
+        // Plain identifiers only (checked in `clickhouse_databases`).
+        let found = server
+            .scalar(&format!(
+                "SELECT count() FROM system.databases WHERE name = '{name}'"
+            ))
+            .await?;
+        if found.as_deref() != Some("0") {
+            existing.push(name.clone());
+        }
+    }
+    Ok(existing)
+}
+
+/// Drops exactly the databases this drill restored into.
+async fn drop_clickhouse(config: &Config, databases: &[String]) -> Result<String> {
+    let server = clickhouse_server(config).await?;
+    for name in databases {
         server
             .execute(
                 "DROP DATABASE",
@@ -449,11 +601,7 @@ async fn drop_clickhouse(config: &Config, suffix: &str) -> Result<String> {
     }
     Ok(format!(
         "the scratch databases were dropped: {}",
-        if names.is_empty() {
-            "(none was created)".to_owned()
-        } else {
-            names.join(", ")
-        }
+        databases.join(", ")
     ))
 }
 
@@ -464,19 +612,36 @@ async fn store_report<S: ObjectStore>(
     config: &Config,
     report: &mut DrillReport,
 ) {
-    let key = history::report_key(
-        &config.s3.prefix,
-        report.engine,
-        &report.release,
-        Timestamp::new(report.incident_start),
-    );
-    let mut stored = report.clone();
-    stored.report_key = Some(key.clone());
-    let mut bytes = serde_json::to_vec_pretty(&stored).expect("serialisable");
-    bytes.push(b'\n');
+    let t0 = Timestamp::new(report.incident_start);
+    let key = history::report_key(&config.s3.prefix, report.engine, &report.release, t0);
     let retention = policy.retention_from(OffsetDateTime::now_utc());
-    match policy.put(store, &key, bytes, retention.as_ref()).await {
-        Ok(_) => report.report_key = Some(key),
+    let put = |key: String| {
+        let mut stored = report.clone();
+        stored.report_key = Some(key.clone());
+        let mut bytes = serde_json::to_vec_pretty(&stored).expect("serialisable");
+        bytes.push(b'\n');
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let retention = retention;
+        async move {
+            policy
+                .put(store, &key, bytes, retention.as_ref())
+                .await
+                .map(|_| (key, sha256))
+        }
+    };
+    // Two drills started in the same second: the second keeps its report beside the first.
+    let stored = match put(key.clone()).await {
+        Err(Error::KeyTaken { .. }) => {
+            let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            put(key.replace(".json", &format!("-{nonce}.json"))).await
+        }
+        other => other,
+    };
+    match stored {
+        Ok((key, sha256)) => {
+            report.report_key = Some(key);
+            report.report_sha256 = Some(sha256);
+        }
         Err(e) => {
             tracing::error!(error = %e, "the drill report could not be stored");
             report.report_error = Some(e.to_string());
@@ -492,7 +657,7 @@ async fn record<S: ObjectStore>(
     report: &DrillReport,
 ) {
     let detail = format!(
-        "{} drill into {}: {:?}, RTO {} (goal {}), RPO {}{}; report {}",
+        "{} drill into {}: {}, RTO {} (goal {}), RPO {}{}; report {} (sha256 {})",
         report.mode.as_str(),
         report.target,
         report.verdict,
@@ -504,7 +669,8 @@ async fn record<S: ObjectStore>(
         } else {
             format!("; {}", report.failures.join("; "))
         },
-        report.report_key.as_deref().unwrap_or("not stored")
+        report.report_key.as_deref().unwrap_or("not stored"),
+        report.report_sha256.as_deref().unwrap_or("-")
     );
     let draft = EventDraft {
         action: Action::Drill,
@@ -542,8 +708,14 @@ mod tests {
     fn scratch_names_fit_postgres_and_never_split_a_character() {
         let t0 = datetime!(2026-12-01 04:00:00 UTC);
         let s = suffix(t0, "drill");
-        assert_eq!(s, "_drill_20261201t040000z");
-        assert_eq!(derived_name("app", &s), "app_drill_20261201t040000z");
+        assert!(s.starts_with("_drill_20261201t040000z_"), "{s}");
+        assert_eq!(s.len(), "_drill_20261201t040000z_1a2b".len());
+        assert_ne!(
+            s,
+            suffix(t0, "drill"),
+            "two drills in one second share no name"
+        );
+        assert_eq!(derived_name("app", &s), format!("app{s}"));
         let long = "é".repeat(40);
         let name = derived_name(&long, &s);
         assert!(name.len() <= 63, "{}", name.len());

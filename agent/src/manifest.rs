@@ -12,8 +12,11 @@ use crate::config::LockMode;
 use crate::engine::postgres::TableRows;
 use crate::layout::Engine;
 
-/// Bumped on any change that an older reader would misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any change that an older reader would misread or refuse. 2 added
+/// `postgresql.globals_key` (older agents refuse its unknown field; this one reads 1 and 2).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this agent still reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,7 +137,8 @@ pub enum ManifestError {
         source: serde_json::Error,
     },
     #[error(
-        "manifest {key} has format version {found}; this agent reads version {FORMAT_VERSION}. \
+        "manifest {key} has format version {found}; this agent reads versions \
+         {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}. \
          Use a newer strongroom to read it"
     )]
     UnknownVersion { key: String, found: u32 },
@@ -185,7 +189,7 @@ impl Manifest {
                 key: key.to_owned(),
                 source,
             })?;
-        if version.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version.format_version) {
             return Err(ManifestError::UnknownVersion {
                 key: key.to_owned(),
                 found: version.format_version,
@@ -262,7 +266,7 @@ mod tests {
     fn unknown_format_version_is_refused_by_name() {
         let text = String::from_utf8(sample().to_bytes())
             .unwrap()
-            .replace("\"format_version\": 1", "\"format_version\": 9");
+            .replace("\"format_version\": 2", "\"format_version\": 9");
         let e = Manifest::from_bytes("k", text.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("format version 9"), "{e}");
     }

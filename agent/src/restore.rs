@@ -49,8 +49,8 @@ pub struct RestoreOptions {
     /// `restore.allow_unsigned`).
     pub allow_unsigned: bool,
     /// PostgreSQL: create the roles the backup names that the server lacks (from its globals
-    /// object) before loading; existing roles are never altered.
-    pub with_globals: bool,
+    /// object) before loading, this faithfully; existing roles are never altered.
+    pub with_globals: Option<crate::engine::postgres::globals::Fidelity>,
     /// Run these smoke checks instead of `restore.validation.http` (a scratch drill's, which
     /// call the application with the scratch database's name).
     pub smoke: Option<Vec<crate::config::HttpCheck>>,
@@ -251,17 +251,19 @@ pub async fn restore_postgres<S: ObjectStore>(
         version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
     let created = prepare_target(&params, options).await?;
     let globals = match options.with_globals {
-        true => {
-            let applied = globals::apply(store, &manifest, &details, &params, created).await?;
+        Some(fidelity) => {
+            let applied =
+                globals::apply(store, &manifest, &details, &params, created, fidelity).await?;
             if applied.is_none() {
                 warnings.push(
-                    "--with-globals: this backup has no globals object (an older agent took                      it); no roles were created"
+                    "--with-globals: this backup has no globals object (an older agent took \
+                     it); no roles were created"
                         .into(),
                 );
             }
             applied
         }
-        false => None,
+        None => None,
     };
     tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
         database = %database, signature = %manifest.signature, "restore started");

@@ -93,7 +93,23 @@ pub(super) fn validate(drill: &DrillConfig) -> Result<(), Invalid> {
         "drill.smoke.http",
         &drill.smoke.http,
         &mut Default::default(),
-    )
+    )?;
+    for (i, check) in drill.smoke.http.iter().enumerate() {
+        let named = check.url.contains("{database}")
+            || check
+                .body
+                .as_deref()
+                .is_some_and(|b| b.contains("{database}"));
+        if !named {
+            return Err(invalid(
+                &format!("drill.smoke.http[{i}]"),
+                "names no {database} in its url or body: the application serves the live \
+                 database, so this check would pass whatever the drill restored; pass the \
+                 scratch database's name, e.g. url: http://app:8080/health?database={database}",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -125,5 +141,13 @@ mod tests {
             bad("smoke: {http: [{name: a, url: 'https://x'}]}"),
             "drill.smoke.http[0].url"
         );
+        assert_eq!(
+            bad("smoke: {http: [{name: a, url: 'http://app/health'}]}"),
+            "drill.smoke.http[0]"
+        );
+        let ok: DrillConfig =
+            serde_yaml::from_str("smoke: {http: [{name: a, url: 'http://app/h?db={database}'}]}")
+                .unwrap();
+        assert!(validate(&ok).is_ok());
     }
 }

@@ -76,14 +76,16 @@ impl DrillScheduler {
     fn fire(&self, config: &Arc<Config>, running: &Arc<tokio::sync::Mutex<()>>) {
         let engine = self.engine;
         let now = self.clock.now();
+        let held = Arc::clone(running).try_lock_owned();
         let busy = if self.state.is_running(engine) {
             Some("a backup of the engine was running")
-        } else if running.try_lock().is_err() {
+        } else if held.is_err() {
             Some("the previous drill was still running")
         } else {
             None
         };
-        if let Some(reason) = busy {
+        let (Some(held), None) = (held.ok(), busy) else {
+            let reason = busy.unwrap_or_default();
             tracing::warn!(%engine, reason, "scheduled drill skipped");
             self.metrics.drill_skipped(engine);
             self.state.update_drill(engine, |d| {
@@ -93,16 +95,16 @@ impl DrillScheduler {
                 });
             });
             return;
-        }
+        };
         let (runner, state, metrics, clock) = (
             Arc::clone(&self.runner),
             Arc::clone(&self.state),
             Arc::clone(&self.metrics),
             self.clock,
         );
-        let (config, running) = (Arc::clone(config), Arc::clone(running));
+        let config = Arc::clone(config);
         self.tracker.spawn(async move {
-            let _held = running.lock().await;
+            let _held = held;
             state.update_drill(engine, |d| d.running = true);
             tracing::info!(%engine, "scheduled drill started");
             let result = runner.drill(engine, config).await;

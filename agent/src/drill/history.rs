@@ -130,7 +130,7 @@ pub fn render_table(entries: &[Entry]) -> String {
                 }
                 if let Some(p) = &d.projection {
                     notes.push_str(&format!(
-                        "{}projected {} for {} GiB: {:?}",
+                        "{}projected {} for {} GiB: {}",
                         if notes.is_empty() { "" } else { "; " },
                         seconds(p.projected_rto_seconds),
                         p.production_size_gib,
@@ -141,10 +141,7 @@ pub fn render_table(entries: &[Entry]) -> String {
                     "{:<20} {:<8} {:<6} {:>9} {:>9} {:>9} {:<24} {}\n",
                     Timestamp::new(d.incident_start).to_string(),
                     d.mode.as_str(),
-                    match d.verdict {
-                        Verdict::Pass => "PASS",
-                        Verdict::Fail => "FAIL",
-                    },
+                    d.verdict.to_string(),
                     d.rto_seconds.map_or("-".into(), seconds),
                     seconds(d.rto_goal_seconds),
                     d.rpo_seconds.map_or("-".into(), seconds),

@@ -36,6 +36,15 @@ pub enum Verdict {
     Fail,
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        })
+    }
+}
+
 /// One phase of the drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
@@ -122,6 +131,9 @@ pub struct DrillReport {
     pub report_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_error: Option<String>,
+    /// The stored report's SHA-256 (recorded in the audit chain; not part of the report).
+    #[serde(skip)]
+    pub report_sha256: Option<String>,
 }
 
 /// What `drill list` reads back from a stored report (any report this agent wrote parses).
@@ -240,10 +252,7 @@ impl DrillReport {
             self.mode.as_str(),
             self.engine,
             self.release,
-            match self.verdict {
-                Verdict::Pass => "PASS",
-                Verdict::Fail => "FAIL",
-            }
+            self.verdict
         );
         let line = |k: &str, v: String| format!("  {k:<22} {v}\n");
         out += &line(
@@ -280,7 +289,7 @@ impl DrillReport {
             out += &line(
                 "projection",
                 format!(
-                    "{} for {} GiB: {:?} (PROJECTED, not measured)",
+                    "{} for {} GiB: {} (PROJECTED, not measured)",
                     seconds(p.projected_rto_seconds),
                     p.production_size_gib,
                     p.projected_verdict
@@ -370,6 +379,7 @@ mod tests {
             agent_version: "0".into(),
             report_key: None,
             report_error: None,
+            report_sha256: None,
         }
     }
 

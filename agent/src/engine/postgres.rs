@@ -311,7 +311,8 @@ pub async fn create_database(maintenance: &ConnParams, database: &str) -> Result
         .map_err(query_error("create database", database))
 }
 
-fn quote_ident(name: &str) -> String {
+/// `"name"`, doubling quotes inside.
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -329,38 +330,102 @@ async fn terminate_sessions(client: &Client, database: &str) -> Result<(), Engin
         .map_err(query_error("end the sessions of", database))
 }
 
-/// `ALTER DATABASE from RENAME TO to`, after ending the sessions on `from` (an application
-/// reconnecting in between is ended again, a few times).
+/// `ALTER DATABASE from RENAME TO to`: new sessions refused first (`ALLOW_CONNECTIONS
+/// false`), then the open ones ended (one that comes back in between is ended again, a few
+/// times); `to` accepts sessions again afterwards. Needs the database's ownership and the
+/// right to end its sessions (membership in their roles, or `pg_signal_backend`).
 pub async fn rename_database(
     maintenance: &ConnParams,
     from: &str,
     to: &str,
 ) -> Result<(), EngineError> {
     let client = connect(maintenance).await?;
+    let failed = |e: tokio_postgres::Error| EngineError::Query {
+        what: "rename database",
+        database: format!("{from} (to {to})"),
+        detail: detail(&e),
+    };
+    let allow = |name: &str, on: bool| {
+        format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS {on}",
+            quote_ident(name)
+        )
+    };
+    client
+        .batch_execute(&allow(from, false))
+        .await
+        .map_err(failed)?;
     let sql = format!(
         "ALTER DATABASE {} RENAME TO {}",
         quote_ident(from),
         quote_ident(to)
     );
     let mut attempt = 0;
-    loop {
+    let renamed = loop {
         terminate_sessions(&client, from).await?;
         match client.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
-            // 55006 object_in_use: a session came back before the rename.
-            Err(e) if attempt < 20 && e.code().is_some_and(|c| c.code() == "55006") => {
+            Ok(()) => break Ok(()),
+            // 55006 object_in_use: a session is still there (ending one takes a moment).
+            Err(e) if attempt < 50 && e.code().is_some_and(|c| c.code() == "55006") => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            Err(e) => {
-                return Err(EngineError::Query {
-                    what: "rename database",
-                    database: format!("{from} (to {to})"),
-                    detail: detail(&e),
-                });
-            }
+            Err(e) => break Err(failed(e)),
         }
+    };
+    let now = if renamed.is_ok() { to } else { from };
+    client
+        .batch_execute(&allow(now, true))
+        .await
+        .map_err(failed)?;
+    renamed
+}
+
+/// Creates `database` shaped like `like`: same owner, encoding and collation (from
+/// `template0`, as pg_dump's `--create` does), for a restore in its place.
+pub async fn create_database_like(
+    maintenance: &ConnParams,
+    database: &str,
+    like: &str,
+) -> Result<(), EngineError> {
+    let client = connect(maintenance).await?;
+    let row = client
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, \
+             datcollate::text, datctype::text FROM pg_database WHERE datname = $1",
+            &[&like],
+        )
+        .await
+        .map_err(query_error("read the settings of database", like))?;
+    let literal = |v: String| format!("'{}'", v.replace('\'', "''"));
+    client
+        .batch_execute(&format!(
+            "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} \
+             LC_CTYPE {}",
+            quote_ident(database),
+            quote_ident(&row.get::<_, String>(0)),
+            literal(row.get(1)),
+            literal(row.get(2)),
+            literal(row.get(3)),
+        ))
+        .await
+        .map_err(query_error("create database", database))
+}
+
+/// `DROP ROLE` of each (roles a scratch drill created, which own nothing once its database
+/// is dropped).
+pub async fn drop_roles(maintenance: &ConnParams, roles: &[String]) -> Result<(), EngineError> {
+    if roles.is_empty() {
+        return Ok(());
     }
+    let client = connect(maintenance).await?;
+    for role in roles {
+        client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
+            .await
+            .map_err(query_error("drop role", role))?;
+    }
+    Ok(())
 }
 
 /// `DROP DATABASE`, ending its sessions first (`WITH (FORCE)`).

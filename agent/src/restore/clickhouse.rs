@@ -47,7 +47,7 @@ pub fn preflight(config: &Config, options: &RestoreOptions) -> Result<Login> {
             engine: "clickhouse",
         });
     }
-    if options.with_globals {
+    if options.with_globals.is_some() {
         return Err(Error::OptionNotForEngine {
             option: "--with-globals",
             engine: "clickhouse",
@@ -68,7 +68,7 @@ fn details(manifest: &FetchedManifest) -> Result<ClickHouseDetails> {
 }
 
 /// The scope recorded in the manifest, as a RESTORE clause.
-fn recorded_scope(details: &ClickHouseDetails) -> Scope {
+pub(crate) fn recorded_scope(details: &ClickHouseDetails) -> Scope {
     let pick = |prefix: &str| -> Vec<String> {
         details
             .scope
@@ -267,6 +267,20 @@ async fn validate_tables(
         Scope::All => None,
     };
     for check in &config.restore.clickhouse.sql {
+        // In a drill, a check that does not say `{database}` would query the live source and
+        // pass whatever the restore did.
+        if options.rename_suffix.is_some() && !check.query.contains("{database}") {
+            checks.push(CheckResult {
+                kind: CheckKind::Sql,
+                name: check.name.clone(),
+                expected: validate::describe(&check.expect),
+                actual: "not run: in a drill the query must name {database} (the renamed \
+                         database), or it checks the live one"
+                    .into(),
+                passed: false,
+            });
+            continue;
+        }
         let query = match &first {
             Some(db) => check
                 .query
@@ -313,7 +327,9 @@ pub async fn restore_clickhouse<S: ObjectStore>(
     if options.rename_suffix.is_some() && scope == Scope::All {
         return Err(Error::RestoreRefused {
             snapshot: snapshot.keys.dump.clone(),
-            problems: "a backup of ALL databases cannot be restored under other names                        (RESTORE ALL takes no AS): drill a backup with clickhouse.databases or                        clickhouse.tables set"
+            problems: "a backup of ALL databases cannot be restored under other names \
+                       (RESTORE ALL takes no AS): drill a backup with clickhouse.databases or \
+                       clickhouse.tables set"
                 .into(),
         });
     }

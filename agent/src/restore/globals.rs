@@ -4,7 +4,7 @@
 //! ([`crate::engine::postgres::globals`]).
 
 use crate::catalog::FetchedManifest;
-use crate::engine::postgres::globals::{self, Applied, GLOBALS_LIMIT, Globals};
+use crate::engine::postgres::globals::{self, Applied, Fidelity, GLOBALS_LIMIT, Globals};
 use crate::engine::postgres::{self, ConnParams};
 use crate::error::{Error, Result};
 use crate::manifest::PostgresDetails;
@@ -18,13 +18,16 @@ pub async fn apply<S: ObjectStore>(
     details: &PostgresDetails,
     params: &ConnParams,
     database_created: bool,
+    fidelity: Fidelity,
 ) -> Result<Option<Applied>> {
     let Some(key) = &details.globals_key else {
         return Ok(None);
     };
     let entry = manifest.object(key)?;
     let version = entry.version_id.as_deref();
-    let bytes = read_small(store, key, version, GLOBALS_LIMIT).await?;
+    // Never more than the manifest says (a larger object fails its size check anyway).
+    let limit = entry.size_bytes.min(GLOBALS_LIMIT);
+    let bytes = read_small(store, key, version, limit).await?;
     let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     let expected = entry.sha256.clone().unwrap_or_default();
     if actual != expected || bytes.len() as u64 != entry.size_bytes {
@@ -42,7 +45,14 @@ pub async fn apply<S: ObjectStore>(
         problem: format!("its globals object {key} is not valid ({e})"),
     })?;
     let client = postgres::connect(params).await?;
-    let applied = globals::apply(&client, &parsed, &params.database, database_created).await?;
+    let applied = globals::apply(
+        &client,
+        &parsed,
+        &params.database,
+        database_created,
+        fidelity,
+    )
+    .await?;
     tracing::info!(created = ?applied.created_roles, existing = applied.existing_roles,
         memberships = applied.memberships_granted, settings = applied.settings_applied,
         "globals applied");

@@ -112,7 +112,7 @@ async fn scratch_drill_measures_passes_fails_and_leaves_the_source_alone(id: Tes
     assert_eq!(report["snapshot"], key.as_str());
     let scratch = report["target"].as_str().unwrap().to_owned();
     assert!(
-        scratch.starts_with(&db[..30]) && scratch.contains("_drill_"),
+        scratch.starts_with(&db[..20]) && scratch.contains("_drill_"),
         "{scratch}"
     );
     let phases: Vec<&str> = report["phases"]
@@ -271,8 +271,6 @@ async fn scratch_drill_into_an_empty_cluster_creates_the_missing_roles() {
         );
     let fresh = other.join("agent.yaml");
     std::fs::write(&fresh, yaml).unwrap();
-    let port: u16 = port.parse().unwrap();
-
     // A plain restore fails there on the missing owner, and commits nothing.
     let plain = format!("{db}_plain");
     let out = strongroom(
@@ -293,6 +291,18 @@ async fn scratch_drill_into_an_empty_cluster_creates_the_missing_roles() {
         "{}",
         text(&out)
     );
+    let port_number: u16 = port.parse().unwrap();
+    let plain_db = connect(&host, port_number, &plain).await;
+    let tables: i64 = plain_db
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "the failed restore committed something");
+    drop(plain_db);
 
     let (code, report, out) = drill(&fresh, &["--keep"]);
     assert_eq!(code, 0, "{out}");
@@ -309,8 +319,9 @@ async fn scratch_drill_into_an_empty_cluster_creates_the_missing_roles() {
                 .contains(&Value::from(reader.as_str())),
         "{report:#}"
     );
-    let scratch = report["target"].as_str().unwrap();
-    let client = connect(&host, port, scratch).await;
+    let port = port_number;
+    let scratch = report["target"].as_str().unwrap().to_owned();
+    let client = connect(&host, port, &scratch).await;
     let row = client
         .query_one(
             "SELECT tableowner::text, (SELECT count(*) FROM owned.items), \
@@ -333,7 +344,10 @@ async fn scratch_drill_into_an_empty_cluster_creates_the_missing_roles() {
         )
         .await
         .unwrap();
-    assert!(role.get::<_, bool>(0));
+    assert!(
+        !role.get::<_, bool>(0),
+        "a drill's roles own the data and cannot log in"
+    );
     assert_eq!(role.get::<_, i32>(1), 7);
     assert!(role.get::<_, bool>(2), "membership restored");
     assert_eq!(
@@ -342,14 +356,62 @@ async fn scratch_drill_into_an_empty_cluster_creates_the_missing_roles() {
     );
     drop(client);
 
-    // A second drill finds the roles and creates nothing, changing nothing.
+    // Without --keep, the drill's roles go with its database.
     let admin = connect(&host, port, "postgres").await;
     admin
-        .batch_execute(&format!("ALTER ROLE \"{reader}\" CONNECTION LIMIT 3"))
+        .batch_execute(&format!("DROP DATABASE \"{scratch}\" WITH (FORCE)"))
         .await
         .unwrap();
     admin
-        .batch_execute(&format!("DROP DATABASE \"{scratch}\" WITH (FORCE)"))
+        .batch_execute(&format!("DROP ROLE \"{reader}\"; DROP ROLE \"{owner}\""))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, unkept, out) = drill(&fresh, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        unkept["cleanup"][0].as_str().unwrap().contains(&owner),
+        "{unkept:#}"
+    );
+    let roles: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $2)",
+            &[&owner, &reader],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 0, "the drill's roles were left behind");
+
+    // restore --with-globals recreates them as they were, login included.
+    let faithful = format!("{db}_faithful");
+    let out = strongroom(
+        &fresh,
+        &[
+            "restore",
+            "--engine",
+            "postgresql",
+            "--latest",
+            "--create",
+            "--with-globals",
+            "--database",
+            &faithful,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let row = admin
+        .query_one(
+            "SELECT rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&reader],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i32>(1), 7);
+
+    // A drill now finds the roles and creates nothing, changing nothing.
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{reader}\" CONNECTION LIMIT 3"))
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -546,15 +608,21 @@ async fn replace_drill_measures_api_healthy_and_puts_the_original_back_on_failur
         "{failed:#}"
     );
     assert_eq!(harness::reference_dump(&db), before, "the original is back");
-    let leftovers = harness::admin("postgres")
+    // Nothing was dropped: the failed copy is kept aside, and nothing else is left.
+    let leftovers: Vec<String> = harness::admin("postgres")
         .await
         .query(
             "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
             &[&format!("{}%drill%", &db[..20])],
         )
         .await
-        .unwrap();
-    assert!(leftovers.is_empty(), "{:?}", leftovers.len());
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    assert!(leftovers[0].contains("_drillfailed_"), "{leftovers:?}");
+    harness::drop_database(&leftovers[0]).await;
     harness::drop_database(&db).await;
 }
 
@@ -653,7 +721,11 @@ async fn the_daemon_drills_on_schedule_and_never_while_a_backup_runs() {
             .as_ref()
             .is_some_and(|s| s.reason.contains("backup"))
     });
-    std::thread::sleep(Duration::from_secs(4));
+    for _ in 0..20 {
+        let d = &agent.status().drills[&strongroom::layout::Engine::Postgresql];
+        assert!(!d.running, "a drill runs during the backup");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let status = agent.status();
     assert!(
         status.engines.values().next().unwrap().running.is_some(),

@@ -58,7 +58,7 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     let client = store.client();
     let manifest_bytes = harness::download(client, &bucket, &report.manifest_key, None).await;
     let manifest = Manifest::from_bytes(&report.manifest_key, &manifest_bytes).unwrap();
-    assert_eq!(manifest.format_version, 1);
+    assert_eq!(manifest.format_version, 2);
     assert_eq!(manifest.engine, Engine::Postgresql);
     assert_eq!(manifest.release, "llama-mapper");
     assert_eq!(manifest.timestamp, report.timestamp);

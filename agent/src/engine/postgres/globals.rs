@@ -130,6 +130,17 @@ pub async fn read(client: &Client, database: &str) -> Result<Globals, EngineErro
     Ok(globals)
 }
 
+/// How faithfully missing roles are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fidelity {
+    /// With the backup's attributes (`restore --with-globals`, into a fresh cluster).
+    Faithful,
+    /// NOLOGIN and without SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS: enough to
+    /// own and be granted the restored objects (a scratch drill), never a way in. A role
+    /// dropped on purpose since the backup does not come back as a login.
+    Owner,
+}
+
 /// What [`apply`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Applied {
@@ -139,13 +150,16 @@ pub struct Applied {
     pub existing_roles: usize,
     pub memberships_granted: usize,
     pub settings_applied: usize,
-    /// Settings left out, with why.
+    /// Created roles with a privileged attribute (SUPERUSER, REPLICATION, BYPASSRLS,
+    /// CREATEROLE): check them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub privileged: Vec<String>,
+    /// What was left out (memberships involving an existing role, statements the server
+    /// refused), with why.
     pub skipped: Vec<String>,
 }
 
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+use super::quote_ident as ident;
 
 fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -186,11 +200,12 @@ pub fn set_clause(setting: &str) -> Result<String, String> {
     Ok(format!("{name} TO {value}"))
 }
 
-/// Splits `a, "b c", "d""e"` into `a`, `b c`, `d"e`.
+/// Splits `a, "b c", "d""e"` into `a`, `b c`, `d"e`; `""` (e.g. `search_path=""`, a common
+/// hardening) is one empty element.
 fn split_list(value: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut current = String::new();
-    let mut quoted = false;
+    let (mut quoted, mut had_quotes) = (false, false);
     let mut chars = value.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -198,25 +213,39 @@ fn split_list(value: &str) -> Vec<String> {
                 chars.next();
                 current.push('"');
             }
-            '"' => quoted = !quoted,
-            ',' if !quoted => items.push(std::mem::take(&mut current)),
+            '"' => {
+                quoted = !quoted;
+                had_quotes = true;
+            }
+            ',' if !quoted => {
+                if had_quotes || !current.is_empty() {
+                    items.push(std::mem::take(&mut current));
+                }
+                had_quotes = false;
+            }
             c if c.is_whitespace() && !quoted => {}
             c => current.push(c),
         }
     }
-    items.push(current);
-    items.retain(|i| !i.is_empty());
+    if had_quotes || !current.is_empty() {
+        items.push(current);
+    }
+    if items.is_empty() {
+        items.push(String::new());
+    }
     items
 }
 
-/// The statements that create what `existing` lacks: missing roles with their attributes,
-/// memberships that involve a created role, and the created roles' settings; the database's
-/// settings on `database` only when `database_created`.
+/// The statements that create what `existing` lacks: missing roles (as `fidelity` says),
+/// memberships between created roles, and the created roles' settings; the database's
+/// settings on `database` only when `database_created`. A membership involving an existing
+/// role is left out (granting it would change that role, or hand a created role its rights).
 pub fn plan(
     globals: &Globals,
     existing: &BTreeSet<String>,
     database: &str,
     database_created: bool,
+    fidelity: Fidelity,
 ) -> (Vec<String>, Applied) {
     let mut sql = Vec::new();
     let mut applied = Applied::default();
@@ -225,12 +254,17 @@ pub fn plan(
             applied.existing_roles += 1;
             continue;
         }
-        let flag = |on: bool, name: &str| format!("{}{name}", if on { "" } else { "NO" });
+        let faithful = fidelity == Fidelity::Faithful;
+        let flag =
+            |on: bool, name: &str| format!("{}{name}", if on && faithful { "" } else { "NO" });
+        if faithful && (role.superuser || role.replication || role.bypass_rls || role.create_role) {
+            applied.privileged.push(role.name.clone());
+        }
         sql.push(format!(
             "CREATE ROLE {} WITH {} {} {} {} {} {} {} CONNECTION LIMIT {}",
             ident(&role.name),
             flag(role.superuser, "SUPERUSER"),
-            flag(role.inherit, "INHERIT"),
+            if role.inherit { "INHERIT" } else { "NOINHERIT" },
             flag(role.create_role, "CREATEROLE"),
             flag(role.create_db, "CREATEDB"),
             flag(role.login, "LOGIN"),
@@ -242,15 +276,20 @@ pub fn plan(
     }
     let created_names = applied.created_roles.clone();
     let created: BTreeSet<&str> = created_names.iter().map(String::as_str).collect();
-    let known = |name: &str| created.contains(name) || existing.contains(name);
     for m in &globals.memberships {
-        if !(created.contains(m.role.as_str()) || created.contains(m.member.as_str())) {
+        let (role, member) = (
+            created.contains(m.role.as_str()),
+            created.contains(m.member.as_str()),
+        );
+        if !(role || member) {
             continue;
         }
-        if !known(&m.role) || !known(&m.member) {
+        if !(role && member) {
             applied.skipped.push(format!(
-                "membership of {} in {}: a role the backup does not describe",
-                m.member, m.role
+                "membership of {} in {}: {} exists on this server and is not changed",
+                m.member,
+                m.role,
+                if role { &m.member } else { &m.role }
             ));
             continue;
         }
@@ -308,6 +347,7 @@ pub async fn apply(
     globals: &Globals,
     database: &str,
     database_created: bool,
+    fidelity: Fidelity,
 ) -> Result<Applied, EngineError> {
     let failed = |what: &'static str| {
         let database = database.to_owned();
@@ -324,23 +364,41 @@ pub async fn apply(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let (statements, applied) = plan(globals, &existing, database, database_created);
+    let (statements, mut applied) = plan(globals, &existing, database, database_created, fidelity);
     if statements.is_empty() {
         return Ok(applied);
     }
-    let mut script = String::from("BEGIN;\n");
-    for s in &statements {
-        script.push_str(s);
-        script.push_str(";\n");
+    // One transaction; a statement the server refuses (a setting only a superuser may make,
+    // a role this login may not create) is rolled back to its savepoint and reported, so
+    // it does not take the others with it. Values are quoted for standard strings.
+    client
+        .batch_execute("BEGIN; SET LOCAL standard_conforming_strings = on")
+        .await
+        .map_err(failed("create the backup's missing roles"))?;
+    let mut refused_roles = BTreeSet::new();
+    for statement in &statements {
+        let step = format!("SAVEPOINT strongroom_globals; {statement}; RELEASE strongroom_globals");
+        if let Err(e) = client.batch_execute(&step).await {
+            client
+                .batch_execute("ROLLBACK TO strongroom_globals")
+                .await
+                .map_err(failed("create the backup's missing roles"))?;
+            let what = statement.split(" WITH ").next().unwrap_or(statement);
+            applied
+                .skipped
+                .push(format!("{what}: refused ({})", detail(&e)));
+            if let Some(name) = statement.strip_prefix("CREATE ROLE ") {
+                refused_roles.insert(name.split(" WITH ").next().unwrap_or(name).to_owned());
+            }
+        }
     }
-    script.push_str("COMMIT;");
-    if let Err(e) = client.batch_execute(&script).await {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(failed(
-            "create the backup's missing roles (the restore role needs CREATEROLE, or superuser \
-             for SUPERUSER/REPLICATION/BYPASSRLS roles)",
-        )(e));
-    }
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(failed("create the backup's missing roles"))?;
+    applied
+        .created_roles
+        .retain(|r| !refused_roles.contains(&ident(r)));
     Ok(applied)
 }
 
@@ -401,7 +459,7 @@ mod tests {
     #[test]
     fn only_missing_roles_are_created_and_existing_ones_never_altered() {
         let existing: BTreeSet<String> = ["postgres".to_string()].into();
-        let (sql, applied) = plan(&sample(), &existing, "app_drill", true);
+        let (sql, applied) = plan(&sample(), &existing, "app_drill", true, Fidelity::Faithful);
         assert_eq!(applied.created_roles, ["app", "we\"b"]);
         assert_eq!(applied.existing_roles, 1);
         assert_eq!(
@@ -412,24 +470,42 @@ mod tests {
                 "CREATE ROLE \"we\"\"b\" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN \
                  NOREPLICATION NOBYPASSRLS CONNECTION LIMIT -1",
                 "GRANT \"app\" TO \"we\"\"b\"",
-                // A membership of an existing role in a created one is new, so it is granted.
-                "GRANT \"app\" TO \"postgres\" WITH ADMIN OPTION",
                 "ALTER ROLE \"app\" IN DATABASE \"app_drill\" SET search_path TO 'app', 'my schema'",
                 "ALTER DATABASE \"app_drill\" SET statement_timeout TO '5s'",
             ]
         );
-        // postgres exists: its work_mem is not touched.
-        assert!(!sql.iter().any(|s| s.contains("work_mem")));
-        assert_eq!(applied.skipped.len(), 1, "{:?}", applied.skipped);
+        // postgres exists: neither its work_mem nor its memberships are touched.
+        assert!(
+            !sql.iter()
+                .any(|s| s.contains("work_mem") || s.contains("TO \"postgres\""))
+        );
+        assert_eq!(applied.skipped.len(), 2, "{:?}", applied.skipped);
+        assert!(
+            applied.skipped[0].contains("postgres exists"),
+            "{:?}",
+            applied.skipped
+        );
         // An existing database keeps its settings.
-        let (sql, _) = plan(&sample(), &existing, "app", false);
+        let (sql, _) = plan(&sample(), &existing, "app", false, Fidelity::Faithful);
         assert!(!sql.iter().any(|s| s.starts_with("ALTER DATABASE")));
+        // A drill's roles can own objects, and nothing else.
+        let mut privileged = sample();
+        privileged.roles[2].superuser = true;
+        let (sql, applied) = plan(&privileged, &existing, "d", true, Fidelity::Owner);
+        assert!(
+            sql[1].contains("NOSUPERUSER") && sql[1].contains("NOLOGIN"),
+            "{}",
+            sql[1]
+        );
+        assert!(applied.privileged.is_empty());
+        let (_, applied) = plan(&privileged, &existing, "d", true, Fidelity::Faithful);
+        assert_eq!(applied.privileged, ["we\"b"]);
     }
 
     #[test]
     fn everything_exists_means_nothing_to_do() {
         let existing = ["postgres", "app", "we\"b"].map(String::from).into();
-        let (sql, applied) = plan(&sample(), &existing, "app", false);
+        let (sql, applied) = plan(&sample(), &existing, "app", false, Fidelity::Faithful);
         assert!(sql.is_empty(), "{sql:?}");
         assert_eq!(applied.existing_roles, 3);
     }
@@ -445,6 +521,7 @@ mod tests {
             set_clause("search_path=\"$user\", public, \"a\"\"b\"").unwrap(),
             "search_path TO '$user', 'public', 'a\"b'"
         );
+        assert_eq!(set_clause("search_path=\"\"").unwrap(), "search_path TO ''");
         assert!(set_clause("x; DROP TABLE t=1").is_err());
         assert!(set_clause("novalue").is_err());
     }

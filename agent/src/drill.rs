@@ -621,7 +621,6 @@ async fn store_report<S: ObjectStore>(
         let mut bytes = serde_json::to_vec_pretty(&stored).expect("serialisable");
         bytes.push(b'\n');
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        let retention = retention;
         async move {
             policy
                 .put(store, &key, bytes, retention.as_ref())

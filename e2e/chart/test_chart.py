@@ -760,12 +760,12 @@ def test_the_clickhouse_sidecar_carries_the_drill_section(tmp_path):
     assert "drill" not in agent_config(docs, "ch-sidecar")
     values["drills"] = {"enabled": True, "rtoGoalSeconds": 2400, "schedule": "0 5 1 * *",
                         "clickhouse": {"user": "strongroom_drill", "passwordSecretRef": "llama-mapper-ch-drill"},
-                        "smoke": [{"name": "health", "url": "http://llama-mapper.prod.svc:8080/health"}]}
+                        "smoke": [{"name": "health", "url": "http://llama-mapper.prod.svc:8080/health?database={database}"}]}
     docs = render_dir(chart, values)
     config = agent_config(docs, "ch-sidecar")
     assert config["drill"] == {"enabled": True, "schedule": "0 5 1 * *", "rto_goal_seconds": 2400,
                                "allow_replace": False,
-                               "smoke": {"http": [{"name": "health", "url": "http://llama-mapper.prod.svc:8080/health"}]}}
+                               "smoke": {"http": [{"name": "health", "url": "http://llama-mapper.prod.svc:8080/health?database={database}"}]}}
     assert config["restore"] == {"clickhouse": {"user": "strongroom_drill",
                                                 "password_file": "/var/run/secrets/strongroom/drill-clickhouse-password"}}
     sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("clickhouse"))

@@ -405,22 +405,46 @@ async fn drill<S: ObjectStore>(
         Target::Postgres { .. } => {}
     }
     let restore_options = restore_options(config, options, &target);
-    let restored =
-        restore::restore_snapshot(config, store, policy, verifier, &snapshot, &restore_options)
-            .await;
+    // SIGTERM or SIGINT (a Job's deadline, a pod deleted, Ctrl-C) stops the restore (psql is
+    // killed: nothing commits) and the drill cleans up: a replace drill puts the original back.
+    let restored = tokio::select! {
+        r = restore::restore_snapshot(config, store, policy, verifier, &snapshot, &restore_options) => Some(r),
+        signal = interrupted() => {
+            report.failures.push(format!(
+                "interrupted by {signal} during the restore: it was stopped, nothing committed"
+            ));
+            None
+        }
+    };
     let passed = match &restored {
-        Ok(r) => {
+        Some(Ok(r)) => {
             record_restore(report, r);
             r.passed
         }
-        Err(e) => {
+        Some(Err(e)) => {
             report.failures.push(format!("the restore failed: {e}"));
             false
         }
+        None => false,
     };
-    report.restore = restored.ok();
+    report.restore = restored.and_then(|r| r.ok());
     clean_up(config, options, &target, passed, report).await;
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT with the signal's name; never, if they cannot be watched.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// Phases, sizes and health from the restore's own report.

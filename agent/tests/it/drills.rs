@@ -740,3 +740,107 @@ async fn the_daemon_drills_on_schedule_and_never_while_a_backup_runs() {
     drop(agent);
     harness::drop_database(&db).await;
 }
+
+/// SIGTERM during a replace drill's restore (a Job's deadline, a deleted pod): the restore is
+/// stopped, nothing commits, and the original is renamed back before the agent exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
+    let id = TestId {
+        test: "interrupted_drill",
+        s3: S3Kind::Rgw,
+    };
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let client = harness::fresh_database(&db).await;
+    harness::load_sample(&client).await;
+    drop(client);
+    let dir = tempfile::tempdir().unwrap();
+    // A psql that takes its time before loading: the signal lands mid-restore.
+    let slow = dir.path().join("slow-psql");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec psql --version\nsleep 20\nexec psql \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = config_file(&id, &bucket, dir.path(), "", "");
+    backup(&config);
+    let before = harness::reference_dump(&db);
+    let yaml = format!(
+        "{}restore:\n  user: postgres\n  allow_unsigned: true\n  psql: {}\n  validation:\n    \
+         http:\n      - name: health\n        url: http://127.0.0.1:9/health\n\
+         drill:\n  allow_replace: true\n",
+        harness::config_yaml(&id, &bucket, "", ""),
+        slow.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["drill", "--mode", "replace", "--json", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let aside_pattern = format!("{}%predrill%", &db[..20]);
+    let mut renamed = false;
+    for _ in 0..100 {
+        let rows = harness::admin("postgres")
+            .await
+            .query(
+                "SELECT 1 FROM pg_database WHERE datname LIKE $1",
+                &[&aside_pattern],
+            )
+            .await
+            .unwrap();
+        if !rows.is_empty() {
+            renamed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if !renamed {
+        let out = child.wait_with_output().unwrap();
+        panic!("the live database was never renamed aside: {}", text(&out));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        text(&out).contains("interrupted by SIGTERM"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        report["cleanup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("renamed back")),
+        "{report:#}"
+    );
+    assert_eq!(harness::reference_dump(&db), before, "the original is back");
+    let left: Vec<String> = harness::admin("postgres")
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}%drill%", &db[..20])],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(left.iter().all(|d| d.contains("_drillfailed_")), "{left:?}");
+    for d in &left {
+        harness::drop_database(d).await;
+    }
+    harness::drop_database(&db).await;
+}

@@ -349,6 +349,30 @@ pub fn preflight_engine(config: &Config, engine: Engine, options: &RestoreOption
     }
 }
 
+/// Refuses bytes read from `key` (at the manifest's pinned version) whose SHA-256 or size is
+/// not the manifest's, naming both.
+pub(crate) fn check_pinned<S: ObjectStore>(
+    store: &S,
+    key: &str,
+    entry: &crate::manifest::ManifestObject,
+    actual_sha256: &[u8],
+    actual_size: u64,
+) -> Result<()> {
+    let actual = hex::encode(actual_sha256);
+    let expected = entry.sha256.clone().unwrap_or_default();
+    if actual == expected && actual_size == entry.size_bytes {
+        return Ok(());
+    }
+    Err(Error::HashMismatch {
+        key: store.target(key),
+        version: entry.version_id.as_deref().unwrap_or("(none)").to_owned(),
+        expected,
+        actual,
+        expected_size: entry.size_bytes,
+        actual_size,
+    })
+}
+
 /// Refuses to restore unsigned backups unless allowed: without a public key, nothing tells a
 /// backup the agent wrote from one planted by whoever holds the writer role.
 pub fn require_signatures(config: &Config, options: &RestoreOptions) -> Result<()> {

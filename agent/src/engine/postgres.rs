@@ -423,7 +423,10 @@ pub async fn drop_roles(maintenance: &ConnParams, roles: &[String]) -> Result<()
         client
             .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
             .await
-            .map_err(query_error("drop role", role))?;
+            .map_err(query_error(
+                "drop a role the drill created",
+                &format!("postgres (role {role}; drop it by hand)"),
+            ))?;
     }
     Ok(())
 }

@@ -28,18 +28,8 @@ pub async fn apply<S: ObjectStore>(
     // Never more than the manifest says (a larger object fails its size check anyway).
     let limit = entry.size_bytes.min(GLOBALS_LIMIT);
     let bytes = read_small(store, key, version, limit).await?;
-    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    let expected = entry.sha256.clone().unwrap_or_default();
-    if actual != expected || bytes.len() as u64 != entry.size_bytes {
-        return Err(Error::HashMismatch {
-            key: store.target(key),
-            version: version.unwrap_or("(none)").to_owned(),
-            expected,
-            actual,
-            expected_size: entry.size_bytes,
-            actual_size: bytes.len() as u64,
-        });
-    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes);
+    super::check_pinned(store, key, entry, &digest, bytes.len() as u64)?;
     let parsed: Globals = serde_json::from_slice(&bytes).map_err(|e| Error::ManifestMismatch {
         manifest: manifest.key.clone(),
         problem: format!("its globals object {key} is not valid ({e})"),

@@ -73,7 +73,6 @@ pub async fn load<S: ObjectStore>(
 ) -> Result<Loaded> {
     let entry = manifest.object(key)?;
     let version = entry.version_id.as_deref();
-    let expected = entry.sha256.clone().unwrap_or_default();
     let psql_version = postgres::tool_version(&config.restore.psql).await?;
     let restrict = if postgres::has_restrict(&psql_version) {
         Some(postgres::restrict_key()?)
@@ -110,18 +109,12 @@ pub async fn load<S: ObjectStore>(
     };
     match unpack::gunzip_into(store, key, version, sink).await {
         Ok(unpacked) => {
-            let actual = hex::encode(unpacked.sha256);
-            if actual != expected || unpacked.size != entry.size_bytes {
+            if let Err(e) = super::check_pinned(store, key, entry, &unpacked.sha256, unpacked.size)
+            {
                 psql.kill().await;
-                return Err(Error::HashMismatch {
-                    key: store.target(key),
-                    version: version.unwrap_or("(none)").to_owned(),
-                    expected,
-                    actual,
-                    expected_size: entry.size_bytes,
-                    actual_size: unpacked.size,
-                });
+                return Err(e);
             }
+            let actual = hex::encode(unpacked.sha256);
             let GuardedStdin {
                 mut guard,
                 mut stdin,

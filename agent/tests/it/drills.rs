@@ -44,6 +44,30 @@ fn drill(config: &Path, args: &[&str]) -> (i32, Value, String) {
     (out.status.code().unwrap_or(-1), report, text(&out))
 }
 
+/// The databases whose names start like `db`'s and hold `drill` (what drills leave behind).
+async fn drill_leftovers(db: &str) -> Vec<String> {
+    harness::admin("postgres")
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}%drill%", &db[..20])],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Whether one of the report's cleanup lines says `what`.
+fn cleanup_says(report: &Value, what: &str) -> bool {
+    report["cleanup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c.as_str().unwrap().contains(what))
+}
+
 async fn database_exists(host: &str, port: u16, name: &str) -> bool {
     let client = connect(host, port, "postgres").await;
     client
@@ -599,27 +623,10 @@ async fn replace_drill_measures_api_healthy_and_puts_the_original_back_on_failur
     assert_eq!(code, 1, "{out}");
     assert_eq!(failed["verdict"], "FAIL", "{failed:#}");
     assert!(out.contains("impossible"), "{out}");
-    assert!(
-        failed["cleanup"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c.as_str().unwrap().contains("renamed back")),
-        "{failed:#}"
-    );
+    assert!(cleanup_says(&failed, "renamed back"), "{failed:#}");
     assert_eq!(harness::reference_dump(&db), before, "the original is back");
     // Nothing was dropped: the failed copy is kept aside, and nothing else is left.
-    let leftovers: Vec<String> = harness::admin("postgres")
-        .await
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
-            &[&format!("{}%drill%", &db[..20])],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let leftovers: Vec<String> = drill_leftovers(&db).await;
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     assert!(leftovers[0].contains("_drillfailed_"), "{leftovers:?}");
     harness::drop_database(&leftovers[0]).await;
@@ -818,26 +825,9 @@ async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
         "{}",
         text(&out)
     );
-    assert!(
-        report["cleanup"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c.as_str().unwrap().contains("renamed back")),
-        "{report:#}"
-    );
+    assert!(cleanup_says(&report, "renamed back"), "{report:#}");
     assert_eq!(harness::reference_dump(&db), before, "the original is back");
-    let left: Vec<String> = harness::admin("postgres")
-        .await
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
-            &[&format!("{}%drill%", &db[..20])],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<String> = drill_leftovers(&db).await;
     assert!(left.iter().all(|d| d.contains("_drillfailed_")), "{left:?}");
     for d in &left {
         harness::drop_database(d).await;

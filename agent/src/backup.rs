@@ -211,6 +211,7 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
         compression_threads: crate::compress::threads(pg.compression_threads),
         block_size: crate::compress::BLOCK_SIZE,
         integrity: policy.integrity,
+        sections: true,
     };
     let upload = pipeline::stage(
         Arc::clone(&store),
@@ -311,6 +312,7 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
             snapshot_id,
             tables: tables.clone(),
             globals_key: Some(globals_key),
+            sections: completed.sections.clone(),
         }),
         ..Manifest::header(
             Engine::Postgresql,

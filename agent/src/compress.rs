@@ -22,6 +22,9 @@ use futures::{Stream, TryStreamExt as _};
 use libdeflater::{CompressionLvl, Compressor};
 use tokio::sync::oneshot;
 
+use crate::engine::postgres::sections::Sectioner;
+use crate::manifest::DumpSection;
+
 /// 1 MiB blocks: the ratio lost to restarting the 32 KiB window per block is well under 1%,
 /// and two cores get enough blocks to stay busy.
 pub const BLOCK_SIZE: usize = 1 << 20;
@@ -31,7 +34,13 @@ pub const BLOCK_SIZE: usize = 1 << 20;
 pub struct Member {
     pub gzip: Bytes,
     pub input_len: usize,
+    /// The member begins a section of the dump ([`Sections`]).
+    pub starts_section: bool,
 }
+
+/// Where the sections a [`Sectioner`] found are left once the input has been read: their
+/// uncompressed sizes and what they hold, or why there is no index.
+pub type Sections = Arc<Mutex<Option<Result<Vec<DumpSection>, String>>>>;
 
 thread_local! {
     /// One compressor (and output scratch) per thread, reused across blocks: no per-block
@@ -70,9 +79,10 @@ const REFILL_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 /// once: pg_dump writes 8 KiB at a time, and a reader waiting on the pipe is woken (a context
 /// switch on a busy machine) for every one of those writes. Pausing lets the 1 MiB pipe fill
 /// without waking anyone; it adds at most a millisecond per block of latency.
-fn read_block<R: Read>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
-    let mut block = vec![0; size];
-    let mut filled = 0;
+fn read_block<R: Read>(reader: &mut R, size: usize, start: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let mut filled = start.len();
+    let mut block = start;
+    block.resize(size.max(filled), 0);
     while filled < size {
         match reader.read(&mut block[filled..]) {
             Ok(0) => break,
@@ -87,7 +97,7 @@ fn read_block<R: Read>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
         }
     }
     block.truncate(filled);
-    Ok(Bytes::from(block))
+    Ok(block)
 }
 
 /// Priority of the compression threads on thread-priority's 0-99 scale, which maps linearly
@@ -95,6 +105,8 @@ fn read_block<R: Read>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
 const BACKGROUND_PRIORITY: u8 = 22;
 
 type Job = (Bytes, oneshot::Sender<std::io::Result<Vec<u8>>>);
+/// A block of input and whether it begins a section.
+type Block = (Bytes, bool);
 
 /// The compression threads of one stream. They run as SCHED_BATCH at nice 10, so a backup
 /// never makes probes and `/status` wait for a core (measured: `/status` p99 went from 8 ms to
@@ -157,23 +169,31 @@ fn lower_priority() {
 /// ahead of compression: the producer (pg_dump) then never stalls on a full pipe because every
 /// compression slot is busy, and each read costs one syscall, not an async wake-up per 8 KiB
 /// write (measured: ~90,000 context switches per second with an async pipe reader).
+///
+/// With `sections`, the input is a plain dump: a block also ends wherever a [`Sectioner`]
+/// starts a section, so every section is whole members, and the sections are left in
+/// `sections` when the input ends.
 pub fn compress<R>(
     reader: R,
     level: u32,
     threads: usize,
     block_size: usize,
+    sections: Option<Sections>,
 ) -> impl Stream<Item = std::io::Result<Member>> + Send
 where
     R: Read + Send + 'static,
 {
     let threads = threads.max(1);
-    let (blocks, received) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(threads);
-    tokio::task::spawn_blocking(move || read_blocks(reader, block_size, blocks));
+    let (blocks, received) = tokio::sync::mpsc::channel::<std::io::Result<Block>>(threads);
+    tokio::task::spawn_blocking(move || match sections {
+        None => read_blocks(reader, block_size, blocks),
+        Some(out) => read_sections(reader, block_size, blocks, out),
+    });
     let pool = Pool::new(threads, level).map(Arc::new);
     futures::stream::unfold(received, |mut received| async move {
         received.recv().await.map(|block| (block, received))
     })
-    .map_ok(move |block| {
+    .map_ok(move |(block, starts_section)| {
         let pool = pool
             .as_ref()
             .map(Arc::clone)
@@ -187,6 +207,7 @@ where
             Ok(Member {
                 gzip: Bytes::from(gzip),
                 input_len,
+                starts_section,
             })
         }
     })
@@ -197,16 +218,17 @@ where
 fn read_blocks<R: Read>(
     mut reader: R,
     block_size: usize,
-    blocks: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    blocks: tokio::sync::mpsc::Sender<std::io::Result<Block>>,
 ) {
     let mut first = true;
     loop {
-        let block = read_block(&mut reader, block_size);
+        let block = read_block(&mut reader, block_size, Vec::new());
         let (send, last) = match &block {
             Ok(b) if b.is_empty() => (first, true),
             Ok(b) => (true, b.len() < block_size),
             Err(_) => (true, true),
         };
+        let block = block.map(|b| (Bytes::from(b), false));
         if send && blocks.blocking_send(block).is_err() {
             return;
         }
@@ -214,6 +236,56 @@ fn read_blocks<R: Read>(
             return;
         }
         first = false;
+    }
+}
+
+/// [`read_blocks`] for a plain dump: each block is also cut where a section starts. The
+/// undecided head of a block's last line (at most [`HEAD_LIMIT`] bytes) starts the next block.
+///
+/// [`HEAD_LIMIT`]: crate::engine::postgres::sections::HEAD_LIMIT
+fn read_sections<R: Read>(
+    mut reader: R,
+    block_size: usize,
+    blocks: tokio::sync::mpsc::Sender<std::io::Result<Block>>,
+    out: Sections,
+) {
+    let mut sectioner = Sectioner::new();
+    let mut carry = Vec::new();
+    loop {
+        let mut block = match read_block(&mut reader, block_size, std::mem::take(&mut carry)) {
+            Ok(block) => block,
+            Err(e) => {
+                let _ = blocks.blocking_send(Err(e));
+                return;
+            }
+        };
+        let last = block.len() < block_size;
+        let scan = sectioner.scan(&block, last);
+        carry = block.split_off(scan.decided);
+        let block = Bytes::from(block);
+        let mut bounds = scan.cuts.clone();
+        bounds.push(block.len());
+        if scan.cuts.first() != Some(&0) {
+            bounds.insert(0, 0);
+        }
+        for pair in bounds.windows(2) {
+            let (start, end) = (pair[0], pair[1]);
+            let starts = scan.cuts.contains(&start);
+            // An empty piece only for an empty dump's one (preamble) section.
+            if start == end && !(starts && block.is_empty()) {
+                continue;
+            }
+            if blocks
+                .blocking_send(Ok((block.slice(start..end), starts)))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if last {
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(sectioner.finish());
+            return;
+        }
     }
 }
 
@@ -233,7 +305,7 @@ mod tests {
     use std::io::Write as _;
 
     async fn roundtrip(input: Vec<u8>, block: usize, threads: usize) -> (Vec<u8>, usize) {
-        let members: Vec<Member> = compress(std::io::Cursor::new(input), 6, threads, block)
+        let members: Vec<Member> = compress(std::io::Cursor::new(input), 6, threads, block, None)
             .try_collect()
             .await
             .unwrap();
@@ -262,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn compression_threads_run_as_batch_at_nice_10() {
-        let members: Vec<Member> = compress(std::io::Cursor::new(sample(10)), 6, 1, 16)
+        let members: Vec<Member> = compress(std::io::Cursor::new(sample(10)), 6, 1, 16, None)
             .try_collect()
             .await
             .unwrap();
@@ -308,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn system_gunzip_reads_the_output() {
         let input = sample(200_000);
-        let members: Vec<Member> = compress(std::io::Cursor::new(input.clone()), 6, 2, 50_000)
+        let members: Vec<Member> = compress(std::io::Cursor::new(input.clone()), 6, 2, 50_000, None)
             .try_collect()
             .await
             .unwrap();

@@ -24,7 +24,7 @@ use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::config::{Config, HttpCheck};
 use crate::engine::clickhouse::{ClickHouse, Scope};
 use crate::engine::postgres::globals::Fidelity;
-use crate::engine::postgres::{self, ConnParams};
+use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix as suffix};
 use crate::error::{Error, Result};
 use crate::layout::{Engine, Timestamp};
 use crate::locked_write::WritePolicy;
@@ -108,28 +108,6 @@ impl Target {
             Target::Clickhouse { databases, .. } => databases.join(", "),
         }
     }
-}
-
-/// `_drill_20261201t040000z_1a2b`: lowercase, so psql users need no quotes, and with a random
-/// part, so two drills in one second (the CLI and the sidecar) never share a name.
-fn suffix(t0: OffsetDateTime, what: &str) -> String {
-    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..4];
-    format!("_{what}_{}_{nonce}", Timestamp::new(t0)).to_ascii_lowercase()
-}
-
-/// `<db><suffix>`; a `db` too long for PostgreSQL's 63 bytes is shortened and keeps a hash of
-/// its full name, so two long names that share a beginning stay apart.
-fn derived_name(database: &str, suffix: &str) -> String {
-    if database.len() + suffix.len() <= 63 {
-        return format!("{database}{suffix}");
-    }
-    use sha2::Digest as _;
-    let hash = hex::encode(&sha2::Sha256::digest(database.as_bytes())[..3]);
-    let mut keep = 63 - suffix.len() - hash.len() - 1;
-    while !database.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{}_{hash}{suffix}", &database[..keep])
 }
 
 /// Local checks: the engine and its restore login are configured, replace is allowed and has

@@ -131,6 +131,17 @@ pub enum Error {
     /// `audit verify` found problems.
     #[error("the audit chain {folder} has {problems} problem(s) (listed above)")]
     AuditBroken { folder: String, problems: usize },
+    /// The verified, loaded staging copy could not be renamed into the target's place.
+    #[error(
+        "the restored copy {staging} could not take the place of database {target}: \
+         {detail}. It was dropped and {target} is unchanged. End the sessions connected to \
+         {target} (pg_stat_activity), then run the restore again"
+    )]
+    SwapFailed {
+        target: String,
+        staging: String,
+        detail: String,
+    },
     /// The manifest does not describe what it should.
     #[error("manifest {manifest} does not fit: {problem}")]
     ManifestMismatch { manifest: String, problem: String },

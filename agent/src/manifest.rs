@@ -14,7 +14,7 @@ use crate::layout::Engine;
 
 /// Bumped on any change that an older reader would misread or refuse. 2 added
 /// `postgresql.globals_key` (older agents refuse its unknown field; this one reads 1 and 2).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this agent still reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -83,6 +83,54 @@ pub struct PostgresDetails {
     /// snapshot; absent in backups from before it was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals_key: Option<String>,
+    /// The dump's sections, in order, tiling the object: each is whole gzip members, so it can
+    /// be fetched with a ranged GET and loaded on its own (absent before format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sections: Option<Vec<DumpSection>>,
+}
+
+/// What part of a plain dump a section holds, and so when and where it may be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionKind {
+    /// pg_dump's session settings before its first object: every session loads them first.
+    Preamble,
+    /// Schemas, types, functions, tables...: one session, before anything else.
+    PreData,
+    /// One table's rows (or a chunk of them), sequence values, large objects: in parallel.
+    Data,
+    /// An index, or a constraint that builds one: in parallel, one table per session.
+    Index,
+    /// The rest of the post-data (foreign keys, triggers, attachments, grants...): one
+    /// session, in the dump's order, after every index.
+    PostData,
+}
+
+/// One section of the dump object: its compressed byte range and how to load it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpSection {
+    pub kind: SectionKind,
+    /// Offset of its first compressed byte in the object.
+    pub offset: u64,
+    /// Compressed bytes.
+    pub size_bytes: u64,
+    pub uncompressed_size_bytes: u64,
+    /// Lowercase hex SHA-256 of its compressed bytes, as stored.
+    pub sha256: String,
+    /// `data`: the table its COPY loads; `index`: the table it is built on (as the dump
+    /// names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// `data` that starts inside a COPY's rows: that COPY statement, sent before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
+    /// `data` that ends inside a COPY's rows: the restore ends the COPY after them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ends_in_copy: bool,
+    /// The dump's `SET default_tablespace = ...;` in effect where the section starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespace: Option<String>,
 }
 
 /// What a ClickHouse backup holds, as the server and its `.backup` metadata describe it.
@@ -244,6 +292,7 @@ mod tests {
                     rows: 42,
                 }],
                 globals_key: None,
+                sections: None,
             }),
             clickhouse: None,
         }

@@ -17,7 +17,8 @@ use std::io::Read;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::compress;
+use crate::compress::{self, Sections};
+use crate::manifest::DumpSection;
 use crate::error::{Error, Result};
 use crate::readback::Sent;
 use crate::store::checksum::expected_multipart;
@@ -36,6 +37,8 @@ pub struct StreamOptions {
     pub compression_threads: usize,
     pub block_size: usize,
     pub integrity: Integrity,
+    /// The source is a plain dump: index its sections ([`crate::engine::postgres::sections`]).
+    pub sections: bool,
 }
 
 /// Live counters for status reporting, updated as work happens (shared with part tasks).
@@ -66,6 +69,8 @@ pub struct Staged<S: ObjectStore> {
     pub size: u64,
     pub uncompressed_size: u64,
     pub sha256: [u8; 32],
+    /// The dump's sections with their compressed ranges and hashes, when indexed.
+    pub sections: Option<Vec<DumpSection>>,
 }
 
 /// A completed upload, ready for read-back.
@@ -74,6 +79,7 @@ pub struct Completed {
     pub sent: Sent,
     pub uncompressed_size: u64,
     pub sha256: [u8; 32],
+    pub sections: Option<Vec<DumpSection>>,
 }
 
 impl<S: ObjectStore + 'static> Staged<S> {
@@ -101,6 +107,7 @@ impl<S: ObjectStore + 'static> Staged<S> {
             },
             uncompressed_size: self.uncompressed_size,
             sha256: self.sha256,
+            sections: self.sections,
         })
     }
 
@@ -145,14 +152,15 @@ where
         outcome = upload_parts(&store, key, &upload_id, source, options, progress) => outcome,
     };
     match uploaded {
-        Ok((parts, size, uncompressed_size, sha256)) => Ok(Staged {
+        Ok(streamed) => Ok(Staged {
             store,
             key: key.to_owned(),
             upload_id,
-            parts,
-            size,
-            uncompressed_size,
-            sha256,
+            parts: streamed.parts,
+            size: streamed.size,
+            uncompressed_size: streamed.uncompressed,
+            sha256: streamed.sha256,
+            sections: streamed.sections,
         }),
         Err(e) => {
             abort(&*store, key, &upload_id).await;
@@ -161,7 +169,66 @@ where
     }
 }
 
-type PartsOutcome = (Vec<UploadedPart>, u64, u64, [u8; 32]);
+/// What [`upload_parts`] sent.
+struct Streamed {
+    parts: Vec<UploadedPart>,
+    size: u64,
+    uncompressed: u64,
+    sha256: [u8; 32],
+    sections: Option<Vec<DumpSection>>,
+}
+
+/// The compressed range and hash of each section, as its members go by.
+#[derive(Default)]
+struct SectionRanges {
+    done: Vec<(u64, u64, [u8; 32])>,
+    open: Option<(u64, Sha256)>,
+}
+
+impl SectionRanges {
+    fn member(&mut self, offset: u64, member: &compress::Member) {
+        if member.starts_section {
+            self.close(offset);
+            self.open = Some((offset, Sha256::new()));
+        }
+        if let Some((_, hasher)) = &mut self.open {
+            hasher.update(&member.gzip);
+        }
+    }
+
+    fn close(&mut self, end: u64) {
+        if let Some((start, hasher)) = self.open.take() {
+            self.done.push((start, end - start, hasher.finalize().into()));
+        }
+    }
+
+    /// The sections the dump was cut into, with these ranges; `None` (logged) when the
+    /// sectioner made no index or the two do not agree.
+    fn index(mut self, key: &str, end: u64, found: Option<&Sections>) -> Option<Vec<DumpSection>> {
+        self.close(end);
+        let found = found?.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut sections = match found {
+            Some(Ok(sections)) => sections,
+            Some(Err(why)) => {
+                tracing::warn!(key, reason = %why, "the dump has no section index: restores \
+                    of this backup load it in one session");
+                return None;
+            }
+            None => return None,
+        };
+        if sections.len() != self.done.len() {
+            tracing::warn!(key, sections = sections.len(), ranges = self.done.len(),
+                "internal error: sections and compressed ranges disagree; no section index");
+            return None;
+        }
+        for (section, (offset, size, sha256)) in sections.iter_mut().zip(self.done) {
+            section.offset = offset;
+            section.size_bytes = size;
+            section.sha256 = hex::encode(sha256);
+        }
+        Some(sections)
+    }
+}
 
 async fn upload_parts<S, R>(
     store: &Arc<S>,
@@ -170,17 +237,20 @@ async fn upload_parts<S, R>(
     source: R,
     options: StreamOptions,
     progress: &Progress,
-) -> Result<PartsOutcome>
+) -> Result<Streamed>
 where
     S: ObjectStore + 'static,
     R: Read + Send + 'static,
 {
+    let found = options.sections.then(compress::Sections::default);
     let members = compress::compress(
         source,
         options.compression_level,
         options.compression_threads,
         options.block_size,
+        found.clone(),
     );
+    let mut ranges = SectionRanges::default();
     let mut members = std::pin::pin!(members);
     let mut hasher = Sha256::new();
     let (mut size, mut uncompressed) = (0u64, 0u64);
@@ -206,6 +276,7 @@ where
         })?
     {
         hasher.update(&member.gzip);
+        ranges.member(size, &member);
         size += member.gzip.len() as u64;
         uncompressed += member.input_len as u64;
         progress
@@ -235,7 +306,13 @@ where
         parts.push(joined(Some(done))?);
     }
     parts.sort_by_key(|p| p.number);
-    Ok((parts, size, uncompressed, hasher.finalize().into()))
+    Ok(Streamed {
+        parts,
+        size,
+        uncompressed,
+        sha256: hasher.finalize().into(),
+        sections: ranges.index(key, size, found.as_ref()),
+    })
 }
 
 fn joined(
@@ -318,6 +395,7 @@ mod tests {
             compression_threads: 2,
             block_size: 1000,
             integrity: Integrity::Md5,
+            sections: false,
         }
     }
 

@@ -9,8 +9,10 @@
 
 pub mod clickhouse;
 pub mod globals;
+pub mod parallel;
 pub mod psql_load;
 pub mod run_once;
+pub mod session;
 
 use std::time::{Duration, Instant};
 
@@ -98,6 +100,9 @@ pub struct RestoreReport {
     /// The roles created before loading (`--with-globals`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub globals: Option<crate::engine::postgres::globals::Applied>,
+    /// How a section-indexed dump was loaded (sessions, sections, phase times).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<parallel::ParallelLoad>,
     /// True when every check passed.
     pub passed: bool,
     /// Where the report was stored.
@@ -166,6 +171,14 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
         });
     }
     Ok(created)
+}
+
+/// Whether `params`' database has no tables of its own.
+async fn is_empty(params: &ConnParams) -> Result<bool> {
+    let client = postgres::connect(params).await?;
+    Ok(postgres::user_tables(&client, &params.database)
+        .await?
+        .is_empty())
 }
 
 /// Newer versions under the pinned key are never restored, but they are worth knowing about.
@@ -250,25 +263,65 @@ pub async fn restore_postgres<S: ObjectStore>(
     let mut warnings =
         version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
     let created = prepare_target(&params, options).await?;
-    let globals = match options.with_globals {
-        Some(fidelity) => {
-            let applied =
-                globals::apply(store, &manifest, &details, &params, created, fidelity).await?;
-            if applied.is_none() {
-                warnings.push(
-                    "--with-globals: this backup has no globals object (an older agent took \
-                     it); no roles were created"
-                        .into(),
-                );
-            }
-            applied
-        }
+    let mut index = parallel::index(&manifest, &entry, &details)?;
+    if index.is_some() && options.force && !created && !is_empty(&params).await? {
+        warnings.push(format!(
+            "--force into {database}, which has tables: the dump was loaded into it in one \
+             session, not in parallel through a staging database"
+        ));
+        index = None;
+    }
+    let staging = match index {
+        Some(_) => Some(parallel::Staging::create(&params).await?),
         None => None,
     };
+    let load_params = staging.as_ref().map_or_else(|| params.clone(), |s| s.params());
     tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
-        database = %database, signature = %manifest.signature, "restore started");
-
-    let unpacked = psql_load::load(store, config, &params, &manifest, &snapshot.keys.dump).await?;
+        database = %database, staging = ?staging.as_ref().map(|s| &s.name),
+        signature = %manifest.signature, "restore started");
+    let loaded = async {
+        let globals = match options.with_globals {
+            Some(fidelity) => {
+                let fresh = created || staging.is_some();
+                globals::apply(store, &manifest, &details, &load_params, fresh, fidelity)
+                    .await?
+                    .map(Some)
+                    .unwrap_or_else(|| {
+                        warnings.push(
+                            "--with-globals: this backup has no globals object (an older agent \
+                             took it); no roles were created"
+                                .into(),
+                        );
+                        None
+                    })
+            }
+            None => None,
+        };
+        let key = &snapshot.keys.dump;
+        let (unpacked, parallel) = match index {
+            Some(sections) => {
+                let (loaded, how) =
+                    parallel::load(store, config, &load_params, &manifest, key, sections).await?;
+                (loaded, Some(how))
+            }
+            None => (psql_load::load(store, config, &params, &manifest, key).await?, None),
+        };
+        Ok::<_, Error>((globals, unpacked, parallel))
+    }
+    .await;
+    let (globals, unpacked, parallel) = match (loaded, staging) {
+        (Ok(loaded), Some(staging)) => {
+            warnings.extend(staging.replace(&database).await?);
+            loaded
+        }
+        (Ok(loaded), None) => loaded,
+        (Err(e), staging) => {
+            if let Some(staging) = staging {
+                staging.discard().await;
+            }
+            return Err(e);
+        }
+    };
     let load_seconds = started.elapsed().as_secs_f64();
 
     let validation_started = Instant::now();
@@ -304,6 +357,7 @@ pub async fn restore_postgres<S: ObjectStore>(
         checks,
         warnings,
         globals,
+        parallel,
         passed,
         report_key: None,
         report_error: None,

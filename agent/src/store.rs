@@ -290,6 +290,15 @@ pub trait ObjectStore: Send + Sync {
         version_id: Option<&str>,
     ) -> impl Future<Output = StoreResult<ObjectBody>> + Send;
 
+    /// Streams `len` bytes from `offset` of one object version (a ranged GET).
+    fn get_range(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = StoreResult<ObjectBody>> + Send;
+
     /// The version's retention, `None` if it has none.
     fn retention(
         &self,

@@ -116,6 +116,37 @@ where
 {
     let started = Instant::now();
     let body = store.get(key, version_id).await?;
+    unpack_body(store, key, body, started, sink).await
+}
+
+/// [`gunzip_into`] for the `len` bytes at `offset` (whole gzip members: a section of a dump).
+pub async fn gunzip_range_into<S, W>(
+    store: &S,
+    key: &str,
+    version_id: Option<&str>,
+    (offset, len): (u64, u64),
+    sink: W,
+) -> Result<Unpacked<W>, UnpackError>
+where
+    S: ObjectStore,
+    W: Write + Send + 'static,
+{
+    let started = Instant::now();
+    let body = store.get_range(key, version_id, offset, len).await?;
+    unpack_body(store, key, body, started, sink).await
+}
+
+async fn unpack_body<S, W>(
+    store: &S,
+    key: &str,
+    body: crate::store::ObjectBody,
+    started: Instant,
+    sink: W,
+) -> Result<Unpacked<W>, UnpackError>
+where
+    S: ObjectStore,
+    W: Write + Send + 'static,
+{
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let reader = ChannelReader {
         chunks: receiver,

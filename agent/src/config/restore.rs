@@ -31,6 +31,10 @@ pub struct RestoreConfig {
     pub sslrootcert: Option<PathBuf>,
     #[serde(default = "defaults::psql")]
     pub psql: PathBuf,
+    /// psql sessions that load a section-indexed dump in parallel; 0 means one per available
+    /// core. 1 still loads through the staging database; older dumps load in one session.
+    #[serde(default)]
+    pub jobs: usize,
     /// Restore backups without a verified signature. Off: without `signing.public_key_file`
     /// nothing tells a backup the agent wrote from one planted by whoever holds the writer
     /// role (the database pod).
@@ -43,6 +47,13 @@ pub struct RestoreConfig {
     pub clickhouse: ClickHouseRestoreConfig,
 }
 
+impl RestoreConfig {
+    /// psql sessions for a parallel load: `jobs`, or one per available core when 0.
+    pub fn sessions(&self) -> usize {
+        crate::compress::threads(self.jobs)
+    }
+}
+
 impl Default for RestoreConfig {
     fn default() -> Self {
         RestoreConfig {
@@ -51,6 +62,7 @@ impl Default for RestoreConfig {
             sslmode: None,
             sslrootcert: None,
             psql: defaults::psql(),
+            jobs: 0,
             allow_unsigned: false,
             validation: ValidationConfig::default(),
             clickhouse: ClickHouseRestoreConfig::default(),
@@ -149,6 +161,7 @@ pub(super) fn validate(
         };
         validate_tls(mode_key, mode, "restore.sslrootcert", root)?;
     }
+    in_range("restore.jobs", restore.jobs as u64, 0..=64)?;
     let v = &restore.validation;
     let mut names = std::collections::BTreeSet::new();
     for (i, check) in v.sql.iter().enumerate() {

@@ -18,6 +18,7 @@ use super::process::ChildProcess;
 pub mod globals;
 pub mod messages;
 pub mod script;
+pub mod sections;
 pub mod tls;
 
 pub use tls::{RootCert, SslMode, TlsParams};
@@ -328,6 +329,28 @@ async fn terminate_sessions(client: &Client, database: &str) -> Result<(), Engin
         .await
         .map(drop)
         .map_err(query_error("end the sessions of", database))
+}
+
+/// `_drill_20261201t040000z_1a2b`: lowercase, so psql users need no quotes, and with a random
+/// part, so two drills in one second (the CLI and the sidecar) never share a name.
+pub fn name_suffix(t0: time::OffsetDateTime, what: &str) -> String {
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("_{what}_{}_{nonce}", crate::layout::Timestamp::new(t0)).to_ascii_lowercase()
+}
+
+/// `<db><suffix>`; a `db` too long for PostgreSQL's 63 bytes is shortened and keeps a hash of
+/// its full name, so two long names that share a beginning stay apart.
+pub fn derived_name(database: &str, suffix: &str) -> String {
+    if database.len() + suffix.len() <= 63 {
+        return format!("{database}{suffix}");
+    }
+    use sha2::Digest as _;
+    let hash = hex::encode(&sha2::Sha256::digest(database.as_bytes())[..3]);
+    let mut keep = 63 - suffix.len() - hash.len() - 1;
+    while !database.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{hash}{suffix}", &database[..keep])
 }
 
 /// `ALTER DATABASE from RENAME TO to`: new sessions refused first (`ALLOW_CONNECTIONS

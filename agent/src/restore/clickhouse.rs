@@ -419,6 +419,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         checks,
         warnings,
         globals: None,
+        parallel: None,
         passed,
         report_key: None,
         report_error: None,

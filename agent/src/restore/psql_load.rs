@@ -30,9 +30,9 @@ pub struct Loaded {
 }
 
 /// psql's stdin behind the guard.
-struct GuardedStdin {
-    guard: ScriptGuard,
-    stdin: std::fs::File,
+pub(super) struct GuardedStdin {
+    pub(super) guard: ScriptGuard,
+    pub(super) stdin: std::fs::File,
 }
 
 impl Write for GuardedStdin {
@@ -50,11 +50,16 @@ impl Write for GuardedStdin {
 }
 
 /// The guard's refusal inside a write error, if that is what it is.
-fn refusal_of(e: &std::io::Error) -> Option<Refusal> {
+pub(super) fn refusal_of(e: &std::io::Error) -> Option<Refusal> {
     e.get_ref()?.downcast_ref::<Refusal>().cloned()
 }
 
-fn refused(store: &impl ObjectStore, key: &str, version: Option<&str>, r: Refusal) -> Error {
+pub(super) fn refused(
+    store: &impl ObjectStore,
+    key: &str,
+    version: Option<&str>,
+    r: Refusal,
+) -> Error {
     Error::DumpRefused {
         key: store.target(key),
         version: version.unwrap_or("(none)").to_owned(),

@@ -55,6 +55,39 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// GetObject, whole or `(offset, len)`.
+    fn get_part(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> StoreResult<ObjectBody> {
+        self.count();
+        let version = self.find(key, version_id)?;
+        if version.storage_class.is_some() && !version.restored_copy {
+            return Err(StoreError::Archived {
+                op: "GetObject",
+                target: self.target(key),
+            });
+        }
+        let data = match range {
+            None => version.data,
+            Some((offset, len)) => {
+                let end = (offset + len).min(version.data.len() as u64) as usize;
+                version.data.slice((offset as usize).min(end)..end)
+            }
+        };
+        // Several chunks, as a network stream would deliver them.
+        let chunks: Vec<StoreResult<Bytes>> = data
+            .chunks(4096)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Ok(ObjectBody {
+            size: data.len() as u64,
+            chunks: Box::pin(futures::stream::iter(chunks)),
+        })
+    }
+
     /// Listings in pages of `entries` (0: one page).
     pub fn paged(mut self, entries: usize) -> Self {
         self.page_size = entries;
@@ -423,24 +456,17 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn get(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectBody> {
-        self.count();
-        let version = self.find(key, version_id)?;
-        if version.storage_class.is_some() && !version.restored_copy {
-            return Err(StoreError::Archived {
-                op: "GetObject",
-                target: self.target(key),
-            });
-        }
-        let data = version.data;
-        // Several chunks, as a network stream would deliver them.
-        let chunks: Vec<StoreResult<Bytes>> = data
-            .chunks(4096)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        Ok(ObjectBody {
-            size: data.len() as u64,
-            chunks: Box::pin(futures::stream::iter(chunks)),
-        })
+        self.get_part(key, version_id, None)
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> StoreResult<ObjectBody> {
+        self.get_part(key, version_id, Some((offset, len)))
     }
 
     async fn retention(

@@ -38,6 +38,47 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// GetObject, whole or one range, as a stream of chunks.
+    async fn get_object(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        range: Option<String>,
+    ) -> StoreResult<ObjectBody> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| self.err("GetObject", key, e))?;
+        let target = self.target(key);
+        let chunks = futures::stream::unfold(Some(out.body), move |body| {
+            let target = target.clone();
+            async move {
+                let mut body = body?;
+                match body.next().await? {
+                    Ok(chunk) => Some((Ok(chunk), Some(body))),
+                    Err(e) => Some((
+                        Err(StoreError::Transport {
+                            op: "GetObject",
+                            target,
+                            detail: DisplayErrorContext(&e).to_string(),
+                        }),
+                        None,
+                    )),
+                }
+            }
+        });
+        Ok(ObjectBody {
+            size: out.content_length.unwrap_or_default().max(0) as u64,
+            chunks: Box::pin(chunks),
+        })
+    }
+
     /// Builds the client; no request is made until the first operation.
     pub async fn connect(config: &S3Config) -> S3Store {
         let shared = aws_config::defaults(BehaviorVersion::latest())
@@ -538,38 +579,38 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str, version_id: Option<&str>) -> StoreResult<ObjectBody> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version_id.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| self.err("GetObject", key, e))?;
-        let target = self.target(key);
-        let chunks = futures::stream::unfold(Some(out.body), move |body| {
-            let target = target.clone();
-            async move {
-                let mut body = body?;
-                match body.next().await? {
-                    Ok(chunk) => Some((Ok(chunk), Some(body))),
-                    Err(e) => Some((
-                        Err(StoreError::Transport {
-                            op: "GetObject",
-                            target,
-                            detail: DisplayErrorContext(&e).to_string(),
-                        }),
-                        None,
-                    )),
-                }
-            }
-        });
-        Ok(ObjectBody {
-            size: out.content_length.unwrap_or_default().max(0) as u64,
-            chunks: Box::pin(chunks),
-        })
+        self.get_object(key, version_id, None).await
     }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> StoreResult<ObjectBody> {
+        if len == 0 {
+            return Ok(ObjectBody {
+                size: 0,
+                chunks: Box::pin(futures::stream::empty()),
+            });
+        }
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        let body = self.get_object(key, version_id, Some(range)).await?;
+        if body.size != len {
+            return Err(StoreError::Transport {
+                op: "GetObject",
+                target: self.target(key),
+                detail: format!(
+                    "asked for {len} bytes from offset {offset} and got {}: the server ignored \
+                     the Range header or the object is shorter",
+                    body.size
+                ),
+            });
+        }
+        Ok(body)
+    }
+
 
     async fn retention(
         &self,

@@ -58,7 +58,7 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     let client = store.client();
     let manifest_bytes = harness::download(client, &bucket, &report.manifest_key, None).await;
     let manifest = Manifest::from_bytes(&report.manifest_key, &manifest_bytes).unwrap();
-    assert_eq!(manifest.format_version, 2);
+    assert_eq!(manifest.format_version, 3);
     assert_eq!(manifest.engine, Engine::Postgresql);
     assert_eq!(manifest.release, "llama-mapper");
     assert_eq!(manifest.timestamp, report.timestamp);
@@ -92,6 +92,24 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     );
     assert_eq!(pg.compression.level, 1);
     assert_eq!(pg.compression.format, "gzip");
+    // The section index tiles the object: each range is whole gzip members with its hash.
+    let sections = pg.sections.as_ref().expect("a section index");
+    let mut offset = 0usize;
+    for s in sections {
+        assert_eq!(s.offset as usize, offset);
+        let bytes = &dump[offset..offset + s.size_bytes as usize];
+        assert_eq!(s.sha256, hex::encode(Sha256::digest(bytes)));
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut text)
+            .unwrap();
+        assert_eq!(text.len() as u64, s.uncompressed_size_bytes);
+        offset += s.size_bytes as usize;
+    }
+    assert_eq!(offset, dump.len());
+    let kinds: Vec<_> = sections.iter().map(|s| s.kind).collect();
+    use strongroom::manifest::SectionKind;
+    assert_eq!(kinds[..2], [SectionKind::Preamble, SectionKind::PreData]);
+    assert!(kinds.contains(&SectionKind::Data) && kinds.contains(&SectionKind::Index), "{kinds:?}");
     let mut tables: Vec<(String, String, i64)> = pg
         .tables
         .iter()

@@ -220,6 +220,21 @@ impl ScriptGuard {
         self.dropped
     }
 
+    /// At the start of a line outside any statement, string, comment and COPY data: a place
+    /// where the dump can be cut so that psql reads each part on its own as it reads the whole.
+    pub fn at_statement_boundary(&self) -> bool {
+        self.refused.is_none()
+            && self.mode == Mode::Sql
+            && self.holding
+            && self.held.is_empty()
+            && self.lexer.pristine()
+    }
+
+    /// Inside the rows of a COPY: the next line is data, or the `\.` that ends it.
+    pub fn in_copy_data(&self) -> bool {
+        self.refused.is_none() && matches!(self.mode, Mode::Copy { at_line_start: true })
+    }
+
     fn refuse(&mut self, problem: String) -> PushError {
         // A COPY data line is table rows: the message (which reaches locked audit events and
         // reports) names the COPY statement instead.

@@ -1,0 +1,426 @@
+//! Restores a section-indexed dump in parallel, into a staging database that takes the
+//! target's place only once every section was verified and loaded.
+//!
+//! The order is pg_restore's (`--jobs`): the pre-data in one session; the table data in
+//! `restore.jobs` sessions, biggest sections first; the indexes and the constraints that build
+//! one in `restore.jobs` sessions, each table's in one session (so two never wait for one
+//! table's lock), biggest tables first; then the rest of the post-data (foreign keys, index
+//! attachments, triggers, grants...) in one session, in the dump's order. The staging database
+//! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
+//! when everything loaded, one transaction renames the target aside and the staging database
+//! into its name, and the old (empty) target is dropped. Any failure drops the staging
+//! database; a SIGKILL leaves it behind under its own name. Either way the target is as it was.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use super::psql_load::Loaded;
+use super::session::{Session, SessionSetup, Source};
+use crate::catalog::FetchedManifest;
+use crate::config::Config;
+use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix, quote_ident};
+use crate::error::{Error, Result};
+use crate::manifest::{DumpSection, ManifestObject, PostgresDetails, SectionKind};
+use crate::store::ObjectStore;
+
+/// The largest preamble the agent reads (pg_dump's is a few hundred bytes).
+const PREAMBLE_LIMIT: u64 = 1 << 20;
+
+/// The dump's section index, when it has one that is consistent with the object.
+pub fn index<'m>(
+    manifest: &FetchedManifest,
+    entry: &ManifestObject,
+    details: &'m PostgresDetails,
+) -> Result<Option<&'m [DumpSection]>> {
+    let Some(sections) = details.sections.as_deref() else {
+        return Ok(None);
+    };
+    let bad = |problem: String| Error::ManifestMismatch {
+        manifest: manifest.key.clone(),
+        problem: format!("its section index {problem}; restore with an agent that wrote it"),
+    };
+    let one_line = |s: &Option<String>, start: &str, end: &str| {
+        s.as_ref()
+            .is_none_or(|s| s.starts_with(start) && s.ends_with(end) && !s.contains(['\n', '\r']))
+    };
+    let (mut offset, mut uncompressed) = (0u64, 0u64);
+    let mut rank = 0;
+    for (i, s) in sections.iter().enumerate() {
+        let this_rank = match s.kind {
+            SectionKind::Preamble => 0,
+            SectionKind::PreData => 1,
+            SectionKind::Data => 2,
+            SectionKind::Index | SectionKind::PostData => 3,
+        };
+        if (i == 0) != (s.kind == SectionKind::Preamble) || this_rank < rank {
+            return Err(bad(format!("has a {:?} section out of order (#{i})", s.kind)));
+        }
+        rank = this_rank;
+        if s.offset != offset || s.size_bytes == 0 {
+            return Err(bad(format!("does not tile the object at section #{i}")));
+        }
+        if s.sha256.len() != 64 || !s.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!("has no SHA-256 for section #{i}")));
+        }
+        if !one_line(&s.copy, "COPY ", " FROM stdin;")
+            || !one_line(&s.tablespace, "SET default_tablespace = ", ";")
+            || !one_line(&s.table, "", "")
+        {
+            return Err(bad(format!("has text that is no pg_dump line in section #{i}")));
+        }
+        offset += s.size_bytes;
+        uncompressed += s.uncompressed_size_bytes;
+    }
+    if offset != entry.size_bytes || uncompressed != details.uncompressed_size_bytes {
+        return Err(bad(format!(
+            "covers {offset} bytes ({uncompressed} uncompressed), the dump has {} ({})",
+            entry.size_bytes, details.uncompressed_size_bytes
+        )));
+    }
+    if sections[0].uncompressed_size_bytes > PREAMBLE_LIMIT || sections[0].size_bytes > PREAMBLE_LIMIT
+    {
+        return Err(bad("has a preamble over 1 MiB".into()));
+    }
+    Ok(Some(sections))
+}
+
+/// The sections in the order and grouping they load in: each inner list is one session's
+/// work, in order.
+struct Plan<'a> {
+    pre_data: Vec<&'a DumpSection>,
+    data: Vec<Vec<&'a DumpSection>>,
+    index: Vec<Vec<&'a DumpSection>>,
+    post_data: Vec<&'a DumpSection>,
+}
+
+fn plan(sections: &[DumpSection]) -> Plan<'_> {
+    let mut data: Vec<&DumpSection> = sections
+        .iter()
+        .filter(|s| s.kind == SectionKind::Data)
+        .collect();
+    data.sort_by_key(|s| std::cmp::Reverse(s.uncompressed_size_bytes));
+    let mut table_bytes: BTreeMap<&str, u64> = BTreeMap::new();
+    for s in &data {
+        if let Some(t) = &s.table {
+            *table_bytes.entry(t).or_default() += s.uncompressed_size_bytes;
+        }
+    }
+    let mut by_table: BTreeMap<&str, Vec<&DumpSection>> = BTreeMap::new();
+    let mut post_data = Vec::new();
+    for s in sections {
+        match (s.kind, &s.table) {
+            (SectionKind::Index, Some(t)) => by_table.entry(t).or_default().push(s),
+            (SectionKind::Index, None) | (SectionKind::PostData, _) => post_data.push(s),
+            _ => {}
+        }
+    }
+    let mut index: Vec<(u64, Vec<&DumpSection>)> = by_table
+        .into_iter()
+        .map(|(t, group)| (table_bytes.get(t).copied().unwrap_or(0), group))
+        .collect();
+    index.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
+    Plan {
+        pre_data: sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::PreData)
+            .collect(),
+        data: data.into_iter().map(|s| vec![s]).collect(),
+        index: index.into_iter().map(|(_, group)| group).collect(),
+        post_data,
+    }
+}
+
+/// Reads the preamble whole, checks it, then decompresses it (at most its stated size).
+async fn preamble<S: ObjectStore>(source: Source<'_, S>, section: &DumpSection) -> Result<Vec<u8>> {
+    let body = source
+        .store
+        .get_range(source.key, source.version, section.offset, section.size_bytes)
+        .await?;
+    let mut compressed = Vec::new();
+    let mut chunks = body.chunks;
+    while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+        compressed.extend_from_slice(&chunk?);
+        if compressed.len() as u64 > section.size_bytes {
+            break; // the size check below refuses it
+        }
+    }
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&compressed));
+    let mut text = Vec::new();
+    let read = std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            flate2::read::MultiGzDecoder::new(&compressed[..]),
+            section.uncompressed_size_bytes + 1,
+        ),
+        &mut text,
+    );
+    if digest != section.sha256
+        || compressed.len() as u64 != section.size_bytes
+        || read.is_err()
+        || text.len() as u64 != section.uncompressed_size_bytes
+    {
+        return Err(Error::HashMismatch {
+            key: format!("{} (its preamble section)", source.store.target(source.key)),
+            version: source.version.unwrap_or("(none)").to_owned(),
+            expected: section.sha256.clone(),
+            actual: digest,
+            expected_size: section.size_bytes,
+            actual_size: compressed.len() as u64,
+        });
+    }
+    Ok(text)
+}
+
+/// Runs `work` (each item one session's sections, in order) in up to `jobs` sessions; the
+/// first error stops them all (their psql is killed).
+async fn run<S: ObjectStore>(
+    source: Source<'_, S>,
+    setup: &SessionSetup<'_>,
+    work: Vec<Vec<&DumpSection>>,
+    jobs: usize,
+) -> Result<u64> {
+    if work.is_empty() {
+        return Ok(0);
+    }
+    let sessions = jobs.clamp(1, work.len());
+    let queue = Mutex::new(work.into_iter());
+    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+    let workers = (0..sessions).map(|_| async {
+        let mut session = Session::open(setup).await?;
+        let mut loaded = 0;
+        while let Some(group) = next() {
+            for section in group {
+                loaded += session.load(source, section).await?;
+            }
+        }
+        session.close().await?;
+        Ok::<_, Error>(loaded)
+    });
+    Ok(futures::future::try_join_all(workers).await?.iter().sum())
+}
+
+/// A staging database for one restore.
+pub struct Staging {
+    pub name: String,
+    maintenance: ConnParams,
+}
+
+impl Staging {
+    /// Creates `<target>_restoring_<t>_<hex>` like `target` (which exists).
+    pub async fn create(target: &ConnParams) -> Result<Staging> {
+        let maintenance = target.with_database("postgres");
+        let name = derived_name(
+            &target.database,
+            &name_suffix(OffsetDateTime::now_utc(), "restoring"),
+        );
+        postgres::create_database_like(&maintenance, &name, &target.database).await?;
+        tracing::info!(staging = %name, target = %target.database, "staging database created");
+        Ok(Staging { name, maintenance })
+    }
+
+    pub fn params(&self) -> ConnParams {
+        self.maintenance.with_database(&self.name)
+    }
+
+    /// Drops the staging database (after a failure).
+    pub async fn discard(self) {
+        match postgres::drop_database(&self.maintenance, &self.name).await {
+            Ok(()) => tracing::info!(staging = %self.name, "staging database dropped"),
+            Err(e) => tracing::error!(staging = %self.name, error = %e,
+                "could not drop the staging database; drop it by hand"),
+        }
+    }
+
+    /// Puts the staging database in `target`'s place in one transaction, then drops the old
+    /// target if it is still empty (else keeps it, renamed, and says so).
+    pub async fn replace(self, target: &str) -> Result<Vec<String>> {
+        let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
+        let swap = format!(
+            "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
+            t = quote_ident(target),
+            a = quote_ident(&aside),
+            s = quote_ident(&self.name),
+        );
+        let swapped = async {
+            let client = postgres::connect(&self.maintenance).await?;
+            client.batch_execute(&swap).await.map_err(|e| {
+                let detail = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+                Error::SwapFailed {
+                    target: target.to_owned(),
+                    staging: self.name.clone(),
+                    detail,
+                }
+            })
+        };
+        if let Err(e) = swapped.await {
+            self.discard().await;
+            return Err(e);
+        }
+        tracing::info!(target, aside = %aside, "restored copy renamed into place");
+        let old = self.maintenance.with_database(&aside);
+        let tables = match postgres::connect(&old).await {
+            Ok(client) => postgres::user_tables(&client, &aside).await.map_err(Error::from),
+            Err(e) => Err(e.into()),
+        };
+        let mut warnings = Vec::new();
+        match tables {
+            Ok(tables) if tables.is_empty() => {
+                if let Err(e) = postgres::drop_database(&self.maintenance, &aside).await {
+                    warnings.push(format!(
+                        "the empty database the restore replaced, {aside}, could not be \
+                         dropped ({e}); drop it by hand"
+                    ));
+                }
+            }
+            Ok(tables) => warnings.push(format!(
+                "{target} got {} table(s) while the restore ran; that database was kept as \
+                 {aside}. Look at it, then drop it",
+                tables.len()
+            )),
+            Err(e) => warnings.push(format!(
+                "the database the restore replaced was kept as {aside} ({e}); drop it by hand \
+                 once it is known to be empty"
+            )),
+        }
+        Ok(warnings)
+    }
+}
+
+/// What the parallel load did, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParallelLoad {
+    pub jobs: usize,
+    pub sections: usize,
+    pub pre_data_seconds: f64,
+    pub data_seconds: f64,
+    pub index_seconds: f64,
+    pub post_data_seconds: f64,
+}
+
+/// Loads every section into `staging` (see the module documentation).
+pub async fn load<S: ObjectStore>(
+    store: &S,
+    config: &Config,
+    staging: &ConnParams,
+    manifest: &FetchedManifest,
+    key: &str,
+    sections: &[DumpSection],
+) -> Result<(Loaded, ParallelLoad)> {
+    let started = Instant::now();
+    let entry = manifest.object(key)?;
+    let source = Source {
+        store,
+        key,
+        version: entry.version_id.as_deref(),
+    };
+    let psql_version = postgres::tool_version(&config.restore.psql).await?;
+    let restrict = if postgres::has_restrict(&psql_version) {
+        Some(postgres::restrict_key()?)
+    } else {
+        tracing::warn!(psql = %psql_version, "this psql has no \\restrict; the agent's stream \
+            guard alone keeps psql meta-commands out of the restore");
+        None
+    };
+    let preamble = preamble(source, &sections[0]).await?;
+    let setup = SessionSetup {
+        psql: &config.restore.psql,
+        params: staging,
+        restrict: restrict.as_deref(),
+        preamble: &preamble,
+    };
+    let jobs = config.restore.sessions();
+    let plan = plan(sections);
+    let mut seconds = [0.0; 4];
+    let mut loaded = preamble.len() as u64;
+    let phases = [
+        (vec![plan.pre_data], 1),
+        (plan.data, jobs),
+        (plan.index, jobs),
+        (vec![plan.post_data], 1),
+    ];
+    for (i, (work, sessions)) in phases.into_iter().enumerate() {
+        let phase = Instant::now();
+        let work: Vec<_> = work.into_iter().filter(|w| !w.is_empty()).collect();
+        loaded += run(source, &setup, work, sessions).await?;
+        seconds[i] = phase.elapsed().as_secs_f64();
+    }
+    tracing::info!(key, sections = sections.len(), jobs, "every section matched the index \
+        and loaded; the dump matches its manifest");
+    let details = ParallelLoad {
+        jobs,
+        sections: sections.len(),
+        pre_data_seconds: seconds[0],
+        data_seconds: seconds[1],
+        index_seconds: seconds[2],
+        post_data_seconds: seconds[3],
+    };
+    let mut sha256 = [0u8; 32];
+    hex::decode_to_slice(entry.sha256.as_deref().unwrap_or_default(), &mut sha256).map_err(
+        |_| Error::ManifestMismatch {
+            manifest: manifest.key.clone(),
+            problem: format!("it has no SHA-256 for {key}"),
+        },
+    )?;
+    Ok((
+        Loaded {
+            // Every byte was read and matched its section's hash in the signed index, and the
+            // sections tile the object: the object read is the one the manifest names.
+            sha256,
+            size: entry.size_bytes,
+            uncompressed: loaded,
+            download_seconds: started.elapsed().as_secs_f64(),
+        },
+        details,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(kind: SectionKind, size: u64, table: Option<&str>) -> DumpSection {
+        DumpSection {
+            kind,
+            offset: 0,
+            size_bytes: size,
+            uncompressed_size_bytes: size,
+            sha256: "0".repeat(64),
+            table: table.map(str::to_owned),
+            copy: None,
+            ends_in_copy: false,
+            tablespace: None,
+        }
+    }
+
+    #[test]
+    fn biggest_first_one_table_per_index_session_and_the_rest_in_order() {
+        use SectionKind::*;
+        let sections = vec![
+            section(Preamble, 1, None),
+            section(PreData, 1, None),
+            section(Data, 10, Some("a")),
+            section(Data, 50, Some("b")),
+            section(Data, 30, Some("b")),
+            section(Data, 5, None),
+            section(Index, 1, Some("a")),
+            section(Index, 2, Some("b")),
+            section(PostData, 3, None),
+            section(Index, 4, Some("a")),
+            section(Index, 5, None),
+            section(PostData, 6, None),
+        ];
+        let plan = plan(&sections);
+        let sizes = |w: &[&DumpSection]| w.iter().map(|s| s.size_bytes).collect::<Vec<_>>();
+        assert_eq!(sizes(&plan.pre_data), [1]);
+        let data: Vec<u64> = plan.data.iter().map(|w| w[0].size_bytes).collect();
+        assert_eq!(data, [50, 30, 10, 5]);
+        // b has 80 bytes of data, a 10: b's indexes first; a's two in one session, in order.
+        assert_eq!(sizes(&plan.index[0]), [2]);
+        assert_eq!(sizes(&plan.index[1]), [1, 4]);
+        assert_eq!(sizes(&plan.post_data), [3, 5, 6]);
+    }
+}

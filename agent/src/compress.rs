@@ -380,10 +380,11 @@ mod tests {
     #[tokio::test]
     async fn system_gunzip_reads_the_output() {
         let input = sample(200_000);
-        let members: Vec<Member> = compress(std::io::Cursor::new(input.clone()), 6, 2, 50_000, None)
-            .try_collect()
-            .await
-            .unwrap();
+        let members: Vec<Member> =
+            compress(std::io::Cursor::new(input.clone()), 6, 2, 50_000, None)
+                .try_collect()
+                .await
+                .unwrap();
         let gz: Vec<u8> = members.iter().flat_map(|m| m.gzip.to_vec()).collect();
         let mut child = std::process::Command::new("gzip")
             .args(["-dc"])

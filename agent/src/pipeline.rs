@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::compress::{self, Sections};
-use crate::manifest::DumpSection;
 use crate::error::{Error, Result};
+use crate::manifest::DumpSection;
 use crate::readback::Sent;
 use crate::store::checksum::expected_multipart;
 use crate::store::{Integrity, ObjectStore, PartChecksum, Retention, StoreError, UploadedPart};
@@ -198,7 +198,8 @@ impl SectionRanges {
 
     fn close(&mut self, end: u64) {
         if let Some((start, hasher)) = self.open.take() {
-            self.done.push((start, end - start, hasher.finalize().into()));
+            self.done
+                .push((start, end - start, hasher.finalize().into()));
         }
     }
 
@@ -217,8 +218,12 @@ impl SectionRanges {
             None => return None,
         };
         if sections.len() != self.done.len() {
-            tracing::warn!(key, sections = sections.len(), ranges = self.done.len(),
-                "internal error: sections and compressed ranges disagree; no section index");
+            tracing::warn!(
+                key,
+                sections = sections.len(),
+                ranges = self.done.len(),
+                "internal error: sections and compressed ranges disagree; no section index"
+            );
             return None;
         }
         for (section, (offset, size, sha256)) in sections.iter_mut().zip(self.done) {

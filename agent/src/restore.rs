@@ -275,7 +275,9 @@ pub async fn restore_postgres<S: ObjectStore>(
         Some(_) => Some(parallel::Staging::create(&params).await?),
         None => None,
     };
-    let load_params = staging.as_ref().map_or_else(|| params.clone(), |s| s.params());
+    let load_params = staging
+        .as_ref()
+        .map_or_else(|| params.clone(), |s| s.params());
     tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
         database = %database, staging = ?staging.as_ref().map(|s| &s.name),
         signature = %manifest.signature, "restore started");
@@ -304,7 +306,10 @@ pub async fn restore_postgres<S: ObjectStore>(
                     parallel::load(store, config, &load_params, &manifest, key, sections).await?;
                 (loaded, Some(how))
             }
-            None => (psql_load::load(store, config, &params, &manifest, key).await?, None),
+            None => (
+                psql_load::load(store, config, &params, &manifest, key).await?,
+                None,
+            ),
         };
         Ok::<_, Error>((globals, unpacked, parallel))
     }

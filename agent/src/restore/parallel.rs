@@ -56,7 +56,10 @@ pub fn index<'m>(
             SectionKind::Index | SectionKind::PostData => 3,
         };
         if (i == 0) != (s.kind == SectionKind::Preamble) || this_rank < rank {
-            return Err(bad(format!("has a {:?} section out of order (#{i})", s.kind)));
+            return Err(bad(format!(
+                "has a {:?} section out of order (#{i})",
+                s.kind
+            )));
         }
         rank = this_rank;
         if s.offset != offset || s.size_bytes == 0 {
@@ -69,7 +72,9 @@ pub fn index<'m>(
             || !one_line(&s.tablespace, "SET default_tablespace = ", ";")
             || !one_line(&s.table, "", "")
         {
-            return Err(bad(format!("has text that is no pg_dump line in section #{i}")));
+            return Err(bad(format!(
+                "has text that is no pg_dump line in section #{i}"
+            )));
         }
         offset += s.size_bytes;
         uncompressed += s.uncompressed_size_bytes;
@@ -80,7 +85,8 @@ pub fn index<'m>(
             entry.size_bytes, details.uncompressed_size_bytes
         )));
     }
-    if sections[0].uncompressed_size_bytes > PREAMBLE_LIMIT || sections[0].size_bytes > PREAMBLE_LIMIT
+    if sections[0].uncompressed_size_bytes > PREAMBLE_LIMIT
+        || sections[0].size_bytes > PREAMBLE_LIMIT
     {
         return Err(bad("has a preamble over 1 MiB".into()));
     }
@@ -137,7 +143,12 @@ fn plan(sections: &[DumpSection]) -> Plan<'_> {
 async fn preamble<S: ObjectStore>(source: Source<'_, S>, section: &DumpSection) -> Result<Vec<u8>> {
     let body = source
         .store
-        .get_range(source.key, source.version, section.offset, section.size_bytes)
+        .get_range(
+            source.key,
+            source.version,
+            section.offset,
+            section.size_bytes,
+        )
         .await?;
     let mut compressed = Vec::new();
     let mut chunks = body.chunks;
@@ -263,7 +274,9 @@ impl Staging {
         tracing::info!(target, aside = %aside, "restored copy renamed into place");
         let old = self.maintenance.with_database(&aside);
         let tables = match postgres::connect(&old).await {
-            Ok(client) => postgres::user_tables(&client, &aside).await.map_err(Error::from),
+            Ok(client) => postgres::user_tables(&client, &aside)
+                .await
+                .map_err(Error::from),
             Err(e) => Err(e.into()),
         };
         let mut warnings = Vec::new();
@@ -348,8 +361,13 @@ pub async fn load<S: ObjectStore>(
         loaded += run(source, &setup, work, sessions).await?;
         seconds[i] = phase.elapsed().as_secs_f64();
     }
-    tracing::info!(key, sections = sections.len(), jobs, "every section matched the index \
-        and loaded; the dump matches its manifest");
+    tracing::info!(
+        key,
+        sections = sections.len(),
+        jobs,
+        "every section matched the index \
+        and loaded; the dump matches its manifest"
+    );
     let details = ParallelLoad {
         jobs,
         sections: sections.len(),

@@ -12,9 +12,9 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::psql_load::{GuardedStdin, refusal_of, refused};
-use crate::engine::process::ChildProcess;
 use crate::engine::postgres::script::{PushError, ScriptGuard};
 use crate::engine::postgres::{self, ConnParams, sections};
+use crate::engine::process::ChildProcess;
 use crate::error::{Error, Result};
 use crate::manifest::DumpSection;
 use crate::store::ObjectStore;
@@ -102,7 +102,10 @@ impl Session {
         self.sink = Some(sink);
         written.map_err(|e| match refusal_of(&e) {
             Some(r) => Error::DumpRefused {
-                key: format!("the agent's own text around a section for {}", self.database),
+                key: format!(
+                    "the agent's own text around a section for {}",
+                    self.database
+                ),
                 version: "-".into(),
                 refusal: r.to_string(),
             },

@@ -611,7 +611,6 @@ impl ObjectStore for S3Store {
         Ok(body)
     }
 
-
     async fn retention(
         &self,
         key: &str,

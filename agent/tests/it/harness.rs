@@ -526,6 +526,8 @@ pub enum Claim {
     /// The planted bytes' own SHA-256 and size: a consistent backup by whoever holds the
     /// writer role.
     Planted,
+    /// The original dump's SHA-256, size and section index: only the bytes are wrong.
+    OriginalIndexed,
 }
 
 /// Plants a backup as a writer with the agent's S3 role could: `days_later` than the backup of
@@ -564,6 +566,13 @@ pub async fn plant_backup(
     manifest.objects.truncate(1);
     manifest.objects[0].key = keys.dump.clone();
     manifest.objects[0].version_id = put.version_id;
+    // Otherwise a planted dump is one gzip stream: no section index (as before the agent
+    // wrote one).
+    if let Some(pg) = &mut manifest.postgresql
+        && claim != Claim::OriginalIndexed
+    {
+        pg.sections = None;
+    }
     if claim == Claim::Planted {
         manifest.objects[0].sha256 = Some(sha256);
         manifest.objects[0].size_bytes = size;

@@ -7,6 +7,7 @@ mod drills;
 mod fault_proxy;
 mod harness;
 mod listing;
+mod parallel_restore;
 mod postgres_backup;
 mod postgres_restore;
 mod postgres_tls;

@@ -109,7 +109,10 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     let kinds: Vec<_> = sections.iter().map(|s| s.kind).collect();
     use strongroom::manifest::SectionKind;
     assert_eq!(kinds[..2], [SectionKind::Preamble, SectionKind::PreData]);
-    assert!(kinds.contains(&SectionKind::Data) && kinds.contains(&SectionKind::Index), "{kinds:?}");
+    assert!(
+        kinds.contains(&SectionKind::Data) && kinds.contains(&SectionKind::Index),
+        "{kinds:?}"
+    );
     let mut tables: Vec<(String, String, i64)> = pg
         .tables
         .iter()

@@ -35,10 +35,18 @@ fn signing(private: &Path, public: &Path) -> String {
     )
 }
 
-/// Sleeps a little per row, but only in databases whose name ends in `_killed` (the restore
-/// targets), so the fixture itself loads fast and the restore is slow enough to be caught.
-const SLOW: &str =
-    "pg_sleep(CASE WHEN current_database() LIKE '%\\_killed' THEN 0.0005 ELSE 0 END)";
+/// Sleeps a little per row, but only in the restore's databases (the target `<db>_killed`, or
+/// the staging database a parallel restore loads first), so the fixture itself loads fast and
+/// the restore is slow enough to be caught.
+const SLOW: &str = "pg_sleep(CASE WHEN current_database() LIKE '%\\_killed' \
+     OR current_database() LIKE '%\\_restoring\\_%' THEN 0.0005 ELSE 0 END)";
+
+/// How the staging database of a parallel restore into `target` begins.
+fn staging_prefix(target: &str) -> String {
+    // The suffix is `_restoring_<timestamp>_<4 hex>`: 32 bytes.
+    let name = strongroom::engine::postgres::derived_name(target, &"x".repeat(32));
+    format!("{}_restoring_", name.trim_end_matches('x'))
+}
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
@@ -53,9 +61,10 @@ async fn psql_sessions(database: &str, query: &str) -> i64 {
     harness::admin("postgres")
         .await
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE (datname = $1 OR starts_with(datname, $3)) \
              AND application_name = 'strongroom-psql' AND query LIKE $2",
-            &[&database, &query],
+            &[&database, &query, &staging_prefix(database)],
         )
         .await
         .unwrap()

@@ -232,7 +232,13 @@ impl ScriptGuard {
 
     /// Inside the rows of a COPY: the next line is data, or the `\.` that ends it.
     pub fn in_copy_data(&self) -> bool {
-        self.refused.is_none() && matches!(self.mode, Mode::Copy { at_line_start: true })
+        self.refused.is_none()
+            && matches!(
+                self.mode,
+                Mode::Copy {
+                    at_line_start: true
+                }
+            )
     }
 
     fn refuse(&mut self, problem: String) -> PushError {

@@ -35,7 +35,11 @@ fn row(rng: &mut Rng, i: u64) -> String {
 }
 
 fn tablespace_of(table: u64) -> &'static str {
-    if (table / 2) % 2 == 0 { "fast" } else { "''" }
+    if (table / 2).is_multiple_of(2) {
+        "fast"
+    } else {
+        "''"
+    }
 }
 
 /// A dump shaped like pg_dump's, and each table's rows.
@@ -93,7 +97,9 @@ fn dump(rng: &mut Rng) -> (String, Vec<(String, Vec<String>)>) {
         text += &header(false, &format!("t{t}_v"), "INDEX");
         text += &format!("CREATE INDEX t{t}_v ON public.t{t} USING btree (v);\n");
         text += &header(false, &format!("INDEX t{t}_v"), "COMMENT");
-        text += &format!("COMMENT ON INDEX public.t{t}_v IS '\n-- Name: x; Type: INDEX; Schema: public; Owner: y\n';\n");
+        text += &format!(
+            "COMMENT ON INDEX public.t{t}_v IS '\n-- Name: x; Type: INDEX; Schema: public; Owner: y\n';\n"
+        );
     }
     text += &header(false, "t0 fk", "FK CONSTRAINT");
     text += "ALTER TABLE ONLY public.t0\n    ADD CONSTRAINT fk FOREIGN KEY (id) REFERENCES public.t0(id);\n";
@@ -247,7 +253,13 @@ fn long_tables_are_cut_at_row_boundaries() {
 fn an_empty_dump_is_one_empty_preamble() {
     let mut sectioner = Sectioner::new();
     let scan = sectioner.scan(b"", true);
-    assert_eq!(scan, Scan { cuts: vec![0], decided: 0 });
+    assert_eq!(
+        scan,
+        Scan {
+            cuts: vec![0],
+            decided: 0
+        }
+    );
     let sections = sectioner.finish().unwrap();
     assert_eq!(sections.len(), 1);
     assert_eq!(sections[0].kind, SectionKind::Preamble);

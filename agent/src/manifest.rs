@@ -315,7 +315,7 @@ mod tests {
     fn unknown_format_version_is_refused_by_name() {
         let text = String::from_utf8(sample().to_bytes())
             .unwrap()
-            .replace("\"format_version\": 2", "\"format_version\": 9");
+            .replace("\"format_version\": 3", "\"format_version\": 9");
         let e = Manifest::from_bytes("k", text.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("format version 9"), "{e}");
     }

@@ -7,9 +7,15 @@
 #   (a) strongroom backup
 #   (b) the runbook's naive pipeline: pg_dump | gzip -6 | aws s3 cp - s3://...
 #   (c) pg_dump | pigz -p 2 > /dev/null  (the 2-core compression limit, no upload)
+#   (z) pg_dump > /dev/null  (the source limit)
 # Restore of the same dump, interleaved over $RESTORE_ROUNDS rounds (default 3):
-#   (d) strongroom restore --create (download, verify, load, row-count validation)
+#   (d) strongroom restore --create with restore.jobs: 1 (download, verify, load through the
+#       staging database in one session at a time, row-count validation)
+#   (p) the same with restore.jobs = cores (the sections in parallel)
 #   (e) createdb && gunzip -c dump.sql.gz | psql --single-transaction  (dump already local)
+#   (e1) createdb && psql < dump.sql  (a local uncompressed file: the single-session limit)
+# Then, on a database $RSS_FACTOR times larger (default 4; pgbench only), one backup and one
+# parallel restore: peak RSS against the first database's.
 #
 # The agent (strongroom run), with backups triggered through its API:
 #   idle RSS and CPU over 60 s;
@@ -17,9 +23,12 @@
 #   (g) the same while hey holds 500 requests/s on /status: /status p50/p99 and the wall time.
 #
 # Prints median wall time, MB/s (uncompressed dump bytes), CPU seconds (user+sys of the command
-# and its children), peak RSS (the largest process), and the ratios a/b, a/c, d/e and g/f.
+# and its children), peak RSS (the largest process), the ratios a/b, a/c, a/z, p/e, p/e1, d/e
+# and g/f, the RSS ratios, and the largest database a 30-minute RTO allows at the measured
+# parallel restore throughput, with a model of how it scales with cores.
 # Usage: bench.sh PATH/TO/strongroom
-# Env: ROUNDS (5), RESTORE_ROUNDS (3), AGENT_ROUNDS (3), SCALE (60), IDLE_SECONDS (60)
+# Env: ROUNDS (5), RESTORE_ROUNDS (3), AGENT_ROUNDS (3), SCALE (60), IDLE_SECONDS (60),
+#      RSS_FACTOR (4)
 set -euo pipefail
 strongroom=$(realpath "$1")
 rounds=${ROUNDS:-5}
@@ -27,6 +36,8 @@ restore_rounds=${RESTORE_ROUNDS:-3}
 agent_rounds=${AGENT_ROUNDS:-3}
 idle_seconds=${IDLE_SECONDS:-60}
 scale=${SCALE:-60}
+rss_factor=${RSS_FACTOR:-4}
+cores=$(nproc)
 out=target/bench
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -94,9 +105,10 @@ declare -A commands=(
   [a]="$strongroom backup --config $work/strongroom.yaml --engine postgresql"
   [b]="pg_dump --format=plain | gzip -6 | \$aws_bin --endpoint-url \$STRONGROOM_TEST_S3_RGW s3 cp - s3://bench/naive/run-\$RANDOM.sql.gz"
   [c]="pg_dump --format=plain | pigz -p 2 -6 > /dev/null"
+  [z]="pg_dump --format=plain > /dev/null"
 )
 for round in $(seq 1 "$rounds"); do
-  for which in a b c; do
+  for which in a b c z; do
     time_run "$which" "$round" "${commands[$which]}"
     sleep 1
   done
@@ -106,27 +118,45 @@ echo "== restore" >&2
 key=$("$strongroom" list --config "$work/strongroom.yaml" --json |
   python3 -c 'import json,sys; print([b for b in json.load(sys.stdin) if b["complete"]][-1]["key"])')
 aws s3 cp --quiet "s3://bench/$key" "$work/dump.sql.gz"
-restore_d="$strongroom restore --config $work/strongroom.yaml --engine postgresql \
+gunzip -c "$work/dump.sql.gz" >"$work/dump.sql"
+sed 's/^  user: postgres$/  user: postgres\n  jobs: 1/' "$work/strongroom.yaml" >"$work/jobs1.yaml"
+sed "s/^  user: postgres\$/  user: postgres\n  jobs: $cores/" "$work/strongroom.yaml" >"$work/jobsN.yaml"
+grep -q 'jobs: 1' "$work/jobs1.yaml" && grep -q "jobs: $cores" "$work/jobsN.yaml"
+restore_d="$strongroom restore --config $work/jobs1.yaml --engine postgresql \
   --snapshot $key --database restored_d --create"
+restore_p="$strongroom restore --config $work/jobsN.yaml --engine postgresql \
+  --snapshot $key --database restored_p --create"
 restore_e="createdb -U postgres restored_e && gunzip -c $work/dump.sql.gz | \
   psql -X -q -U postgres --single-transaction -v ON_ERROR_STOP=1 -d restored_e"
-# Untimed warm-up; then the two alternate which goes first, so neither always pays for a cold
-# start.
+restore_e1="createdb -U postgres restored_e1 && \
+  psql -X -q -U postgres -v ON_ERROR_STOP=1 -d restored_e1 < $work/dump.sql"
+declare -A restores=([d]="$restore_d" [p]="$restore_p" [e]="$restore_e" [e1]="$restore_e1")
+# Untimed warm-up; then the order rotates each round, so none always pays for a cold start.
 bash -o pipefail -c "$restore_e" >/dev/null && as_admin -d postgres -c "DROP DATABASE restored_e"
+order=(d p e e1)
 for round in $(seq 1 "$restore_rounds"); do
-  if [ $((round % 2)) = 1 ]; then
-    time_run d "$round" "$restore_d"
-    time_run e "$round" "$restore_e"
-  else
-    time_run e "$round" "$restore_e"
-    time_run d "$round" "$restore_d"
-  fi
-  for db in restored_d restored_e; do
+  for which in "${order[@]}"; do
+    time_run "$which" "$round" "${restores[$which]}"
+  done
+  order=("${order[@]:1}" "${order[0]}")
+  for db in restored_d restored_p restored_e restored_e1; do
     rows=$(as_admin -d "$db" -c "SELECT count(*) FROM pgbench_accounts")
     [ "$rows" = $((scale * 100000)) ] || { echo "bench: $db has $rows accounts" >&2; exit 1; }
     as_admin -d postgres -c "DROP DATABASE $db"
   done
 done
+
+echo "== memory: a database $rss_factor times larger" >&2
+as_admin -d postgres -c "CREATE DATABASE bench_large"
+pgbench -i -q -s $((scale * rss_factor)) -U postgres bench_large 2>&1 | tail -n 1 >&2
+large_size=$(as_admin -d postgres -c "SELECT pg_size_pretty(pg_database_size('bench_large'))")
+sed 's/^  database: bench$/  database: bench_large/; s/^release: bench$/release: bench-large/' \
+  "$work/jobsN.yaml" >"$work/large.yaml"
+time_run A 1 "$strongroom backup --config $work/large.yaml --engine postgresql --json >$work/large.json"
+read -r large_key large_dump < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["key"], r["uncompressed_size_bytes"])' "$work/large.json")
+time_run P 1 "$strongroom restore --config $work/large.yaml --engine postgresql \
+  --snapshot $large_key --database restored_large --create"
+as_admin -d postgres -c "DROP DATABASE restored_large" -c "DROP DATABASE bench_large"
 
 echo "== agent" >&2
 agent_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
@@ -209,36 +239,58 @@ kill -TERM $agent_pid
 wait $agent_pid || { echo "bench: the agent did not exit cleanly" >&2; exit 1; }
 
 python3 - "$results" "$dump_bytes" "$rounds" "$restore_rounds" "$db_size" "$scale" \
-  "$out/agent.tsv" "$agent_rounds" "$peak_idle" "$idle_cpu" "$idle_seconds" <<'PY' | tee "$out/summary.txt"
+  "$out/agent.tsv" "$agent_rounds" "$peak_idle" "$idle_cpu" "$idle_seconds" \
+  "$large_size" "$large_dump" "$rss_factor" <<'PY' | tee "$out/summary.txt"
 import os, statistics, sys
 path, dump_bytes, rounds, restore_rounds, db_size, scale = sys.argv[1:7]
 agent_path, agent_rounds, peak_idle, idle_cpu, idle_seconds = sys.argv[7:12]
-dump_bytes = int(dump_bytes)
+large_size, large_dump, rss_factor = sys.argv[12:15]
+dump_bytes, large_dump = int(dump_bytes), int(large_dump)
 runs = {}
 for line in open(path):
     _, which, wall, user, sys_, rss = line.split()
     runs.setdefault(which, []).append((float(wall), float(user) + float(sys_), int(rss)))
+cores = os.cpu_count()
 names = {"a": "strongroom backup", "b": "pg_dump | gzip -6 | aws s3 cp -",
-         "c": "pg_dump | pigz -p 2 > /dev/null", "d": "strongroom restore",
-         "e": "gunzip -c | psql --single-transaction"}
+         "c": "pg_dump | pigz -p 2 > /dev/null", "z": "pg_dump > /dev/null",
+         "d": "strongroom restore, restore.jobs 1", "p": "strongroom restore, restore.jobs %d" % cores,
+         "e": "gunzip -c | psql --single-transaction", "e1": "psql < dump.sql (local file)"}
 med = {k: {"wall": statistics.median(r[0] for r in v), "cpu": statistics.median(r[1] for r in v),
            "rss": max(r[2] for r in v)} for k, v in runs.items()}
 print("command: make bench  (e2e/bench/bench.sh; ROUNDS=%s RESTORE_ROUNDS=%s SCALE=%s)" % (rounds, restore_rounds, scale))
 print("database: %s on disk (pgbench -i -s %s + e2e/bench/documents.sql), plain dump %.0f MB" % (db_size, scale, dump_bytes / 1e6))
 print("S3 server: Ceph RGW 16 (memstore) on 127.0.0.1; machine: %s cores" % os.cpu_count())
 print("%-3s %-38s %9s %8s %9s %12s" % ("", "approach", "wall(s)", "MB/s", "CPU(s)", "peak RSS"))
-for k in "abcde":
+for k in ["a", "b", "c", "z", "d", "p", "e", "e1"]:
     m = med[k]
     print("%-3s %-38s %9.2f %8.1f %9.2f %8.1f MiB" % (k, names[k], m["wall"], dump_bytes / 1e6 / m["wall"], m["cpu"], m["rss"] / 1024))
-ab, ac, de = (med["a"]["wall"] / med["b"]["wall"], med["a"]["wall"] / med["c"]["wall"],
-              med["d"]["wall"] / med["e"]["wall"])
+ratio = lambda x, y: med[x]["wall"] / med[y]["wall"]
 verdict = lambda ok: "PASS" if ok else "FAIL"
 print("medians of %s backup and %s restore rounds; peak RSS is the maximum over rounds" % (rounds, restore_rounds))
-print("a/b = %.2f (target <= 0.55): %s" % (ab, verdict(ab <= 0.55)))
-print("a/c = %.2f (target <= 1.15): %s" % (ac, verdict(ac <= 1.15)))
-print("d/e = %.2f (target <= 1.10): %s" % (de, verdict(de <= 1.10)))
+print("a/b = %.2f (target <= 0.55): %s" % (ratio("a", "b"), verdict(ratio("a", "b") <= 0.55)))
+print("a/c = %.2f (target <= 1.15): %s" % (ratio("a", "c"), verdict(ratio("a", "c") <= 1.15)))
+print("a/z = %.2f (the gzip default against pg_dump alone: reported)" % ratio("a", "z"))
+print("p/e = %.2f (target <= 0.70): %s" % (ratio("p", "e"), verdict(ratio("p", "e") <= 0.70)))
+print("p/e1 = %.2f (against one session from a local file: reported)" % ratio("p", "e1"))
+print("d/e = %.2f (target <= 1.10): %s" % (ratio("d", "e"), verdict(ratio("d", "e") <= 1.10)))
 print("peak RSS of strongroom backup = %.1f MiB (target <= 64): %s" % (med["a"]["rss"] / 1024, verdict(med["a"]["rss"] <= 64 * 1024)))
-print("peak RSS of strongroom restore = %.1f MiB (target <= 64): %s" % (med["d"]["rss"] / 1024, verdict(med["d"]["rss"] <= 64 * 1024)))
+print("peak RSS of strongroom restore (jobs %d) = %.1f MiB (target <= 64): %s" % (cores, med["p"]["rss"] / 1024, verdict(med["p"]["rss"] <= 64 * 1024)))
+big = lambda k: runs[k][0]
+print("memory on a database %sx larger (%s on disk, pgbench -i -s %d, plain dump %.0f MB), one round:" % (rss_factor, large_size, int(scale) * int(rss_factor), large_dump / 1e6))
+print("A   strongroom backup %27s %9.2f %8.1f %9.2f %8.1f MiB" % ("", big("A")[0], large_dump / 1e6 / big("A")[0], big("A")[1], big("A")[2] / 1024))
+print("P   strongroom restore, restore.jobs %d %10s %9.2f %8.1f %9.2f %8.1f MiB" % (cores, "", big("P")[0], large_dump / 1e6 / big("P")[0], big("P")[1], big("P")[2] / 1024))
+for x, y, what in (("A", "a", "backup"), ("P", "p", "restore")):
+    r = big(x)[2] / med[y]["rss"]
+    print("RSS %s %sx / 1x = %.2f (target <= 1.10): %s; %.1f MiB (target <= 64): %s" % (what, rss_factor, r, verdict(r <= 1.10), big(x)[2] / 1024, verdict(big(x)[2] <= 64 * 1024)))
+# The RTO line: restore throughput at jobs 1 and jobs N, and Amdahl's law fitted to them.
+t1, tn = dump_bytes / med["d"]["wall"], dump_bytes / med["p"]["wall"]
+speedup = tn / t1
+parallel = max(0.0, min(1.0, (1 - 1 / speedup) / (1 - 1 / cores))) if cores > 1 else 0.0
+fit = lambda n: t1 / ((1 - parallel) + parallel / n)
+print("30-minute RTO (load only, at the measured restore throughput of this dump's shape):")
+print("  jobs 1: %.0f MB/s -> %.0f GB of plain dump; jobs %d: %.0f MB/s -> %.0f GB" % (t1 / 1e6, t1 * 1800 / 1e9, cores, tn / 1e6, tn * 1800 / 1e9))
+print("  model: Amdahl fitted to jobs 1 and %d (parallel fraction %.2f), one session per core: " % (cores, parallel)
+      + ", ".join("%d cores %.0f GB" % (n, fit(n) * 1800 / 1e9) for n in (2, 4, 8, 16)))
 f, g = [], []
 for line in open(agent_path):
     cols = line.split()

@@ -271,6 +271,14 @@ pub async fn restore_postgres<S: ObjectStore>(
         ));
         index = None;
     }
+    if index.is_some() && !postgres::can_replace_database(&params, &database).await? {
+        warnings.push(format!(
+            "the restore role may not create databases or does not own {database}, so the dump \
+             was loaded into it in one session; grant it CREATEDB and ownership of the target \
+             for a parallel restore"
+        ));
+        index = None;
+    }
     let staging = match index {
         Some(_) => Some(parallel::Staging::create(&params).await?),
         None => None,

@@ -404,6 +404,24 @@ pub async fn rename_database(
     renamed
 }
 
+/// Whether the connected role may create a database owned like `database` and rename
+/// `database` (superuser, or `CREATEDB` and a member of its owner's role).
+pub async fn can_replace_database(
+    params: &ConnParams,
+    database: &str,
+) -> Result<bool, EngineError> {
+    let client = connect(params).await?;
+    let row = client
+        .query_opt(
+            "SELECT r.rolsuper OR (r.rolcreatedb AND pg_has_role(current_user, d.datdba, 'USAGE')) \
+             FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = $1",
+            &[&database],
+        )
+        .await
+        .map_err(query_error("read the restore role's rights on", database))?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
 /// Creates `database` shaped like `like`: same owner, encoding and collation (from
 /// `template0`, as pg_dump's `--create` does), for a restore in its place.
 pub async fn create_database_like(

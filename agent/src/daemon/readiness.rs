@@ -5,7 +5,8 @@
 //!
 //! The database is checked every `daemon.readiness_interval_seconds`; the bucket at most every
 //! `daemon.s3_check_interval_seconds` (S3 requests cost money). A restore in progress is a
-//! `strongroom-psql` session in this database: the restore Job's psql, seen in
+//! `strongroom-psql` session in this database (or in a staging database of a parallel restore
+//! into it): the restore Job's psql, seen in
 //! `pg_stat_activity`, which the least-privilege backup role may read.
 
 use std::sync::Arc;
@@ -25,8 +26,11 @@ use crate::store::s3::S3Store;
 
 const RESTORE_OPERATIONS: &str = "SELECT count() FROM system.backups WHERE status = 'RESTORING'";
 
+/// The restore's psql in this database, or in a staging database of a parallel restore into
+/// it (`$1`: [`postgres::staging_prefix`]).
 const RESTORE_SESSIONS: &str = "SELECT count(*) FROM pg_stat_activity \
-     WHERE application_name = 'strongroom-psql' AND datname = current_database() \
+     WHERE application_name = 'strongroom-psql' \
+       AND (datname = current_database() OR starts_with(datname, $1)) \
        AND pid <> pg_backend_pid()";
 
 /// Runs the checks until `stop` fires.
@@ -105,7 +109,10 @@ async fn check_database(pg: &PostgresConfig, limit: Duration, clock: Clock) -> (
             .await
             .map_err(|e| e.to_string())?;
         let row = client
-            .query_one(RESTORE_SESSIONS, &[])
+            .query_one(
+                RESTORE_SESSIONS,
+                &[&postgres::staging_prefix(&params.database)],
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok::<i64, String>(row.get(0))

@@ -353,6 +353,13 @@ pub fn derived_name(database: &str, suffix: &str) -> String {
     format!("{}_{hash}{suffix}", &database[..keep])
 }
 
+/// How the names of the staging databases of restores into `database` begin (their suffix,
+/// [`name_suffix`] with `restoring`, is `_restoring_<time>_<4 hex>`: 32 bytes).
+pub fn staging_prefix(database: &str) -> String {
+    let name = derived_name(database, &"#".repeat(32));
+    format!("{}_restoring_", name.trim_end_matches('#'))
+}
+
 /// `ALTER DATABASE from RENAME TO to`: new sessions refused first (`ALLOW_CONNECTIONS
 /// false`), then the open ones ended (one that comes back in between is ended again, a few
 /// times); `to` accepts sessions again afterwards. Needs the database's ownership and the
@@ -598,6 +605,16 @@ pub fn spawn_psql(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_names_begin_with_their_prefix() {
+        for database in ["app", &"long_name_".repeat(6)] {
+            let suffix = name_suffix(time::OffsetDateTime::now_utc(), "restoring");
+            let name = derived_name(database, &suffix);
+            assert!(name.starts_with(&staging_prefix(database)), "{name}");
+            assert!(name.len() <= 63);
+        }
+    }
 
     fn params(host: &str, tls: TlsParams) -> ConnParams {
         ConnParams {

@@ -91,8 +91,7 @@ async fn manifest_of(store: &S3Store, key: &str) -> Manifest {
 
 /// Databases whose name begins like `target`'s staging databases.
 async fn staging_left(target: &str) -> Vec<String> {
-    let name = strongroom::engine::postgres::derived_name(target, &"x".repeat(32));
-    let prefix = format!("{}_restoring_", name.trim_end_matches('x'));
+    let prefix = strongroom::engine::postgres::staging_prefix(target);
     harness::admin("postgres")
         .await
         .query(

@@ -41,13 +41,6 @@ fn signing(private: &Path, public: &Path) -> String {
 const SLOW: &str = "pg_sleep(CASE WHEN current_database() LIKE '%\\_killed' \
      OR current_database() LIKE '%\\_restoring\\_%' THEN 0.0005 ELSE 0 END)";
 
-/// How the staging database of a parallel restore into `target` begins.
-fn staging_prefix(target: &str) -> String {
-    // The suffix is `_restoring_<timestamp>_<4 hex>`: 32 bytes.
-    let name = strongroom::engine::postgres::derived_name(target, &"x".repeat(32));
-    format!("{}_restoring_", name.trim_end_matches('x'))
-}
-
 async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !done().await {
@@ -64,7 +57,11 @@ async fn psql_sessions(database: &str, query: &str) -> i64 {
             "SELECT count(*) FROM pg_stat_activity \
              WHERE (datname = $1 OR starts_with(datname, $3)) \
              AND application_name = 'strongroom-psql' AND query LIKE $2",
-            &[&database, &query, &staging_prefix(database)],
+            &[
+                &database,
+                &query,
+                &strongroom::engine::postgres::staging_prefix(database),
+            ],
         )
         .await
         .unwrap()

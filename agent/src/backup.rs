@@ -184,7 +184,12 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
     let s3 = &config.s3;
     let started = OffsetDateTime::now_utc();
     let timestamp = Timestamp::new(started);
-    let keys = layout::postgres_keys(&s3.prefix, &config.release, timestamp);
+    let keys = layout::postgres_keys(
+        &s3.prefix,
+        &config.release,
+        timestamp,
+        pg.compression_format,
+    );
     let ((), (session, pg_dump_version)) = tokio::try_join!(
         ensure_key_free(&*store, &keys.dump),
         prepare_pg(pg, &params),
@@ -207,7 +212,8 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
     let options = StreamOptions {
         parts: s3.part_plan(),
         upload_concurrency: s3.upload_concurrency as usize,
-        compression_level: pg.compression_level,
+        codec: pg.compression_format,
+        compression_level: pg.compression_level(),
         compression_threads: crate::compress::threads(pg.compression_threads),
         block_size: crate::compress::BLOCK_SIZE,
         integrity: policy.integrity,
@@ -304,8 +310,8 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
             pg_dump_version,
             dump_format: "plain".into(),
             compression: Compression {
-                format: "gzip".into(),
-                level: pg.compression_level,
+                format: pg.compression_format.as_str().into(),
+                level: pg.compression_level(),
                 block_size_bytes: crate::compress::BLOCK_SIZE as u64,
             },
             uncompressed_size_bytes: completed.uncompressed_size,

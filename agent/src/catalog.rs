@@ -12,7 +12,7 @@ use std::fmt;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::layout::{self, BackupObject, Engine, SnapshotRef, Timestamp};
+use crate::layout::{self, BackupObject, Codec, Engine, SnapshotRef, Timestamp};
 use crate::manifest::{Manifest, ManifestObject};
 use crate::signing::ManifestVerifier;
 use crate::store::versions::KeyVersions;
@@ -247,8 +247,9 @@ pub async fn backups<S: ObjectStore>(
     release: &str,
 ) -> Result<Vec<Listed>> {
     let folder = layout::engine_folder(prefix, engine, release);
-    // A PostgreSQL dump's size; a ClickHouse backup's folder (size unknown from a listing).
-    let mut dumps: BTreeMap<Timestamp, Option<u64>> = BTreeMap::new();
+    // A PostgreSQL dump's size and codec; a ClickHouse backup's folder (size unknown from a
+    // listing).
+    let mut dumps: BTreeMap<Timestamp, (Option<u64>, Codec)> = BTreeMap::new();
     let mut manifests = BTreeSet::new();
     let mut token: Option<String> = None;
     loop {
@@ -261,13 +262,14 @@ pub async fn backups<S: ObjectStore>(
                 .and_then(|rest| rest.strip_suffix('/'))
                 .and_then(Timestamp::parse);
             if let (Engine::Clickhouse, Some(ts)) = (engine, stamp) {
-                dumps.insert(ts, None);
+                dumps.insert(ts, (None, Codec::default()));
             }
         }
         for object in &page.objects {
             match layout::classify(&folder, &object.key) {
                 Some(BackupObject::Dump(ts)) => {
-                    dumps.insert(ts, Some(object.size));
+                    let codec = Codec::of_dump(&object.key).unwrap_or_default();
+                    dumps.insert(ts, (Some(object.size), codec));
                 }
                 Some(BackupObject::Manifest(ts)) => {
                     manifests.insert(ts);
@@ -283,17 +285,31 @@ pub async fn backups<S: ObjectStore>(
     let stamps: BTreeSet<Timestamp> = dumps.keys().chain(&manifests).copied().collect();
     let mut listed = Vec::with_capacity(stamps.len());
     for ts in stamps {
-        let keys = layout::backup_keys(prefix, engine, release, ts);
+        let listed_dump = dumps.get(&ts).copied();
+        let codec = listed_dump.map_or_else(Codec::default, |(_, codec)| codec);
+        let mut keys = layout::backup_keys(prefix, engine, release, ts, codec);
         let complete = manifests.contains(&ts);
         // Only a backup missing one of its two marks costs a request: is it hidden?
-        let hidden = match (dumps.contains_key(&ts), complete) {
+        let hidden = match (listed_dump.is_some(), complete) {
             (true, true) => None,
             // A ClickHouse folder whose every file is hidden lists as nothing: its `.backup`
             // file says whether it was there.
             (false, _) if engine == Engine::Clickhouse => {
                 hidden_part(store, &keys.checksum, "backup's .backup file").await?
             }
-            (false, _) => hidden_part(store, &keys.dump, "dump").await?,
+            // The listing does not say which codec a hidden dump had: look for either.
+            (false, _) => {
+                let mut found = None;
+                for codec in Codec::ALL {
+                    let candidate = layout::backup_keys(prefix, engine, release, ts, codec);
+                    if let Some(why) = hidden_part(store, &candidate.dump, "dump").await? {
+                        found = Some(why);
+                        keys = candidate;
+                        break;
+                    }
+                }
+                found
+            }
             (true, false) => hidden_part(store, &keys.manifest, "manifest").await?,
         };
         listed.push(Listed {
@@ -304,7 +320,7 @@ pub async fn backups<S: ObjectStore>(
                 keys,
             },
             complete,
-            size_bytes: dumps.get(&ts).copied().flatten(),
+            size_bytes: listed_dump.and_then(|(size, _)| size),
             hidden,
         });
     }
@@ -397,5 +413,21 @@ mod tests {
         assert_eq!(listed.len(), 1);
         let hidden = listed[0].hidden.as_deref().expect("listed as hidden");
         assert!(hidden.contains(".backup"), "{hidden}");
+    }
+
+    #[tokio::test]
+    async fn a_hidden_zstd_dump_is_listed_hidden_under_its_own_key() {
+        let store = MemoryStore::default();
+        let ts = Timestamp::parse("20261123T020000Z").unwrap();
+        let keys = layout::postgres_keys("b", "r", ts, Codec::Zstd);
+        for key in [&keys.dump, &keys.manifest] {
+            put(&store, key, b"x").await;
+        }
+        store.hide(&keys.dump);
+        let listed = backups(&store, "b", Engine::Postgresql, "r").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].snapshot.keys, keys);
+        let hidden = listed[0].hidden.as_deref().expect("listed as hidden");
+        assert!(hidden.contains(".sql.zst"), "{hidden}");
     }
 }

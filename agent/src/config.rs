@@ -43,7 +43,9 @@ pub mod defaults {
     pub const PG_USER: &str = "postgres";
     pub const PG_DUMP: &str = "pg_dump";
     /// The runbook's `gzip -6`.
-    pub const COMPRESSION_LEVEL: u32 = 6;
+    pub const GZIP_LEVEL: u32 = 6;
+    /// zstd's own default: faster than `gzip -1` with a better ratio than `gzip -6`.
+    pub const ZSTD_LEVEL: u32 = 3;
     pub const CONNECT_TIMEOUT_SECONDS: u64 = 10;
     pub const LOG_LEVEL: &str = "info";
     pub const PSQL: &str = "psql";
@@ -95,9 +97,6 @@ pub mod defaults {
     }
     pub(super) fn pg_dump() -> std::path::PathBuf {
         PG_DUMP.into()
-    }
-    pub(super) fn compression_level() -> u32 {
-        COMPRESSION_LEVEL
     }
     pub(super) fn lock_wait_timeout_seconds() -> u64 {
         600
@@ -521,7 +520,8 @@ mod tests {
         let pg = c.postgresql.unwrap();
         assert_eq!(pg.host, "/var/run/postgresql");
         assert_eq!(pg.port, 5432);
-        assert_eq!(pg.compression_level, 6);
+        assert_eq!(pg.compression_level(), 6);
+        assert_eq!(pg.compression_format, crate::layout::Codec::Gzip);
     }
 
     #[test]
@@ -648,6 +648,19 @@ mod tests {
                 MINIMAL.replace("database: app", "database: app\n  compression_level: 11"),
                 "`postgresql.compression_level`",
                 "0-9",
+            ),
+            (
+                MINIMAL.replace(
+                    "database: app",
+                    "database: app\n  compression_format: zstd\n  compression_level: 0",
+                ),
+                "`postgresql.compression_level`",
+                "for zstd: use 1-19",
+            ),
+            (
+                MINIMAL.replace("database: app", "database: app\n  compression_format: xz"),
+                "compression_format",
+                "gzip",
             ),
             (
                 MINIMAL.replace("bucket:", "endpoint: s3.local\n  bucket:"),

@@ -1,7 +1,8 @@
 //! The S3 key layout from the runbook, and the backup timestamp that names each backup.
 //!
 //! PostgreSQL: `<prefix>/postgresql/<release>/<timestamp>.sql.gz`, with
-//! `<timestamp>.sql.gz.sha256` (sha256sum format) and `<timestamp>.manifest.json` beside it.
+//! `<timestamp>.sql.gz.sha256` (sha256sum format) and `<timestamp>.manifest.json` beside it;
+//! an opt-in zstd dump is `<timestamp>.sql.zst` with `<timestamp>.sql.zst.sha256`.
 //! ClickHouse: `<prefix>/clickhouse/<release>/<timestamp>/`, the folder ClickHouse's own BACKUP
 //! writes (its `.backup` metadata inside), with `<timestamp>.manifest.json` beside the folder.
 //! Timestamps are UTC `YYYYMMDDTHHMMSSZ`, so keys sort by time as text.
@@ -93,8 +94,57 @@ pub struct BackupKeys {
     pub signature: String,
 }
 
-pub const DUMP_SUFFIX: &str = ".sql.gz";
-pub const CHECKSUM_SUFFIX: &str = ".sql.gz.sha256";
+/// How a PostgreSQL dump is compressed, and so the suffix of its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// The runbook's `.sql.gz`: concatenated gzip members.
+    #[default]
+    Gzip,
+    /// `.sql.zst`: concatenated zstd frames.
+    Zstd,
+}
+
+impl Codec {
+    pub const ALL: [Codec; 2] = [Codec::Gzip, Codec::Zstd];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// `.sql.gz` or `.sql.zst`.
+    pub fn dump_suffix(self) -> &'static str {
+        match self {
+            Codec::Gzip => ".sql.gz",
+            Codec::Zstd => ".sql.zst",
+        }
+    }
+
+    /// The dump's sha256sum file: `.sql.gz.sha256` or `.sql.zst.sha256`.
+    pub fn checksum_suffix(self) -> &'static str {
+        match self {
+            Codec::Gzip => ".sql.gz.sha256",
+            Codec::Zstd => ".sql.zst.sha256",
+        }
+    }
+
+    /// The codec of a PostgreSQL dump key, by its suffix.
+    pub fn of_dump(key: &str) -> Option<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|c| key.ends_with(c.dump_suffix()))
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const SIGNATURE_SUFFIX: &str = ".manifest.json.sig";
 /// PostgreSQL's roles, memberships and settings, beside the dump.
@@ -102,11 +152,11 @@ pub const GLOBALS_SUFFIX: &str = ".globals.json";
 /// ClickHouse's metadata file inside its backup folder.
 pub const CLICKHOUSE_METADATA: &str = ".backup";
 
-pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys {
+pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp, codec: Codec) -> BackupKeys {
     let base = format!("{}{at}", engine_folder(prefix, Engine::Postgresql, release));
     BackupKeys {
-        dump: format!("{base}{DUMP_SUFFIX}"),
-        checksum: format!("{base}{CHECKSUM_SUFFIX}"),
+        dump: format!("{base}{}", codec.dump_suffix()),
+        checksum: format!("{base}{}", codec.checksum_suffix()),
         manifest: format!("{base}{MANIFEST_SUFFIX}"),
         signature: format!("{base}{SIGNATURE_SUFFIX}"),
     }
@@ -114,7 +164,9 @@ pub fn postgres_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys {
 
 /// The globals object of the PostgreSQL backup whose dump is `dump_key`.
 pub fn postgres_globals_key(dump_key: &str) -> String {
-    let base = dump_key.strip_suffix(DUMP_SUFFIX).unwrap_or(dump_key);
+    let base = Codec::of_dump(dump_key)
+        .and_then(|c| dump_key.strip_suffix(c.dump_suffix()))
+        .unwrap_or(dump_key);
     format!("{base}{GLOBALS_SUFFIX}")
 }
 
@@ -128,10 +180,16 @@ pub fn clickhouse_keys(prefix: &str, release: &str, at: Timestamp) -> BackupKeys
     }
 }
 
-/// The keys of `engine`'s backup taken at `at`.
-pub fn backup_keys(prefix: &str, engine: Engine, release: &str, at: Timestamp) -> BackupKeys {
+/// The keys of `engine`'s backup taken at `at` (`codec`: a PostgreSQL dump's).
+pub fn backup_keys(
+    prefix: &str,
+    engine: Engine,
+    release: &str,
+    at: Timestamp,
+    codec: Codec,
+) -> BackupKeys {
     match engine {
-        Engine::Postgresql => postgres_keys(prefix, release, at),
+        Engine::Postgresql => postgres_keys(prefix, release, at, codec),
         Engine::Clickhouse => clickhouse_keys(prefix, release, at),
     }
 }
@@ -150,11 +208,13 @@ pub fn classify(folder: &str, key: &str) -> Option<BackupObject> {
     if let Some(ts) = name.strip_suffix(&format!("/{CLICKHOUSE_METADATA}")) {
         return Timestamp::parse(ts).map(BackupObject::Dump);
     }
-    if let Some(ts) = name.strip_suffix(CHECKSUM_SUFFIX) {
-        return Timestamp::parse(ts).map(BackupObject::Checksum);
-    }
-    if let Some(ts) = name.strip_suffix(DUMP_SUFFIX) {
-        return Timestamp::parse(ts).map(BackupObject::Dump);
+    for codec in Codec::ALL {
+        if let Some(ts) = name.strip_suffix(codec.checksum_suffix()) {
+            return Timestamp::parse(ts).map(BackupObject::Checksum);
+        }
+        if let Some(ts) = name.strip_suffix(codec.dump_suffix()) {
+            return Timestamp::parse(ts).map(BackupObject::Dump);
+        }
     }
     if let Some(ts) = name.strip_suffix(MANIFEST_SUFFIX) {
         return Timestamp::parse(ts).map(BackupObject::Manifest);
@@ -184,7 +244,7 @@ pub struct SnapshotKeyError {
     pub example: String,
 }
 
-/// Parses `<prefix>/postgresql/<release>/<timestamp>.sql.gz` or
+/// Parses `<prefix>/postgresql/<release>/<timestamp>.sql.gz` (or `.sql.zst`) or
 /// `<prefix>/clickhouse/<release>/<timestamp>` (a trailing `/` allowed): no `..`, no absolute
 /// path, no characters outside S3's safe set, nothing outside the configured prefix and engine.
 pub fn parse_snapshot(
@@ -192,11 +252,11 @@ pub fn parse_snapshot(
     engine: Engine,
     key: &str,
 ) -> Result<SnapshotRef, SnapshotKeyError> {
-    let suffix = match engine {
-        Engine::Postgresql => DUMP_SUFFIX,
+    let example_suffix = match engine {
+        Engine::Postgresql => Codec::Gzip.dump_suffix(),
         Engine::Clickhouse => "",
     };
-    let example = format!("{prefix}/{engine}/<release>/20261123T020000Z{suffix}");
+    let example = format!("{prefix}/{engine}/<release>/20261123T020000Z{example_suffix}");
     let refuse = |problem: &str| SnapshotKeyError {
         key: key.chars().take(200).collect(),
         problem: problem.to_owned(),
@@ -237,8 +297,12 @@ pub fn parse_snapshot(
     if !is_release_name(release) {
         return Err(refuse(&format!("{release:?} is not a release name")));
     }
-    let Some(stamp) = file.strip_suffix(suffix) else {
-        return Err(refuse(&format!("it does not name a {DUMP_SUFFIX} dump")));
+    let (stamp, codec) = match engine {
+        Engine::Clickhouse => (file, Codec::default()),
+        Engine::Postgresql => match Codec::of_dump(file) {
+            Some(codec) => (&file[..file.len() - codec.dump_suffix().len()], codec),
+            None => return Err(refuse("it does not name a .sql.gz or .sql.zst dump")),
+        },
     };
     let Some(timestamp) = Timestamp::parse(stamp) else {
         return Err(refuse(&format!(
@@ -249,7 +313,7 @@ pub fn parse_snapshot(
         engine,
         release: release.to_owned(),
         timestamp,
-        keys: backup_keys(prefix, engine, release, timestamp),
+        keys: backup_keys(prefix, engine, release, timestamp, codec),
     })
 }
 
@@ -272,7 +336,7 @@ mod tests {
     #[test]
     fn keys_follow_the_runbook_layout() {
         let ts = Timestamp::new(datetime!(2026-11-23 02:00:00.750 UTC));
-        let keys = postgres_keys("backups/llama-mapper", "prod", ts);
+        let keys = postgres_keys("backups/llama-mapper", "prod", ts, Codec::Gzip);
         assert_eq!(
             keys.dump,
             "backups/llama-mapper/postgresql/prod/20261123T020000Z.sql.gz"
@@ -307,6 +371,10 @@ mod tests {
             snap.keys.manifest,
             "backups/app/postgresql/prod/20261123T020000Z.manifest.json"
         );
+        let zst = "backups/app/postgresql/prod/20261123T020000Z.sql.zst";
+        let snap = parse_snapshot("backups/app", Engine::Postgresql, zst).unwrap();
+        assert_eq!(snap.keys.dump, zst);
+        assert_eq!(snap.keys.checksum, format!("{zst}.sha256"));
         let refused = [
             (
                 "backups/app/postgresql/prod/../x/20261123T020000Z.sql.gz",
@@ -412,12 +480,20 @@ mod tests {
     fn classify_recognises_only_our_objects() {
         let folder = engine_folder("b", Engine::Postgresql, "r");
         let ts = Timestamp::parse("20261123T020000Z").unwrap();
-        let keys = postgres_keys("b", "r", ts);
-        assert_eq!(classify(&folder, &keys.dump), Some(BackupObject::Dump(ts)));
-        assert_eq!(
-            classify(&folder, &keys.checksum),
-            Some(BackupObject::Checksum(ts))
-        );
+        for codec in Codec::ALL {
+            let keys = postgres_keys("b", "r", ts, codec);
+            assert_eq!(classify(&folder, &keys.dump), Some(BackupObject::Dump(ts)));
+            assert_eq!(Codec::of_dump(&keys.dump), Some(codec));
+            assert_eq!(
+                classify(&folder, &keys.checksum),
+                Some(BackupObject::Checksum(ts))
+            );
+            assert_eq!(
+                postgres_globals_key(&keys.dump),
+                "b/postgresql/r/20261123T020000Z.globals.json"
+            );
+        }
+        let keys = postgres_keys("b", "r", ts, Codec::Gzip);
         assert_eq!(
             classify(&folder, &keys.manifest),
             Some(BackupObject::Manifest(ts))

@@ -154,6 +154,8 @@ mod tests {
             ("p/postgresql/r/20261122T020000Z.manifest.json", b"{}"),
             ("p/postgresql/r/20261123T020000Z.sql.gz", b"newer"),
             ("p/postgresql/other/20261123T020000Z.sql.gz", b"x"),
+            ("p/postgresql/r/20261124T020000Z.sql.zst", b"zstd"),
+            ("p/postgresql/r/20261124T020000Z.manifest.json", b"{}"),
         ] {
             let sum = PartChecksum::compute(Integrity::Md5, body);
             store
@@ -164,9 +166,11 @@ mod tests {
         let entries = list_backups(&store, &config, Engine::Postgresql)
             .await
             .unwrap();
-        assert_eq!(entries.len(), 2);
-        assert!(entries[0].complete && !entries[1].complete);
+        assert_eq!(entries.len(), 3);
+        assert!(entries[0].complete && !entries[1].complete && entries[2].complete);
         assert_eq!(entries[1].size_bytes, Some(5));
+        assert_eq!(entries[2].key, "p/postgresql/r/20261124T020000Z.sql.zst");
+        assert_eq!(entries[2].size_bytes, Some(4));
         assert_eq!(entries[0].retain_until, Some(lock.retain_until));
         let table = render_table(&entries);
         assert!(

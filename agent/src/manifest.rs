@@ -170,7 +170,8 @@ pub struct ClickHouseTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Compression {
-    /// `gzip` (concatenated members, one per block).
+    /// `gzip` (concatenated members, one per block) or `zstd` (concatenated frames, one per
+    /// block).
     pub format: String,
     pub level: u32,
     pub block_size_bytes: u64,

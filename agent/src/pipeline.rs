@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compress::{self, Sections};
 use crate::error::{Error, Result};
+use crate::layout::Codec;
 use crate::manifest::DumpSection;
 use crate::readback::Sent;
 use crate::store::checksum::expected_multipart;
@@ -33,6 +34,7 @@ use parts::{MAX_PARTS, PartPlan};
 pub struct StreamOptions {
     pub parts: PartPlan,
     pub upload_concurrency: usize,
+    pub codec: Codec,
     pub compression_level: u32,
     pub compression_threads: usize,
     pub block_size: usize,
@@ -192,7 +194,7 @@ impl SectionRanges {
             self.open = Some((offset, Sha256::new()));
         }
         if let Some((_, hasher)) = &mut self.open {
-            hasher.update(&member.gzip);
+            hasher.update(&member.data);
         }
     }
 
@@ -250,6 +252,7 @@ where
     let found = options.sections.then(compress::Sections::default);
     let members = compress::compress(
         source,
+        options.codec,
         options.compression_level,
         options.compression_threads,
         options.block_size,
@@ -280,14 +283,14 @@ where
             source,
         })?
     {
-        hasher.update(&member.gzip);
+        hasher.update(&member.data);
         ranges.member(size, &member);
-        size += member.gzip.len() as u64;
+        size += member.data.len() as u64;
         uncompressed += member.input_len as u64;
         progress
             .bytes_read
             .fetch_add(member.input_len as u64, Ordering::Relaxed);
-        let mut rest = &member.gzip[..];
+        let mut rest = &member.data[..];
         while !rest.is_empty() {
             let target = options.parts.size(number);
             let take = rest.len().min(target - buffer.len());
@@ -396,6 +399,7 @@ mod tests {
         StreamOptions {
             parts: PartPlan::of_bytes(part_size as u64, 3),
             upload_concurrency: 2,
+            codec: Codec::Gzip,
             compression_level: 1,
             compression_threads: 2,
             block_size: 1000,
@@ -471,6 +475,30 @@ mod tests {
         assert!(e.to_string().contains("injected failure"), "{e}");
         assert!(store.objects().is_empty());
         assert_eq!(store.open_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn zstd_parts_complete_into_the_zstd_frames_of_the_input() {
+        let store = Arc::new(MemoryStore::default());
+        let data = input(50_000);
+        let staged = stage(
+            store.clone(),
+            "k",
+            std::io::Cursor::new(data.clone()),
+            StreamOptions {
+                codec: Codec::Zstd,
+                compression_level: 3,
+                ..options(7_000)
+            },
+            None,
+            &Progress::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        staged.complete().await.unwrap();
+        let stored = store.objects()["k"][0].data.clone();
+        assert_eq!(zstd::decode_all(&stored[..]).unwrap(), data);
     }
 
     #[tokio::test]

@@ -138,9 +138,16 @@ pub async fn resolve_snapshot<S: ObjectStore>(
     }
 }
 
-/// Creates the target if asked, and refuses a non-empty one unless forced. Returns whether it
-/// created the database.
-async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result<bool> {
+/// What [`prepare_target`] found.
+struct PreparedTarget {
+    /// The restore created the database.
+    created: bool,
+    /// It has tables of its own (only possible with `--force`).
+    has_tables: bool,
+}
+
+/// Creates the target if asked, and refuses a non-empty one unless forced.
+async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result<PreparedTarget> {
     let maintenance = params.with_database("postgres");
     let mut created = false;
     if !postgres::database_exists(&maintenance, &params.database).await? {
@@ -153,12 +160,9 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
         tracing::info!(database = %params.database, "target database created");
         created = true;
     }
-    if options.force {
-        return Ok(created);
-    }
     let client = postgres::connect(params).await?;
     let tables = postgres::user_tables(&client, &params.database).await?;
-    if !tables.is_empty() {
+    if !tables.is_empty() && !options.force {
         return Err(Error::TargetNotEmpty {
             database: params.database.clone(),
             count: tables.len(),
@@ -170,15 +174,10 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
                 .join(", "),
         });
     }
-    Ok(created)
-}
-
-/// Whether `params`' database has no tables of its own.
-async fn is_empty(params: &ConnParams) -> Result<bool> {
-    let client = postgres::connect(params).await?;
-    Ok(postgres::user_tables(&client, &params.database)
-        .await?
-        .is_empty())
+    Ok(PreparedTarget {
+        created,
+        has_tables: !tables.is_empty(),
+    })
 }
 
 /// Newer versions under the pinned key are never restored, but they are worth knowing about.
@@ -262,9 +261,10 @@ pub async fn restore_postgres<S: ObjectStore>(
     let entry = manifest.object(&snapshot.keys.dump)?.clone();
     let mut warnings =
         version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
-    let created = prepare_target(&params, options).await?;
+    let target = prepare_target(&params, options).await?;
+    let created = target.created;
     let mut index = parallel::index(&manifest, &entry, &details)?;
-    if index.is_some() && options.force && !created && !is_empty(&params).await? {
+    if index.is_some() && target.has_tables {
         warnings.push(format!(
             "--force into {database}, which has tables: the dump was loaded into it in one \
              session, not in parallel through a staging database"

@@ -1,11 +1,14 @@
-//! Streams one object version through SHA-256 and gunzip into a sink, in one pass.
+//! Streams one object version through SHA-256 and its decompressor (gzip or zstd) into a sink,
+//! in one pass.
 //!
 //! The download runs on the async side (hashing every byte as it arrives); decompression and
 //! writing run on a blocking thread, fed through a small bounded channel, so memory stays
 //! bounded and a slow sink (psql) slows the download instead of filling memory. The sink is
 //! handed back still open when the stream ends: the caller compares the hash with the manifest
-//! and only then lets the sink finish (for restore: lets psql commit). The gzip stream must be
-//! complete: a truncated member, a bad CRC or trailing garbage is an error.
+//! and only then lets the sink finish (for restore: lets psql commit). The stream must be
+//! complete: a truncated member or frame, a bad CRC or frame checksum, or trailing garbage is an
+//! error. zstd frames may not ask for a window over 2 MiB (the agent writes 1 MiB frames), so a
+//! hostile object cannot make the decoder allocate more before its hash is checked.
 
 use std::io::{BufReader, Read, Write};
 use std::time::Instant;
@@ -16,12 +19,15 @@ use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use crate::layout::Codec;
 use crate::store::{ObjectStore, StoreError};
 
 /// Chunks buffered between download and decompression.
 const CHANNEL_CHUNKS: usize = 16;
 /// Decompressed bytes handed to the sink per write.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// The largest zstd window accepted: 2 MiB (log2).
+const ZSTD_WINDOW_LOG_MAX: u32 = 21;
 
 /// The outcome of a completed pass.
 #[derive(Debug)]
@@ -41,9 +47,12 @@ pub struct Unpacked<W> {
 pub enum UnpackError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{target} is not a complete gzip stream: {source}. The object is damaged or truncated")]
-    Gzip {
+    #[error(
+        "{target} is not a complete {codec} stream: {source}. The object is damaged or truncated"
+    )]
+    Decompress {
         target: String,
+        codec: Codec,
         source: std::io::Error,
     },
     /// Writing to the sink failed (for restore: psql stopped reading).
@@ -75,12 +84,35 @@ impl Read for ChannelReader {
 }
 
 enum ThreadError {
-    Gzip(std::io::Error),
+    Decompress(std::io::Error),
     Sink(std::io::Error),
 }
 
-fn decompress<W: Write>(reader: ChannelReader, mut sink: W) -> Result<(W, u64), (W, ThreadError)> {
-    let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(WRITE_BUFFER, reader));
+/// A reader of the decompressed bytes of `compressed`: every gzip member or zstd frame in turn.
+pub fn decoder<'a, R: Read + Send + 'a>(
+    codec: Codec,
+    compressed: R,
+) -> std::io::Result<Box<dyn Read + Send + 'a>> {
+    let buffered = BufReader::with_capacity(WRITE_BUFFER, compressed);
+    Ok(match codec {
+        Codec::Gzip => Box::new(MultiGzDecoder::new(buffered)),
+        Codec::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(buffered)?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(decoder)
+        }
+    })
+}
+
+fn decompress<W: Write>(
+    codec: Codec,
+    reader: ChannelReader,
+    mut sink: W,
+) -> Result<(W, u64), (W, ThreadError)> {
+    let mut decoder = match decoder(codec, reader) {
+        Ok(decoder) => decoder,
+        Err(e) => return Err((sink, ThreadError::Decompress(e))),
+    };
     let mut buf = vec![0; WRITE_BUFFER];
     let mut total = 0u64;
     loop {
@@ -88,7 +120,7 @@ fn decompress<W: Write>(reader: ChannelReader, mut sink: W) -> Result<(W, u64), 
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err((sink, ThreadError::Gzip(e))),
+            Err(e) => return Err((sink, ThreadError::Decompress(e))),
         };
         if let Err(e) = sink.write_all(&buf[..n]) {
             return Err((sink, ThreadError::Sink(e)));
@@ -101,13 +133,22 @@ fn decompress<W: Write>(reader: ChannelReader, mut sink: W) -> Result<(W, u64), 
     }
 }
 
-/// Downloads `key` at `version_id`, hashing it, and writes its decompressed content to `sink`.
-/// On error the sink is dropped: a caller for whom closing the sink means "commit" (psql) must
-/// hold another handle on it (a duplicated fd) and stop the consumer before letting go.
-pub async fn gunzip_into<S, W>(
+/// Where the compressed bytes come from: one object version, whole or a byte range of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Compressed<'a> {
+    pub key: &'a str,
+    pub version_id: Option<&'a str>,
+    pub codec: Codec,
+    /// `(offset, length)`: whole members or frames (a section of a dump); `None`: the object.
+    pub range: Option<(u64, u64)>,
+}
+
+/// Downloads `source`, hashing it, and writes its decompressed content to `sink`. On error the
+/// sink is dropped: a caller for whom closing the sink means "commit" (psql) must hold another
+/// handle on it (a duplicated fd) and stop the consumer before letting go.
+pub async fn unpack_into<S, W>(
     store: &S,
-    key: &str,
-    version_id: Option<&str>,
+    source: Compressed<'_>,
     sink: W,
 ) -> Result<Unpacked<W>, UnpackError>
 where
@@ -115,44 +156,22 @@ where
     W: Write + Send + 'static,
 {
     let started = Instant::now();
-    let body = store.get(key, version_id).await?;
-    unpack_body(store, key, body, started, sink).await
-}
-
-/// [`gunzip_into`] for the `len` bytes at `offset` (whole gzip members: a section of a dump).
-pub async fn gunzip_range_into<S, W>(
-    store: &S,
-    key: &str,
-    version_id: Option<&str>,
-    (offset, len): (u64, u64),
-    sink: W,
-) -> Result<Unpacked<W>, UnpackError>
-where
-    S: ObjectStore,
-    W: Write + Send + 'static,
-{
-    let started = Instant::now();
-    let body = store.get_range(key, version_id, offset, len).await?;
-    unpack_body(store, key, body, started, sink).await
-}
-
-async fn unpack_body<S, W>(
-    store: &S,
-    key: &str,
-    body: crate::store::ObjectBody,
-    started: Instant,
-    sink: W,
-) -> Result<Unpacked<W>, UnpackError>
-where
-    S: ObjectStore,
-    W: Write + Send + 'static,
-{
+    let Compressed {
+        key,
+        version_id,
+        codec,
+        range,
+    } = source;
+    let body = match range {
+        None => store.get(key, version_id).await?,
+        Some((offset, len)) => store.get_range(key, version_id, offset, len).await?,
+    };
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     let reader = ChannelReader {
         chunks: receiver,
         current: Bytes::new(),
     };
-    let worker = tokio::task::spawn_blocking(move || decompress(reader, sink));
+    let worker = tokio::task::spawn_blocking(move || decompress(codec, reader, sink));
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut chunks = body.chunks;
@@ -188,8 +207,9 @@ where
             uncompressed,
             download_seconds,
         }),
-        Err((_, ThreadError::Gzip(source))) => Err(UnpackError::Gzip {
+        Err((_, ThreadError::Decompress(source))) => Err(UnpackError::Decompress {
             target: store.target(key),
+            codec,
             source,
         }),
         Err((_, ThreadError::Sink(source))) => Err(UnpackError::Sink { source }),
@@ -209,6 +229,15 @@ mod tests {
             .collect()
     }
 
+    fn whole(version: &Option<String>, codec: Codec) -> Compressed<'_> {
+        Compressed {
+            key: "k",
+            version_id: version.as_deref(),
+            codec,
+            range: None,
+        }
+    }
+
     async fn stored(bytes: Vec<u8>) -> (MemoryStore, Option<String>) {
         let store = MemoryStore::default();
         let sum = PartChecksum::compute(Integrity::Md5, &bytes);
@@ -224,7 +253,7 @@ mod tests {
         let text: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
         let gz = gzip_members(&[&text[..100_000], &text[100_000..], b""]);
         let (store, version) = stored(gz.clone()).await;
-        let out = gunzip_into(&store, "k", version.as_deref(), Vec::new())
+        let out = unpack_into(&store, whole(&version, Codec::Gzip), Vec::new())
             .await
             .unwrap();
         assert_eq!(out.sink, text);
@@ -241,12 +270,53 @@ mod tests {
             [gz.clone(), b"junk".to_vec()].concat(),
         ] {
             let (store, version) = stored(bad).await;
-            let e = gunzip_into(&store, "k", version.as_deref(), Vec::new())
+            let e = unpack_into(&store, whole(&version, Codec::Gzip), Vec::new())
                 .await
                 .unwrap_err();
-            assert!(matches!(e, UnpackError::Gzip { .. }), "{e}");
+            assert!(matches!(e, UnpackError::Decompress { .. }), "{e}");
             assert!(e.to_string().contains("not a complete gzip stream"), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn zstd_frames_arrive_whole_and_damage_is_refused() {
+        let text: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let zst: Vec<u8> = [&text[..100_000], &text[100_000..], b""]
+            .iter()
+            .flat_map(|p| crate::compress::zstd_frame(p, 3).unwrap())
+            .collect();
+        let (store, version) = stored(zst.clone()).await;
+        let out = unpack_into(&store, whole(&version, Codec::Zstd), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(out.sink, text);
+        assert_eq!(out.sha256, <[u8; 32]>::from(Sha256::digest(&zst)));
+        let mut flipped = zst.clone();
+        flipped[zst.len() / 2] ^= 0x55;
+        for bad in [
+            zst[..zst.len() - 5].to_vec(),
+            [zst.clone(), b"junk".to_vec()].concat(),
+            flipped,
+        ] {
+            let (store, version) = stored(bad).await;
+            let e = unpack_into(&store, whole(&version, Codec::Zstd), Vec::new())
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("not a complete zstd stream"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zstd_frame_asking_for_a_large_window_is_refused() {
+        // A long-range frame written by the zstd tool itself would need a 128 MiB window.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(27).unwrap();
+        std::io::Write::write_all(&mut encoder, &vec![1u8; 4 << 20]).unwrap();
+        let (store, version) = stored(encoder.finish().unwrap()).await;
+        let e = unpack_into(&store, whole(&version, Codec::Zstd), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not a complete zstd stream"), "{e}");
     }
 
     #[derive(Debug)]
@@ -264,7 +334,7 @@ mod tests {
     async fn a_sink_that_stops_reading_stops_the_pass() {
         let gz = gzip_members(&[&vec![7u8; 2_000_000]]);
         let (store, version) = stored(gz).await;
-        let e = gunzip_into(&store, "k", version.as_deref(), FailingSink)
+        let e = unpack_into(&store, whole(&version, Codec::Gzip), FailingSink)
             .await
             .unwrap_err();
         assert!(matches!(e, UnpackError::Sink { .. }), "{e}");

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use crate::catalog::{self, FetchedManifest};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::layout::{Engine, SnapshotRef};
+use crate::layout::{Codec, Engine, SnapshotRef};
 use crate::signing::ManifestVerifier;
 use crate::store::versions::KeyVersions;
 use crate::store::{ObjectStore, Retention, read_small};
@@ -208,7 +208,7 @@ async fn check_incomplete<S: ObjectStore>(
     }
 }
 
-/// Streams the dump (SHA-256, complete gzip, uncompressed size) and checks the `.sha256` file.
+/// Streams the dump (SHA-256, complete gzip or zstd, uncompressed size) and checks the `.sha256` file.
 async fn check_deep<S: ObjectStore>(
     store: &S,
     snapshot: &SnapshotRef,
@@ -223,7 +223,14 @@ async fn check_deep<S: ObjectStore>(
         return;
     };
     let expected = dump.sha256.clone().unwrap_or_default();
-    match unpack::gunzip_into(store, &keys.dump, dump.version_id.as_deref(), sink()).await {
+    let codec = Codec::of_dump(&keys.dump).unwrap_or_default();
+    let source = unpack::Compressed {
+        key: &keys.dump,
+        version_id: dump.version_id.as_deref(),
+        codec,
+        range: None,
+    };
+    match unpack::unpack_into(store, source, sink()).await {
         Ok(unpacked) => {
             let actual = hex::encode(unpacked.sha256);
             if actual != expected {
@@ -246,7 +253,7 @@ async fn check_deep<S: ObjectStore>(
                 ));
             }
             verdict.deep = Some(format!(
-                "sha256 {}, gzip complete ({} bytes of SQL)",
+                "sha256 {}, {codec} complete ({} bytes of SQL)",
                 if actual == expected { "ok" } else { "MISMATCH" },
                 unpacked.uncompressed
             ));
@@ -402,7 +409,7 @@ mod tests {
             engine: Engine::Postgresql,
             release: "r".into(),
             timestamp: ts,
-            keys: crate::layout::postgres_keys("b", "r", ts),
+            keys: crate::layout::postgres_keys("b", "r", ts, crate::layout::Codec::Gzip),
         };
         let verdict = verify_one(&store, &config, &snapshot, false, None, false).await;
         assert_eq!(verdict.status, Status::Incomplete);

@@ -89,6 +89,7 @@ value names the value that set it. */}}
     "database" (required "backups.postgresql.database is required: the database to back up" $e.database)
     "password_file" (printf "%s/postgresql-password" $dir)
     "schedule" $e.schedule
+    "compression_format" $e.compression.format
     "backup_from" $e.backupFrom }}
 {{- if eq $purpose "sidecar" }}
 {{- $_ := set $pg "host" $e.socketDir }}

@@ -8,6 +8,7 @@
 #   (b) the runbook's naive pipeline: pg_dump | gzip -6 | aws s3 cp - s3://...
 #   (c) pg_dump | pigz -p 2 > /dev/null  (the 2-core compression limit, no upload)
 #   (z) pg_dump > /dev/null  (the source limit)
+#   (y) strongroom backup with postgresql.compression_format: zstd (level 3)
 # Restore of the same dump, interleaved over $RESTORE_ROUNDS rounds (default 3):
 #   (d) strongroom restore --create with restore.jobs: 1 (download, verify, load through the
 #       staging database in one session at a time, row-count validation)
@@ -23,7 +24,7 @@
 #   (g) the same while hey holds 500 requests/s on /status: /status p50/p99 and the wall time.
 #
 # Prints median wall time, MB/s (uncompressed dump bytes), CPU seconds (user+sys of the command
-# and its children), peak RSS (the largest process), the ratios a/b, a/c, a/z, p/e, p/e1, d/e
+# and its children), peak RSS (the largest process), the ratios a/b, a/c, a/z, y/z, p/e, p/e1, d/e
 # and g/f, the RSS ratios, and the largest database a 30-minute RTO allows at the measured
 # parallel restore throughput, with a model of how it scales with cores.
 # Usage: bench.sh PATH/TO/strongroom
@@ -101,14 +102,19 @@ time_run() {
   echo "round $round ($which): ${wall}s" >&2
 }
 
+# (y): the same agent writing zstd, under its own release so restores below read the gzip dump.
+sed 's/^  compression_level: 6$/  compression_format: zstd\n  compression_level: 3/; s/^release: bench$/release: bench-zstd/' \
+  "$work/strongroom.yaml" >"$work/zstd.yaml"
+grep -q 'compression_format: zstd' "$work/zstd.yaml"
 declare -A commands=(
   [a]="$strongroom backup --config $work/strongroom.yaml --engine postgresql"
+  [y]="$strongroom backup --config $work/zstd.yaml --engine postgresql"
   [b]="pg_dump --format=plain | gzip -6 | \$aws_bin --endpoint-url \$STRONGROOM_TEST_S3_RGW s3 cp - s3://bench/naive/run-\$RANDOM.sql.gz"
   [c]="pg_dump --format=plain | pigz -p 2 -6 > /dev/null"
   [z]="pg_dump --format=plain > /dev/null"
 )
 for round in $(seq 1 "$rounds"); do
-  for which in a b c z; do
+  for which in a b c z y; do
     time_run "$which" "$round" "${commands[$which]}"
     sleep 1
   done
@@ -253,6 +259,7 @@ for line in open(path):
 cores = os.cpu_count()
 names = {"a": "strongroom backup", "b": "pg_dump | gzip -6 | aws s3 cp -",
          "c": "pg_dump | pigz -p 2 > /dev/null", "z": "pg_dump > /dev/null",
+         "y": "strongroom backup, zstd level 3",
          "d": "strongroom restore, restore.jobs 1", "p": "strongroom restore, restore.jobs %d" % cores,
          "e": "gunzip -c | psql --single-transaction", "e1": "psql < dump.sql (local file)"}
 med = {k: {"wall": statistics.median(r[0] for r in v), "cpu": statistics.median(r[1] for r in v),
@@ -261,7 +268,7 @@ print("command: make bench  (e2e/bench/bench.sh; ROUNDS=%s RESTORE_ROUNDS=%s SCA
 print("database: %s on disk (pgbench -i -s %s + e2e/bench/documents.sql), plain dump %.0f MB" % (db_size, scale, dump_bytes / 1e6))
 print("S3 server: Ceph RGW 16 (memstore) on 127.0.0.1; machine: %s cores" % os.cpu_count())
 print("%-3s %-38s %9s %8s %9s %12s" % ("", "approach", "wall(s)", "MB/s", "CPU(s)", "peak RSS"))
-for k in ["a", "b", "c", "z", "d", "p", "e", "e1"]:
+for k in ["a", "b", "c", "z", "y", "d", "p", "e", "e1"]:
     m = med[k]
     print("%-3s %-38s %9.2f %8.1f %9.2f %8.1f MiB" % (k, names[k], m["wall"], dump_bytes / 1e6 / m["wall"], m["cpu"], m["rss"] / 1024))
 ratio = lambda x, y: med[x]["wall"] / med[y]["wall"]
@@ -270,6 +277,7 @@ print("medians of %s backup and %s restore rounds; peak RSS is the maximum over 
 print("a/b = %.2f (target <= 0.55): %s" % (ratio("a", "b"), verdict(ratio("a", "b") <= 0.55)))
 print("a/c = %.2f (target <= 1.15): %s" % (ratio("a", "c"), verdict(ratio("a", "c") <= 1.15)))
 print("a/z = %.2f (the gzip default against pg_dump alone: reported)" % ratio("a", "z"))
+print("y/z = %.2f (target <= 1.30): %s" % (ratio("y", "z"), verdict(ratio("y", "z") <= 1.30)))
 print("p/e = %.2f (target <= 0.70): %s" % (ratio("p", "e"), verdict(ratio("p", "e") <= 0.70)))
 print("p/e1 = %.2f (against one session from a local file: reported)" % ratio("p", "e1"))
 print("d/e = %.2f (target <= 1.10): %s" % (ratio("d", "e"), verdict(ratio("d", "e") <= 1.10)))

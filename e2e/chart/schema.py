@@ -62,6 +62,7 @@ RULES = {
     "backups.clickhouse.port": PORT,
     "backups.postgresql.sslmode": {"enum": SSLMODES},
     "backups.postgresql.backupFrom": {"enum": ["primary", "any"]},
+    "backups.postgresql.compression.format": {"enum": ["gzip", "zstd"]},
     "backups.postgresql.socketDir": {"pattern": "^/"},
     "backups.clickhouse.scheme": {"enum": ["http", "https"]},
     "backups.daemon.port": PORT,

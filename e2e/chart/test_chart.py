@@ -277,6 +277,7 @@ def test_runbook_postgresql_values_land_where_they_must():
     assert config["release"] == RELEASE
     assert config["postgresql"]["password_file"] == "/var/run/secrets/strongroom/postgresql-password"
     assert config["postgresql"]["host"] == "llama-mapper-postgresql.prod.svc"
+    assert config["postgresql"]["compression_format"] == "gzip"
     assert config["s3"]["object_lock"] == {"required": True, "mode": "GOVERNANCE", "retention": {"years": 7}}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
@@ -302,6 +303,8 @@ def test_irsa_means_no_keys_and_an_annotated_service_account():
         (c,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
         assert not [e for e in c["env"] if e["name"].startswith("AWS_")]
         assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    pg = agent_config(docs, "pg-backup")["postgresql"]
+    assert (pg["compression_format"], pg["compression_level"]) == ("zstd", 9)
 
 
 def test_the_restore_job_is_named_by_type_snapshot_and_run_id():

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, Invalid, RestoreConfig, defaults, in_range, invalid, read_secret};
 use crate::engine::postgres::{ConnParams, RootCert, SslMode, TlsParams};
+use crate::layout::Codec;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,9 +42,12 @@ pub struct PostgresConfig {
     /// The `pg_dump` binary; its major version must be >= the server's.
     #[serde(default = "defaults::pg_dump")]
     pub pg_dump: PathBuf,
-    /// gzip level 0-9.
-    #[serde(default = "defaults::compression_level")]
-    pub compression_level: u32,
+    /// `gzip` (the runbook's `.sql.gz`) or `zstd` (an opt-in `.sql.zst`).
+    #[serde(default)]
+    pub compression_format: Codec,
+    /// gzip 0-9 (default 6, the runbook's `gzip -6`) or zstd 1-19 (default 3).
+    #[serde(default)]
+    pub compression_level: Option<u32>,
     /// Threads compressing in parallel; 0 means one per available core.
     #[serde(default)]
     pub compression_threads: usize,
@@ -84,6 +88,15 @@ pub enum BackupFrom {
 }
 
 impl PostgresConfig {
+    /// `compression_level`, or the format's default: gzip 6, zstd 3.
+    pub fn compression_level(&self) -> u32 {
+        self.compression_level
+            .unwrap_or(match self.compression_format {
+                Codec::Gzip => defaults::GZIP_LEVEL,
+                Codec::Zstd => defaults::ZSTD_LEVEL,
+            })
+    }
+
     /// The password from `password_file`, else from `PGPASSWORD`, else none.
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
         if let Some(path) = &self.password_file {
@@ -204,10 +217,20 @@ pub(super) fn validate(pg: &PostgresConfig) -> Result<(), Invalid> {
             format!("{:?}: use a database name of 1-63 bytes", pg.database),
         ));
     }
-    if pg.compression_level > 9 {
+    let levels = match pg.compression_format {
+        Codec::Gzip => 0..=9,
+        Codec::Zstd => 1..=19,
+    };
+    if !levels.contains(&pg.compression_level()) {
         return Err(invalid(
             "postgresql.compression_level",
-            format!("{} is out of range: use 0-9", pg.compression_level),
+            format!(
+                "{} is out of range for {}: use {}-{}",
+                pg.compression_level(),
+                pg.compression_format,
+                levels.start(),
+                levels.end()
+            ),
         ));
     }
     if pg.compression_threads > 64 {

@@ -556,6 +556,20 @@ pub fn restore_prologue(restrict_key: Option<&str>) -> Vec<u8> {
 /// `--` comment the dump may have ended with.
 pub const RESTORE_COMMIT: &[u8] = b"\nCOMMIT;\n";
 
+/// The `\restrict` key for a restore through `psql`: a fresh one when that psql has the
+/// command, else `None` (and a warning: the agent's stream guard alone then keeps psql
+/// meta-commands out of the restore).
+pub async fn restrict_for(psql: &Path) -> Result<Option<String>, EngineError> {
+    let version = tool_version(psql).await?;
+    if has_restrict(&version) {
+        return restrict_key().map(Some);
+    }
+    tracing::warn!(psql = %version, "this psql has no \\restrict; the agent's stream guard \
+        alone keeps psql meta-commands out of the restore. Use psql >= 15.14 (or 13.22, 14.19, \
+        16.10, 17.6, 18)");
+    Ok(None)
+}
+
 /// A random key for `\restrict`: letters and digits only, as psql requires.
 pub fn restrict_key() -> Result<String, EngineError> {
     let mut bytes = [0u8; 32];

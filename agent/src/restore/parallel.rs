@@ -23,6 +23,7 @@ use crate::catalog::FetchedManifest;
 use crate::config::Config;
 use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix, quote_ident};
 use crate::error::{Error, Result};
+use crate::layout::Codec;
 use crate::manifest::{DumpSection, ManifestObject, PostgresDetails, SectionKind};
 use crate::store::ObjectStore;
 
@@ -160,13 +161,12 @@ async fn preamble<S: ObjectStore>(source: Source<'_, S>, section: &DumpSection) 
     }
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&compressed));
     let mut text = Vec::new();
-    let read = std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            flate2::read::MultiGzDecoder::new(&compressed[..]),
-            section.uncompressed_size_bytes + 1,
-        ),
-        &mut text,
-    );
+    let read = crate::unpack::decoder(source.codec, &compressed[..]).and_then(|decoder| {
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(decoder, section.uncompressed_size_bytes + 1),
+            &mut text,
+        )
+    });
     if digest != section.sha256
         || compressed.len() as u64 != section.size_bytes
         || read.is_err()
@@ -329,15 +329,9 @@ pub async fn load<S: ObjectStore>(
         store,
         key,
         version: entry.version_id.as_deref(),
+        codec: Codec::of_dump(key).unwrap_or_default(),
     };
-    let psql_version = postgres::tool_version(&config.restore.psql).await?;
-    let restrict = if postgres::has_restrict(&psql_version) {
-        Some(postgres::restrict_key()?)
-    } else {
-        tracing::warn!(psql = %psql_version, "this psql has no \\restrict; the agent's stream \
-            guard alone keeps psql meta-commands out of the restore");
-        None
-    };
+    let restrict = postgres::restrict_for(&config.restore.psql).await?;
     let preamble = preamble(source, &sections[0]).await?;
     let setup = SessionSetup {
         psql: &config.restore.psql,

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::engine::postgres::script::{PushError, Refusal, ScriptGuard};
 use crate::engine::postgres::{self, ConnParams};
 use crate::error::{Error, Result};
+use crate::layout::Codec;
 use crate::store::ObjectStore;
 use crate::unpack::{self, UnpackError};
 
@@ -78,15 +79,7 @@ pub async fn load<S: ObjectStore>(
 ) -> Result<Loaded> {
     let entry = manifest.object(key)?;
     let version = entry.version_id.as_deref();
-    let psql_version = postgres::tool_version(&config.restore.psql).await?;
-    let restrict = if postgres::has_restrict(&psql_version) {
-        Some(postgres::restrict_key()?)
-    } else {
-        tracing::warn!(psql = %psql_version, "this psql has no \\restrict; the agent's stream \
-            guard alone keeps psql meta-commands out of the restore. Use psql >= 15.19 (or \
-            16.15, 17.11, 18.6)");
-        None
-    };
+    let restrict = postgres::restrict_for(&config.restore.psql).await?;
     let (psql, mut stdin) = postgres::spawn_psql(&config.restore.psql, params)?;
     let database = params.database.clone();
     let sink_error = |source: std::io::Error| {
@@ -112,7 +105,13 @@ pub async fn load<S: ObjectStore>(
         guard: ScriptGuard::new(),
         stdin,
     };
-    match unpack::gunzip_into(store, key, version, sink).await {
+    let source = unpack::Compressed {
+        key,
+        version_id: version,
+        codec: Codec::of_dump(key).unwrap_or_default(),
+        range: None,
+    };
+    match unpack::unpack_into(store, source, sink).await {
         Ok(unpacked) => {
             if let Err(e) = super::check_pinned(store, key, entry, &unpacked.sha256, unpacked.size)
             {

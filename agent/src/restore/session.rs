@@ -11,11 +11,12 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use super::psql_load::{GuardedStdin, refusal_of, refused};
+use super::psql_load::{GuardedStdin, refusal_of};
 use crate::engine::postgres::script::{PushError, ScriptGuard};
 use crate::engine::postgres::{self, ConnParams, sections};
 use crate::engine::process::ChildProcess;
 use crate::error::{Error, Result};
+use crate::layout::Codec;
 use crate::manifest::DumpSection;
 use crate::store::ObjectStore;
 use crate::unpack::{self, UnpackError};
@@ -35,6 +36,7 @@ pub struct Source<'a, S> {
     pub store: &'a S,
     pub key: &'a str,
     pub version: Option<&'a str>,
+    pub codec: Codec,
 }
 
 impl<S> Clone for Source<'_, S> {
@@ -121,7 +123,12 @@ impl Session {
     ) -> Result<u64> {
         self.send(sections::before(section)).await?;
         let sink = self.sink.take().expect("the session is open");
-        let range = (section.offset, section.size_bytes);
+        let compressed = unpack::Compressed {
+            key: source.key,
+            version_id: source.version,
+            codec: source.codec,
+            range: Some((section.offset, section.size_bytes)),
+        };
         let where_ = || {
             format!(
                 "{} (section at bytes {}-{})",
@@ -130,19 +137,20 @@ impl Session {
                 section.offset + section.size_bytes
             )
         };
-        let unpacked =
-            match unpack::gunzip_range_into(source.store, source.key, source.version, range, sink)
-                .await
-            {
-                Ok(unpacked) => unpacked,
-                Err(UnpackError::Sink { source: e }) => {
-                    return Err(match refusal_of(&e) {
-                        Some(r) => refused(source.store, source.key, source.version, r),
-                        None => stopped(&self.database, e),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let unpacked = match unpack::unpack_into(source.store, compressed, sink).await {
+            Ok(unpacked) => unpacked,
+            Err(UnpackError::Sink { source: e }) => {
+                return Err(match refusal_of(&e) {
+                    Some(r) => Error::DumpRefused {
+                        key: where_(),
+                        version: source.version.unwrap_or("(none)").to_owned(),
+                        refusal: r.to_string(),
+                    },
+                    None => stopped(&self.database, e),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let actual = hex::encode(unpacked.sha256);
         if actual != section.sha256
             || unpacked.size != section.size_bytes

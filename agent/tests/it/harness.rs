@@ -543,13 +543,14 @@ pub async fn plant_backup(
     days_later: i64,
 ) -> String {
     use strongroom::store::{Integrity, ObjectStore, PartChecksum};
-    let manifest_key = key.replace(".sql.gz", ".manifest.json");
+    let codec = strongroom::layout::Codec::of_dump(key).expect("a dump key");
+    let manifest_key = key.replace(codec.dump_suffix(), ".manifest.json");
     let original = download(store.client(), store.bucket(), &manifest_key, None).await;
     let mut manifest =
         strongroom::manifest::Manifest::from_bytes(&manifest_key, &original).unwrap();
     let later = manifest.started_at + time::Duration::days(days_later);
     let ts = strongroom::layout::Timestamp::new(later);
-    let keys = strongroom::layout::postgres_keys(&config.s3.prefix, &config.release, ts);
+    let keys = strongroom::layout::postgres_keys(&config.s3.prefix, &config.release, ts, codec);
     let (sha256, size) = {
         use sha2::Digest as _;
         (

@@ -1,17 +1,20 @@
 //! Parallel restores from the dump's section index, against real PostgreSQL and each real S3
 //! server: an exact round trip of a database with partitions, large objects, a table cut into
 //! chunks and rows that look like the end of COPY data; a damaged section refused with nothing
-//! visible; a manifest from before the index restored in one session. (SIGKILL of the agent
-//! during the parallel phases: `restore_trust`.)
+//! visible; a manifest from before the index restored in one session; the opt-in zstd dump
+//! read by `zstd -dc`, `verify --deep` and a parallel restore. (SIGKILL of the agent during the
+//! parallel phases: `restore_trust`.)
 
 use std::path::Path;
 use std::sync::Arc;
 
 use strongroom::config::Config;
+use strongroom::layout::Engine;
 use strongroom::manifest::{Manifest, SectionKind};
 use strongroom::pipeline::Progress;
 use strongroom::signing::ManifestSigner;
 use strongroom::store::s3::S3Store;
+use strongroom::verify::{self, Selection, Status};
 
 use crate::harness::{self, Claim, TestId, drop_database};
 use crate::on_each_s3;
@@ -20,6 +23,7 @@ on_each_s3!(
     a_parallel_restore_of_an_awkward_database_equals_the_source,
     a_damaged_section_is_refused_and_nothing_becomes_visible,
     a_manifest_without_a_section_index_restores_in_one_session,
+    a_zstd_backup_verifies_deep_and_restores_in_parallel,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -62,6 +66,15 @@ async fn indexed_backup(
     id: &TestId,
     keys: &Path,
 ) -> (Arc<S3Store>, Config, ManifestSigner, String) {
+    indexed_backup_with(id, keys, "").await
+}
+
+/// [`indexed_backup`] with more keys (`extra_pg`) in the `postgresql:` section.
+async fn indexed_backup_with(
+    id: &TestId,
+    keys: &Path,
+    extra_pg: &str,
+) -> (Arc<S3Store>, Config, ManifestSigner, String) {
     let db = harness::fresh_database(&id.database()).await;
     harness::load_awkward(&db).await;
     db.batch_execute(AWKWARD_SECTIONS)
@@ -71,7 +84,7 @@ async fn indexed_backup(
     let (bucket, store) = harness::bucket(id, true).await;
     let yaml = format!(
         "{}signing:\n  private_key_file: {}\n  public_key_file: {}\nrestore:\n  user: postgres\n  jobs: 2\n",
-        harness::config_yaml(id, &bucket, "", ""),
+        harness::config_yaml(id, &bucket, "", extra_pg),
         private.display(),
         public.display()
     );
@@ -84,7 +97,8 @@ async fn indexed_backup(
 }
 
 async fn manifest_of(store: &S3Store, key: &str) -> Manifest {
-    let manifest_key = key.replace(".sql.gz", ".manifest.json");
+    let codec = strongroom::layout::Codec::of_dump(key).expect("a dump key");
+    let manifest_key = key.replace(codec.dump_suffix(), ".manifest.json");
     let bytes = harness::download(store.client(), store.bucket(), &manifest_key, None).await;
     Manifest::from_bytes(&manifest_key, &bytes).unwrap()
 }
@@ -277,4 +291,103 @@ async fn a_manifest_without_a_section_index_restores_in_one_session(id: TestId) 
         harness::reference_dump(&restored),
         harness::reference_dump(&id.database())
     );
+}
+
+async fn a_zstd_backup_verifies_deep_and_restores_in_parallel(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let (store, config, signer, key) =
+        indexed_backup_with(&id, keys.path(), "  compression_format: zstd\n").await;
+    assert!(key.ends_with(".sql.zst"), "{key}");
+    let details = manifest_of(&store, &key).await.postgresql.unwrap();
+    assert_eq!(details.compression.format, "zstd");
+    let sections = details.sections.expect("a section index");
+    assert!(
+        sections
+            .iter()
+            .filter(|s| s.kind == SectionKind::Data)
+            .count()
+            > 10
+    );
+
+    // The zstd tool reads the object whole, as the runbook's gunzip reads a .sql.gz.
+    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
+    let mut zstd = std::process::Command::new("zstd")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the zstd tool runs");
+    let mut stdin = zstd.stdin.take().unwrap();
+    let feed = {
+        let bytes = bytes.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &bytes))
+    };
+    let plain = zstd.wait_with_output().unwrap();
+    feed.join().unwrap().unwrap();
+    assert!(plain.status.success());
+    assert_eq!(plain.stdout.len() as u64, details.uncompressed_size_bytes);
+
+    let selected = verify::select(&*store, &config, Engine::Postgresql, &Selection::All)
+        .await
+        .unwrap();
+    assert_eq!(selected.len(), 1);
+    let (snapshot, complete) = &selected[0];
+    assert_eq!(snapshot.keys.dump, key);
+    let verdict = verify::verify_one(&*store, &config, snapshot, *complete, None, true).await;
+    assert_eq!(verdict.status, Status::Ok, "{:?}", verdict.problems);
+    assert!(
+        verdict
+            .deep
+            .as_deref()
+            .is_some_and(|d| d.contains("zstd complete")),
+        "{:?}",
+        verdict.deep
+    );
+
+    let restored = format!("{}_zst", id.database());
+    drop_database(&restored).await;
+    let report = harness::restore(&config, &store, &key, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("restore on {}: {e}", id.s3.name()));
+    assert_eq!(
+        report.parallel.as_ref().map(|p| p.sections),
+        Some(sections.len())
+    );
+    assert!(report.passed, "{:#?}", report.checks);
+    let (ours, source) = (
+        rows_sorted(&harness::reference_dump(&restored)),
+        rows_sorted(&harness::reference_dump(&id.database())),
+    );
+    assert!(ours == source, "{}", first_difference(&ours, &source));
+
+    // A damaged frame is refused, in a section or in one session, before anything is visible.
+    let last = sections
+        .iter()
+        .rfind(|s| s.kind == SectionKind::Data)
+        .unwrap();
+    for claim in [Claim::OriginalIndexed, Claim::Original] {
+        let mut damaged = bytes.clone();
+        damaged[(last.offset + last.size_bytes / 2) as usize] ^= 0x01;
+        let days = if claim == Claim::Original { 2 } else { 1 };
+        let planted =
+            harness::plant_backup(&store, &config, &key, damaged, claim, Some(&signer), days).await;
+        assert!(planted.ends_with(".sql.zst"), "{planted}");
+        let target = format!("{}_zd{days}", id.database());
+        drop_database(&target).await;
+        let err = harness::restore(&config, &store, &planted, &target)
+            .await
+            .expect_err("a damaged zstd frame is refused");
+        let message = err.to_string();
+        assert!(
+            ["section at bytes", "zstd", "refused", "hash"]
+                .iter()
+                .any(|m| message.contains(m)),
+            "{message}"
+        );
+        assert!(
+            harness::tables_of(&target).await.is_empty(),
+            "nothing is visible"
+        );
+        assert_eq!(staging_left(&target).await, Vec::<String>::new());
+    }
 }

@@ -245,7 +245,12 @@ async fn tampered_manifest_wrong_key_and_missing_signature_are_refused(id: TestI
     let signature = harness::download(store.client(), store.bucket(), &signature_key, None).await;
     let mut manifest = Manifest::from_bytes(&manifest_key, &original).unwrap();
     let ts = strongroom::layout::Timestamp::new(manifest.started_at + time::Duration::days(2));
-    let forged = strongroom::layout::postgres_keys(&config.s3.prefix, &config.release, ts);
+    let forged = strongroom::layout::postgres_keys(
+        &config.s3.prefix,
+        &config.release,
+        ts,
+        strongroom::layout::Codec::Gzip,
+    );
     manifest.timestamp = ts.to_string();
     manifest.postgresql.as_mut().unwrap().tables[0].rows += 1;
     for (k, body) in [

@@ -73,7 +73,7 @@ fn bad_snapshot_keys_are_refused_before_any_request() {
         ),
         (
             "backups/app/postgresql/prod/20261123T020000Z.manifest.json",
-            ".sql.gz dump",
+            ".sql.gz or .sql.zst dump",
         ),
     ];
     for (key, why) in cases {

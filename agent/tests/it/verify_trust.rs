@@ -180,7 +180,12 @@ async fn archived_copy(
     let original = harness::download(store.client(), store.bucket(), &manifest_key, None).await;
     let mut manifest = Manifest::from_bytes(&manifest_key, &original).unwrap();
     let ts = strongroom::layout::Timestamp::new(manifest.started_at + time::Duration::days(1));
-    let keys = strongroom::layout::postgres_keys(&config.s3.prefix, &config.release, ts);
+    let keys = strongroom::layout::postgres_keys(
+        &config.s3.prefix,
+        &config.release,
+        ts,
+        strongroom::layout::Codec::Gzip,
+    );
     let dump = harness::download(store.client(), store.bucket(), key, None).await;
     let retention = manifest.retention.clone().expect("a locked backup");
     let put = store

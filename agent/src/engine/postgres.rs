@@ -544,12 +544,14 @@ pub fn has_restrict(version_line: &str) -> bool {
 /// command (so no line of the dump can leave restricted mode), then `BEGIN`. psql commits
 /// nothing at the end of its input: only the agent's [`RESTORE_COMMIT`] does.
 pub fn restore_prologue(restrict_key: Option<&str>) -> Vec<u8> {
-    let mut prologue = Vec::new();
-    if let Some(key) = restrict_key {
-        prologue.extend_from_slice(format!("\\restrict {key}\n").as_bytes());
-    }
+    let mut prologue = restrict_line(restrict_key);
     prologue.extend_from_slice(b"BEGIN;\n");
     prologue
+}
+
+/// psql's `\restrict <key>` line, when it has the command (else nothing).
+pub fn restrict_line(restrict_key: Option<&str>) -> Vec<u8> {
+    restrict_key.map_or_else(Vec::new, |key| format!("\\restrict {key}\n").into_bytes())
 }
 
 /// Sent after the dump once its SHA-256 and size matched the manifest. The newline ends a

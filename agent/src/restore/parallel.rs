@@ -1,11 +1,14 @@
 //! Restores a section-indexed dump in parallel, into a staging database that takes the
 //! target's place only once every section was verified and loaded.
 //!
-//! The order is pg_restore's (`--jobs`): the pre-data in one session; the table data in
-//! `restore.jobs` sessions, biggest sections first; the indexes and the constraints that build
-//! one in `restore.jobs` sessions, each table's in one session (so two never wait for one
-//! table's lock), biggest tables first; then the rest of the post-data (foreign keys, index
-//! attachments, triggers, grants...) in one session, in the dump's order. The staging database
+//! The order follows pg_restore's (`--jobs`) dependencies: the pre-data in one session; then
+//! each table in one transaction of one of `restore.jobs` sessions, biggest tables first: its
+//! data, then at once its indexes and the constraints that build one (no barrier between the
+//! data and the indexes: the session that loaded a table builds its indexes while the others
+//! still load; a table is not split across sessions, which measured no faster on PostgreSQL 15
+//! and would make its indexes wait for every part); then the rest of the post-data (foreign
+//! keys, index attachments, triggers, grants...) in one session, in the dump's order. The
+//! staging database
 //! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
 //! when everything loaded, one transaction renames the target aside and the staging database
 //! into its name, and the old (empty) target is dropped. Any failure drops the staging
@@ -94,48 +97,44 @@ pub fn index<'m>(
     Ok(Some(sections))
 }
 
-/// The sections in the order and grouping they load in: each inner list is one session's
-/// work, in order.
+/// The sections in the order and grouping they load in.
 struct Plan<'a> {
     pre_data: Vec<&'a DumpSection>,
-    data: Vec<Vec<&'a DumpSection>>,
-    index: Vec<Vec<&'a DumpSection>>,
+    /// One item per table, each loaded in one transaction of one session: the table's data
+    /// (in the dump's order), then its indexes and the constraints that build one; biggest
+    /// tables first. Sequence values and large objects are items of their own.
+    tables: Vec<Vec<&'a DumpSection>>,
     post_data: Vec<&'a DumpSection>,
 }
 
 fn plan(sections: &[DumpSection]) -> Plan<'_> {
-    let mut data: Vec<&DumpSection> = sections
-        .iter()
-        .filter(|s| s.kind == SectionKind::Data)
-        .collect();
-    data.sort_by_key(|s| std::cmp::Reverse(s.uncompressed_size_bytes));
-    let mut table_bytes: BTreeMap<&str, u64> = BTreeMap::new();
-    for s in &data {
-        if let Some(t) = &s.table {
-            *table_bytes.entry(t).or_default() += s.uncompressed_size_bytes;
-        }
-    }
-    let mut by_table: BTreeMap<&str, Vec<&DumpSection>> = BTreeMap::new();
-    let mut post_data = Vec::new();
+    let (mut pre_data, mut post_data) = (Vec::new(), Vec::new());
+    // (data bytes, sections) per item, in the order first seen in the dump.
+    let mut items: Vec<(u64, Vec<&DumpSection>)> = Vec::new();
+    let mut item_of: BTreeMap<&str, usize> = BTreeMap::new();
     for s in sections {
-        match (s.kind, &s.table) {
-            (SectionKind::Index, Some(t)) => by_table.entry(t).or_default().push(s),
+        match (s.kind, s.table.as_deref()) {
+            (SectionKind::Preamble, _) => {}
+            (SectionKind::PreData, _) => pre_data.push(s),
+            (SectionKind::Data | SectionKind::Index, Some(table)) => {
+                let i = *item_of.entry(table).or_insert_with(|| {
+                    items.push((0, Vec::new()));
+                    items.len() - 1
+                });
+                if s.kind == SectionKind::Data {
+                    items[i].0 += s.uncompressed_size_bytes;
+                }
+                items[i].1.push(s);
+            }
+            (SectionKind::Data, None) => items.push((s.uncompressed_size_bytes, vec![s])),
             (SectionKind::Index, None) | (SectionKind::PostData, _) => post_data.push(s),
-            _ => {}
         }
     }
-    let mut index: Vec<(u64, Vec<&DumpSection>)> = by_table
-        .into_iter()
-        .map(|(t, group)| (table_bytes.get(t).copied().unwrap_or(0), group))
-        .collect();
-    index.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
+    // Stable: equal weights keep the dump's order.
+    items.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
     Plan {
-        pre_data: sections
-            .iter()
-            .filter(|s| s.kind == SectionKind::PreData)
-            .collect(),
-        data: data.into_iter().map(|s| vec![s]).collect(),
-        index: index.into_iter().map(|(_, group)| group).collect(),
+        pre_data,
+        tables: items.into_iter().map(|(_, item)| item).collect(),
         post_data,
     }
 }
@@ -184,8 +183,9 @@ async fn preamble<S: ObjectStore>(source: Source<'_, S>, section: &DumpSection) 
     Ok(text)
 }
 
-/// Runs `work` (each item one session's sections, in order) in up to `jobs` sessions; the
-/// first error stops them all (their psql is killed).
+/// Runs `work` in up to `jobs` sessions, each item in one transaction of one session, its
+/// sections in order, items in the order given; the first error stops them all (their psql is
+/// killed).
 async fn run<S: ObjectStore>(
     source: Source<'_, S>,
     setup: &SessionSetup<'_>,
@@ -201,10 +201,8 @@ async fn run<S: ObjectStore>(
     let workers = (0..sessions).map(|_| async {
         let mut session = Session::open(setup).await?;
         let mut loaded = 0;
-        while let Some(group) = next() {
-            for section in group {
-                loaded += session.load(source, section).await?;
-            }
+        while let Some(item) = next() {
+            loaded += session.load_in_transaction(source, &item).await?;
         }
         session.close().await?;
         Ok::<_, Error>(loaded)
@@ -309,8 +307,8 @@ pub struct ParallelLoad {
     pub jobs: usize,
     pub sections: usize,
     pub pre_data_seconds: f64,
-    pub data_seconds: f64,
-    pub index_seconds: f64,
+    /// The tables' data and indexes.
+    pub tables_seconds: f64,
     pub post_data_seconds: f64,
 }
 
@@ -341,12 +339,11 @@ pub async fn load<S: ObjectStore>(
     };
     let jobs = config.restore.sessions();
     let plan = plan(sections);
-    let mut seconds = [0.0; 4];
+    let mut seconds = [0.0; 3];
     let mut loaded = preamble.len() as u64;
     let phases = [
         (vec![plan.pre_data], 1),
-        (plan.data, jobs),
-        (plan.index, jobs),
+        (plan.tables, jobs),
         (vec![plan.post_data], 1),
     ];
     for (i, (work, sessions)) in phases.into_iter().enumerate() {
@@ -366,9 +363,8 @@ pub async fn load<S: ObjectStore>(
         jobs,
         sections: sections.len(),
         pre_data_seconds: seconds[0],
-        data_seconds: seconds[1],
-        index_seconds: seconds[2],
-        post_data_seconds: seconds[3],
+        tables_seconds: seconds[1],
+        post_data_seconds: seconds[2],
     };
     let mut sha256 = [0u8; 32];
     hex::decode_to_slice(entry.sha256.as_deref().unwrap_or_default(), &mut sha256).map_err(
@@ -409,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn biggest_first_one_table_per_index_session_and_the_rest_in_order() {
+    fn each_table_loads_its_data_then_its_indexes_biggest_first_and_the_rest_in_order() {
         use SectionKind::*;
         let sections = vec![
             section(Preamble, 1, None),
@@ -418,21 +414,25 @@ mod tests {
             section(Data, 50, Some("b")),
             section(Data, 30, Some("b")),
             section(Data, 5, None),
+            section(Data, 0, Some("empty")),
             section(Index, 1, Some("a")),
             section(Index, 2, Some("b")),
             section(PostData, 3, None),
             section(Index, 4, Some("a")),
             section(Index, 5, None),
+            section(Index, 7, Some("parent")),
             section(PostData, 6, None),
         ];
         let plan = plan(&sections);
         let sizes = |w: &[&DumpSection]| w.iter().map(|s| s.size_bytes).collect::<Vec<_>>();
         assert_eq!(sizes(&plan.pre_data), [1]);
-        let data: Vec<u64> = plan.data.iter().map(|w| w[0].size_bytes).collect();
-        assert_eq!(data, [50, 30, 10, 5]);
-        // b has 80 bytes of data, a 10: b's indexes first; a's two in one session, in order.
-        assert_eq!(sizes(&plan.index[0]), [2]);
-        assert_eq!(sizes(&plan.index[1]), [1, 4]);
+        let tables: Vec<Vec<u64>> = plan.tables.iter().map(|w| sizes(w)).collect();
+        // b has 80 bytes of data, a 10, the sequence values 5; the empty table and the index
+        // of a table without data (a partitioned parent) last, in the dump's order.
+        assert_eq!(
+            tables,
+            [vec![50, 30, 2], vec![10, 1, 4], vec![5], vec![0], vec![7]]
+        );
         assert_eq!(sizes(&plan.post_data), [3, 5, 6]);
     }
 }

@@ -1,7 +1,8 @@
-//! One psql session of a parallel restore, one transaction: the agent's `\restrict` key,
-//! `BEGIN` and the dump's preamble, then sections one after another, each read by a ranged GET of the pinned version, hashed,
-//! decompressed and passed through one [`ScriptGuard`] for the whole session, and checked
-//! against its SHA-256 and size from the signed index before the next one starts.
+//! One psql session of a parallel restore: the agent's `\restrict` key and the dump's
+//! preamble, then items of sections, each in a transaction of its own; each section read by a
+//! ranged GET of the pinned version, hashed, decompressed and passed through one
+//! [`ScriptGuard`] for the whole session, and checked against its SHA-256 and size from the
+//! signed index before the next one starts.
 //!
 //! Sessions load into the staging database, which becomes the target only after every section
 //! of every session was verified and loaded ([`super::parallel`]): what a session commits
@@ -80,10 +81,9 @@ impl Session {
     pub async fn open(setup: &SessionSetup<'_>) -> Result<Session> {
         let (psql, mut stdin) = postgres::spawn_psql(setup.psql, setup.params)?;
         let database = setup.params.database.clone();
-        // A few bytes into an empty pipe: this write cannot block. One transaction per
-        // session: pg_dump's large-object writes need one (its own BEGIN/COMMIT are blanked).
+        // A few bytes into an empty pipe: this write cannot block.
         stdin
-            .write_all(&postgres::restore_prologue(setup.restrict))
+            .write_all(&postgres::restrict_line(setup.restrict))
             .map_err(|e| stopped(&database, e))?;
         let sink = GuardedStdin {
             guard: ScriptGuard::new(),
@@ -96,6 +96,36 @@ impl Session {
         };
         session.send(setup.preamble.to_vec()).await?;
         Ok(session)
+    }
+
+    /// Loads `sections` in one transaction (pg_dump's large-object writes need one; its own
+    /// BEGIN/COMMIT are blanked); returns their uncompressed size.
+    pub async fn load_in_transaction<S: ObjectStore>(
+        &mut self,
+        source: Source<'_, S>,
+        sections: &[&DumpSection],
+    ) -> Result<u64> {
+        self.send_own(b"BEGIN;\n").await?;
+        let mut loaded = 0;
+        for section in sections {
+            loaded += self.load(source, section).await?;
+        }
+        // After each section the guard stood between statements: nothing is held back.
+        self.send_own(postgres::RESTORE_COMMIT).await?;
+        Ok(loaded)
+    }
+
+    /// Sends the agent's own transaction control past the guard (which refuses it in a dump).
+    async fn send_own(&mut self, bytes: &'static [u8]) -> Result<()> {
+        let mut sink = self.sink.take().expect("the session is open");
+        let (sink, written) = tokio::task::spawn_blocking(move || {
+            let written = sink.stdin.write_all(bytes);
+            (sink, written)
+        })
+        .await
+        .expect("a blocking write does not panic");
+        self.sink = Some(sink);
+        written.map_err(|e| stopped(&self.database, e))
     }
 
     async fn send(&mut self, bytes: Vec<u8>) -> Result<()> {
@@ -116,7 +146,7 @@ impl Session {
     }
 
     /// Loads one section; returns its uncompressed size.
-    pub async fn load<S: ObjectStore>(
+    async fn load<S: ObjectStore>(
         &mut self,
         source: Source<'_, S>,
         section: &DumpSection,
@@ -180,7 +210,7 @@ impl Session {
         Ok(unpacked.uncompressed)
     }
 
-    /// Ends the session: its input must end cleanly; then `COMMIT`, and psql must exit 0.
+    /// Ends the session: its input must end cleanly, and psql must exit 0.
     pub async fn close(mut self) -> Result<()> {
         let GuardedStdin { mut guard, stdin } = self.sink.take().expect("the session is open");
         let mut stdin = stdin;
@@ -200,9 +230,8 @@ impl Session {
                 return Err(stopped(&self.database, e));
             }
         }
-        let committed = stdin.write_all(postgres::RESTORE_COMMIT);
         drop(stdin);
         self.psql.finish().await?;
-        committed.map_err(|e| stopped(&self.database, e))
+        Ok(())
     }
 }

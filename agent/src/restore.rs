@@ -8,6 +8,7 @@
 //! `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
 
 pub mod clickhouse;
+mod copy_freeze;
 pub mod globals;
 pub mod parallel;
 pub mod psql_load;

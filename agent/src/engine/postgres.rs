@@ -201,6 +201,31 @@ pub async fn user_tables(client: &Client, database: &str) -> Result<Vec<String>,
         .collect())
 }
 
+/// Which of `tables` (names as pg_dump writes them) are plain tables this role may truncate
+/// and insert into: those a restore can load with `TRUNCATE ONLY` + `COPY ... FREEZE`
+/// (partitioned and foreign tables refuse FREEZE). In the order given.
+pub async fn freezable(
+    client: &Client,
+    database: &str,
+    tables: &[&str],
+) -> Result<Vec<bool>, EngineError> {
+    let rows = client
+        .query(
+            "SELECT coalesce(c.relkind = 'r' \
+                 AND has_table_privilege(c.oid, 'TRUNCATE, INSERT'), false) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
+             LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t.name) \
+             ORDER BY t.i",
+            &[&tables],
+        )
+        .await
+        .map_err(query_error(
+            "look up the tables to load with COPY FREEZE",
+            database,
+        ))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Exact row counts of every user table, in the client's current snapshot.
 pub async fn count_rows(client: &Client, database: &str) -> Result<Vec<TableRows>, EngineError> {
     let tables = client

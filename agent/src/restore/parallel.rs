@@ -97,46 +97,104 @@ pub fn index<'m>(
     Ok(Some(sections))
 }
 
+/// Tables with less COPY text than this load without FREEZE (nothing to gain).
+const FREEZE_MIN_BYTES: u64 = 1 << 20;
+
 /// The sections in the order and grouping they load in.
 struct Plan<'a> {
     pre_data: Vec<&'a DumpSection>,
-    /// One item per table, each loaded in one transaction of one session: the table's data
-    /// (in the dump's order), then its indexes and the constraints that build one; biggest
-    /// tables first. Sequence values and large objects are items of their own.
-    tables: Vec<Vec<&'a DumpSection>>,
+    /// One item per table, biggest tables first; sequence values and large objects are items
+    /// of their own.
+    tables: Vec<Item<'a>>,
     post_data: Vec<&'a DumpSection>,
+}
+
+/// Sections loaded in one transaction of one session, in order.
+#[derive(Default)]
+struct Item<'a> {
+    /// A table's data (in the dump's order), then its indexes and the constraints that build
+    /// one.
+    sections: Vec<&'a DumpSection>,
+    /// The table, if the item is one.
+    table: Option<&'a str>,
+    data_bytes: u64,
+    /// Truncate the table first and load it with COPY FREEZE.
+    freeze: bool,
+}
+
+/// One item of `sections` that are no table's.
+fn one(sections: Vec<&DumpSection>) -> Vec<Item<'_>> {
+    vec![Item {
+        sections,
+        ..Item::default()
+    }]
 }
 
 fn plan(sections: &[DumpSection]) -> Plan<'_> {
     let (mut pre_data, mut post_data) = (Vec::new(), Vec::new());
-    // (data bytes, sections) per item, in the order first seen in the dump.
-    let mut items: Vec<(u64, Vec<&DumpSection>)> = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
     let mut item_of: BTreeMap<&str, usize> = BTreeMap::new();
     for s in sections {
-        match (s.kind, s.table.as_deref()) {
-            (SectionKind::Preamble, _) => {}
-            (SectionKind::PreData, _) => pre_data.push(s),
-            (SectionKind::Data | SectionKind::Index, Some(table)) => {
-                let i = *item_of.entry(table).or_insert_with(|| {
-                    items.push((0, Vec::new()));
-                    items.len() - 1
-                });
-                if s.kind == SectionKind::Data {
-                    items[i].0 += s.uncompressed_size_bytes;
-                }
-                items[i].1.push(s);
+        let i = match (s.kind, s.table.as_deref()) {
+            (SectionKind::Preamble, _) => continue,
+            (SectionKind::PreData, _) => {
+                pre_data.push(s);
+                continue;
             }
-            (SectionKind::Data, None) => items.push((s.uncompressed_size_bytes, vec![s])),
-            (SectionKind::Index, None) | (SectionKind::PostData, _) => post_data.push(s),
+            (SectionKind::Index, None) | (SectionKind::PostData, _) => {
+                post_data.push(s);
+                continue;
+            }
+            (SectionKind::Data | SectionKind::Index, Some(table)) => {
+                *item_of.entry(table).or_insert_with(|| {
+                    items.push(Item {
+                        table: Some(table),
+                        ..Item::default()
+                    });
+                    items.len() - 1
+                })
+            }
+            (SectionKind::Data, None) => {
+                items.push(Item::default());
+                items.len() - 1
+            }
+        };
+        if s.kind == SectionKind::Data {
+            items[i].data_bytes += s.uncompressed_size_bytes;
         }
+        items[i].sections.push(s);
     }
     // Stable: equal weights keep the dump's order.
-    items.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
+    items.sort_by_key(|item| std::cmp::Reverse(item.data_bytes));
     Plan {
         pre_data,
-        tables: items.into_iter().map(|(_, item)| item).collect(),
+        tables: items,
         post_data,
     }
+}
+
+/// Marks the items whose table can be loaded with COPY FREEZE, once the pre-data created
+/// them: frozen rows are written once, and neither the index builds nor the row counts nor
+/// the first VACUUM after the restore rewrite every page to set hint bits or freeze them.
+async fn choose_freeze(staging: &ConnParams, items: &mut [Item<'_>]) -> Result<()> {
+    let candidates: Vec<usize> = (0..items.len())
+        .filter(|&i| {
+            items[i].data_bytes >= FREEZE_MIN_BYTES
+                && items[i]
+                    .table
+                    .is_some_and(postgres::sections::is_qualified_name)
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = candidates.iter().filter_map(|&i| items[i].table).collect();
+    let client = postgres::connect(staging).await?;
+    let freezable = postgres::freezable(&client, &staging.database, &names).await?;
+    for (i, freeze) in candidates.into_iter().zip(freezable) {
+        items[i].freeze = freeze;
+    }
+    Ok(())
 }
 
 /// Reads the preamble whole, checks it, then decompresses it (at most its stated size).
@@ -189,7 +247,7 @@ async fn preamble<S: ObjectStore>(source: Source<'_, S>, section: &DumpSection) 
 async fn run<S: ObjectStore>(
     source: Source<'_, S>,
     setup: &SessionSetup<'_>,
-    work: Vec<Vec<&DumpSection>>,
+    work: Vec<Item<'_>>,
     jobs: usize,
 ) -> Result<u64> {
     if work.is_empty() {
@@ -202,7 +260,10 @@ async fn run<S: ObjectStore>(
         let mut session = Session::open(setup).await?;
         let mut loaded = 0;
         while let Some(item) = next() {
-            loaded += session.load_in_transaction(source, &item).await?;
+            let freeze = item.table.filter(|_| item.freeze);
+            loaded += session
+                .load_in_transaction(source, &item.sections, freeze)
+                .await?;
         }
         session.close().await?;
         Ok::<_, Error>(loaded)
@@ -306,6 +367,8 @@ impl Staging {
 pub struct ParallelLoad {
     pub jobs: usize,
     pub sections: usize,
+    /// Tables loaded with COPY FREEZE.
+    pub frozen_tables: usize,
     pub pre_data_seconds: f64,
     /// The tables' data and indexes.
     pub tables_seconds: f64,
@@ -338,20 +401,19 @@ pub async fn load<S: ObjectStore>(
         preamble: &preamble,
     };
     let jobs = config.restore.sessions();
-    let plan = plan(sections);
-    let mut seconds = [0.0; 3];
+    let mut plan = plan(sections);
     let mut loaded = preamble.len() as u64;
-    let phases = [
-        (vec![plan.pre_data], 1),
-        (plan.tables, jobs),
-        (vec![plan.post_data], 1),
-    ];
-    for (i, (work, sessions)) in phases.into_iter().enumerate() {
-        let phase = Instant::now();
-        let work: Vec<_> = work.into_iter().filter(|w| !w.is_empty()).collect();
-        loaded += run(source, &setup, work, sessions).await?;
-        seconds[i] = phase.elapsed().as_secs_f64();
-    }
+    let phase = Instant::now();
+    loaded += run(source, &setup, one(plan.pre_data), 1).await?;
+    let pre_data_seconds = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
+    choose_freeze(staging, &mut plan.tables).await?;
+    let frozen = plan.tables.iter().filter(|item| item.freeze).count();
+    loaded += run(source, &setup, plan.tables, jobs).await?;
+    let tables_seconds = phase.elapsed().as_secs_f64();
+    let phase = Instant::now();
+    loaded += run(source, &setup, one(plan.post_data), 1).await?;
+    let post_data_seconds = phase.elapsed().as_secs_f64();
     tracing::info!(
         key,
         sections = sections.len(),
@@ -362,9 +424,10 @@ pub async fn load<S: ObjectStore>(
     let details = ParallelLoad {
         jobs,
         sections: sections.len(),
-        pre_data_seconds: seconds[0],
-        tables_seconds: seconds[1],
-        post_data_seconds: seconds[2],
+        frozen_tables: frozen,
+        pre_data_seconds,
+        tables_seconds,
+        post_data_seconds,
     };
     let mut sha256 = [0u8; 32];
     hex::decode_to_slice(entry.sha256.as_deref().unwrap_or_default(), &mut sha256).map_err(
@@ -426,7 +489,12 @@ mod tests {
         let plan = plan(&sections);
         let sizes = |w: &[&DumpSection]| w.iter().map(|s| s.size_bytes).collect::<Vec<_>>();
         assert_eq!(sizes(&plan.pre_data), [1]);
-        let tables: Vec<Vec<u64>> = plan.tables.iter().map(|w| sizes(w)).collect();
+        let tables: Vec<Vec<u64>> = plan.tables.iter().map(|w| sizes(&w.sections)).collect();
+        let names: Vec<Option<&str>> = plan.tables.iter().map(|w| w.table).collect();
+        assert_eq!(
+            names,
+            [Some("b"), Some("a"), None, Some("empty"), Some("parent")]
+        );
         // b has 80 bytes of data, a 10, the sequence values 5; the empty table and the index
         // of a table without data (a partitioned parent) last, in the dump's order.
         assert_eq!(

@@ -31,12 +31,12 @@ pub struct Loaded {
 }
 
 /// psql's stdin behind the guard.
-pub(super) struct GuardedStdin {
+pub(super) struct GuardedStdin<W = std::fs::File> {
     pub(super) guard: ScriptGuard,
-    pub(super) stdin: std::fs::File,
+    pub(super) stdin: W,
 }
 
-impl Write for GuardedStdin {
+impl<W: Write> Write for GuardedStdin<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.guard.push(buf, &mut self.stdin) {
             Ok(()) => Ok(buf.len()),

@@ -12,13 +12,14 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use super::copy_freeze::PsqlStdin;
 use super::psql_load::{GuardedStdin, refusal_of};
 use crate::engine::postgres::script::{PushError, ScriptGuard};
 use crate::engine::postgres::{self, ConnParams, sections};
 use crate::engine::process::ChildProcess;
 use crate::error::{Error, Result};
 use crate::layout::Codec;
-use crate::manifest::DumpSection;
+use crate::manifest::{DumpSection, SectionKind};
 use crate::store::ObjectStore;
 use crate::unpack::{self, UnpackError};
 
@@ -48,9 +49,11 @@ impl<S> Clone for Source<'_, S> {
 
 impl<S> Copy for Source<'_, S> {}
 
+type Sink = GuardedStdin<PsqlStdin<std::fs::File>>;
+
 pub struct Session {
     psql: ChildProcess,
-    sink: Option<GuardedStdin>,
+    sink: Option<Sink>,
     database: String,
 }
 
@@ -67,7 +70,7 @@ fn stopped(database: &str, source: std::io::Error) -> Error {
 }
 
 /// Writes `bytes` through the guard on a blocking thread (psql may be slow to read).
-async fn send(mut sink: GuardedStdin, bytes: Vec<u8>) -> (GuardedStdin, std::io::Result<()>) {
+async fn send(mut sink: Sink, bytes: Vec<u8>) -> (Sink, std::io::Result<()>) {
     tokio::task::spawn_blocking(move || {
         let written = sink.write_all(&bytes);
         (sink, written)
@@ -87,7 +90,7 @@ impl Session {
             .map_err(|e| stopped(&database, e))?;
         let sink = GuardedStdin {
             guard: ScriptGuard::new(),
-            stdin,
+            stdin: PsqlStdin::new(stdin),
         };
         let mut session = Session {
             psql,
@@ -99,16 +102,23 @@ impl Session {
     }
 
     /// Loads `sections` in one transaction (pg_dump's large-object writes need one; its own
-    /// BEGIN/COMMIT are blanked); returns their uncompressed size.
+    /// BEGIN/COMMIT are blanked); returns their uncompressed size. With `freeze`, the table
+    /// (the one all the data sections load) is truncated first and loaded with COPY FREEZE.
     pub async fn load_in_transaction<S: ObjectStore>(
         &mut self,
         source: Source<'_, S>,
         sections: &[&DumpSection],
+        freeze: Option<&str>,
     ) -> Result<u64> {
         self.send_own(b"BEGIN;\n").await?;
+        if let Some(table) = freeze {
+            self.send(format!("TRUNCATE ONLY {table};\n").into_bytes())
+                .await?;
+        }
         let mut loaded = 0;
         for section in sections {
-            loaded += self.load(source, section).await?;
+            let freeze = freeze.is_some() && section.kind == SectionKind::Data;
+            loaded += self.load(source, section, freeze).await?;
         }
         // After each section the guard stood between statements: nothing is held back.
         self.send_own(postgres::RESTORE_COMMIT).await?;
@@ -145,12 +155,17 @@ impl Session {
         })
     }
 
-    /// Loads one section; returns its uncompressed size.
+    /// Loads one section, its COPY with FREEZE if `freeze`; returns its uncompressed size.
     async fn load<S: ObjectStore>(
         &mut self,
         source: Source<'_, S>,
         section: &DumpSection,
+        freeze: bool,
     ) -> Result<u64> {
+        if freeze {
+            let sink = self.sink.as_mut().expect("the session is open");
+            sink.stdin.freeze_next_copy();
+        }
         self.send(sections::before(section)).await?;
         let sink = self.sink.take().expect("the session is open");
         let compressed = unpack::Compressed {
@@ -197,6 +212,10 @@ impl Session {
         }
         self.sink = Some(unpacked.sink);
         self.send(sections::after(section).to_vec()).await?;
+        let sink = self.sink.as_mut().expect("the session is open");
+        sink.stdin
+            .disarm()
+            .map_err(|e| stopped(&self.database, e))?;
         let sink = self.sink.as_ref().expect("the session is open");
         if !sink.guard.at_statement_boundary() {
             return Err(Error::DumpRefused {

@@ -59,6 +59,10 @@ const AWKWARD_SECTIONS: &str = r#"
     CREATE TABLE public.big (id int PRIMARY KEY, pad text);
     INSERT INTO public.big SELECT i, md5(i::text) || repeat('x', 80) FROM generate_series(1, 600000) i;
     CREATE UNIQUE INDEX big_pad ON public.big (pad);
+    -- Over 1 MiB under a quoted name: truncated and loaded with COPY FREEZE.
+    CREATE TABLE "Ünïcode Schema"."Frozen ""Quoted"" Rows" (id int PRIMARY KEY, v text);
+    INSERT INTO "Ünïcode Schema"."Frozen ""Quoted"" Rows"
+        SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, 20000) i;
 "#;
 
 /// A signed backup of the fixture with `restore.jobs: 2`; returns the store, config and key.
@@ -198,9 +202,11 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
     let parallel = report.parallel.as_ref().expect("loaded in parallel");
     assert_eq!(parallel.jobs, 2);
     assert_eq!(parallel.sections, sections.len());
+    // Over 1 MiB of COPY text: public.big (two chunks), public.tricky, the quoted table and
+    // public.storage_records.
+    assert_eq!(parallel.frozen_tables, 4);
     assert!(report.passed, "{:#?}", report.checks);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    // Chunks of one table load side by side, so its rows may be stored in another order.
     let (ours, source) = (
         rows_sorted(&harness::reference_dump(&restored)),
         rows_sorted(&harness::reference_dump(&id.database())),
@@ -211,6 +217,29 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
         first_difference(&ours, &source)
     );
     assert!(staging_left(&restored).await.is_empty());
+    // COPY FREEZE wrote every page of the big tables frozen (and all-visible); a small table
+    // was loaded without it.
+    let db = harness::admin(&restored).await;
+    db.batch_execute("CREATE EXTENSION pg_visibility")
+        .await
+        .unwrap();
+    for (table, frozen) in [
+        ("public.big", true),
+        ("public.tricky", true),
+        (r#""Ünïcode Schema"."Frozen ""Quoted"" Rows""#, true),
+        ("public.storage_records", true),
+        ("public.referrer", false),
+    ] {
+        let all_frozen: bool = db
+            .query_one(
+                "SELECT bool_and(all_frozen AND all_visible) FROM pg_visibility_map($1::text::regclass)",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(all_frozen, frozen, "{table}");
+    }
 }
 
 async fn a_damaged_section_is_refused_and_nothing_becomes_visible(id: TestId) {

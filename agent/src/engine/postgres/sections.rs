@@ -151,6 +151,11 @@ fn qualified(text: &[u8]) -> Option<(String, &[u8])> {
     Some((name, &text[end..]))
 }
 
+/// Whether `name` is exactly one possibly schema-qualified identifier as pg_dump writes it.
+pub fn is_qualified_name(name: &str) -> bool {
+    qualified(name.as_bytes()).is_some_and(|(_, rest)| rest.is_empty())
+}
+
 /// The table of `COPY <table> (...) FROM stdin;`.
 fn copy_table(line: &[u8]) -> Option<String> {
     qualified(line.strip_prefix(b"COPY ")?).map(|(t, _)| t)

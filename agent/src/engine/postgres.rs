@@ -211,8 +211,9 @@ pub async fn freezable(
 ) -> Result<Vec<bool>, EngineError> {
     let rows = client
         .query(
-            "SELECT coalesce(c.relkind = 'r' \
-                 AND has_table_privilege(c.oid, 'TRUNCATE, INSERT'), false) \
+            // has_table_privilege with a list is true if any one is held: two calls.
+            "SELECT coalesce(c.relkind = 'r' AND has_table_privilege(c.oid, 'TRUNCATE') \
+                 AND has_table_privilege(c.oid, 'INSERT'), false) \
              FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
              LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t.name) \
              ORDER BY t.i",

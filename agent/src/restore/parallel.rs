@@ -5,14 +5,14 @@
 //! each table in one transaction of one of `restore.jobs` sessions, biggest tables first: its
 //! data, then at once its indexes and the constraints that build one (no barrier between the
 //! data and the indexes: the session that loaded a table builds its indexes while the others
-//! still load; a table is not split across sessions, which measured no faster on PostgreSQL 15
-//! and would make its indexes wait for every part); then the rest of the post-data (foreign
-//! keys, index attachments, triggers, grants...) in one session, in the dump's order. The
-//! staging database
-//! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
-//! when everything loaded, one transaction renames the target aside and the staging database
-//! into its name, and the old (empty) target is dropped. Any failure drops the staging
-//! database; a SIGKILL leaves it behind under its own name. Either way the target is as it was.
+//! still load; a table is not split across sessions: that measured no faster for a whole
+//! restore, and a split table cannot be loaded with COPY FREEZE, see the README); then the
+//! rest of the post-data (foreign keys, index attachments, triggers, grants...) in one session,
+//! in the dump's order. The staging database `<target>_restoring_<t>_<hex>` is created like
+//! the target (owner, encoding, collation); when everything loaded, one transaction renames
+//! the target aside and the staging database into its name, and the old (empty) target is
+//! dropped. Any failure drops the staging database; a SIGKILL leaves it behind under its own
+//! name. Either way the target is as it was.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -201,9 +201,11 @@ pub async fn user_tables(client: &Client, database: &str) -> Result<Vec<String>,
         .collect())
 }
 
-/// Which of `tables` (names as pg_dump writes them) are plain tables this role may truncate
-/// and insert into: those a restore can load with `TRUNCATE ONLY` + `COPY ... FREEZE`
-/// (partitioned and foreign tables refuse FREEZE). In the order given.
+/// Which of `tables` (names as pg_dump writes them) a restore can load with `TRUNCATE ONLY` +
+/// `COPY ... FREEZE`, in the order given: plain tables (partitioned and foreign tables refuse
+/// FREEZE) that this role may truncate and insert into, that are still empty, and that belong
+/// to no extension (`CREATE EXTENSION` may have filled a configuration table that the dump
+/// holds only some rows of: truncating it would lose the others).
 pub async fn freezable(
     client: &Client,
     database: &str,
@@ -213,7 +215,11 @@ pub async fn freezable(
         .query(
             // has_table_privilege with a list is true if any one is held: two calls.
             "SELECT coalesce(c.relkind = 'r' AND has_table_privilege(c.oid, 'TRUNCATE') \
-                 AND has_table_privilege(c.oid, 'INSERT'), false) \
+                 AND has_table_privilege(c.oid, 'INSERT') \
+                 AND pg_catalog.pg_relation_size(c.oid) = 0 \
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                     WHERE d.classid = 'pg_catalog.pg_class'::regclass \
+                       AND d.objid = c.oid AND d.deptype = 'e'), false) \
              FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
              LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t.name) \
              ORDER BY t.i",

@@ -38,6 +38,7 @@ impl<W: Write> PsqlStdin<W> {
     /// Rewrites the next COPY statement (call at a line start, between statements).
     pub fn freeze_next_copy(&mut self) {
         self.armed = true;
+        self.at_line_start = true;
     }
 
     /// Stops looking; passes on what was held unchanged (call at the end of a section).
@@ -95,6 +96,7 @@ impl<W: Write> Write for PsqlStdin<W> {
         Ok(buf.len())
     }
 
+    /// Flushes what was passed on; a COPY line still held back waits for its end.
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
@@ -146,5 +148,23 @@ mod tests {
         let long = format!("COPY t ({}) FROM stdin;\nx\n", "a".repeat(LINE_LIMIT));
         assert_eq!(through(&long, 4096), long);
         assert_eq!(through("COPYX\nCOPY\nCOP", 2), "COPYX\nCOPY\nCOP");
+    }
+
+    #[test]
+    fn arming_again_after_an_overlong_line_looks_at_the_next_line_start() {
+        let mut stdin = PsqlStdin::new(Vec::new());
+        stdin.freeze_next_copy();
+        let long = format!("COPY t ({}", "a".repeat(LINE_LIMIT + 1));
+        stdin.write_all(long.as_bytes()).unwrap();
+        stdin.disarm().unwrap();
+        stdin.freeze_next_copy();
+        stdin.write_all(b"COPY u (a) FROM stdin;\n").unwrap();
+        let text = String::from_utf8(stdin.inner).unwrap();
+        assert!(text.starts_with(&long));
+        assert!(
+            text.ends_with("COPY u (a) FROM stdin WITH (FREEZE);\n"),
+            "{}",
+            &text[long.len()..]
+        );
     }
 }

@@ -122,8 +122,11 @@ struct Item<'a> {
     freeze: bool,
 }
 
-/// One item of `sections` that are no table's.
+/// One item of `sections` that are no table's (none if there are none).
 fn one(sections: Vec<&DumpSection>) -> Vec<Item<'_>> {
+    if sections.is_empty() {
+        return Vec::new();
+    }
     vec![Item {
         sections,
         ..Item::default()
@@ -175,26 +178,36 @@ fn plan(sections: &[DumpSection]) -> Plan<'_> {
 
 /// Marks the items whose table can be loaded with COPY FREEZE, once the pre-data created
 /// them: frozen rows are written once, and neither the index builds nor the row counts nor
-/// the first VACUUM after the restore rewrite every page to set hint bits or freeze them.
-async fn choose_freeze(staging: &ConnParams, items: &mut [Item<'_>]) -> Result<()> {
+/// the first VACUUM after the restore rewrite every page to set hint bits or freeze them
+/// (PostgreSQL >= 14 also sets their pages all-visible). Names are looked up over the agent's
+/// UTF-8 connection, so a dump in another client encoding gets FREEZE for ASCII names only.
+/// FREEZE is an optimisation: if the lookup fails, every table loads without it.
+async fn choose_freeze(staging: &ConnParams, items: &mut [Item<'_>], dump_is_utf8: bool) {
     let candidates: Vec<usize> = (0..items.len())
         .filter(|&i| {
             items[i].data_bytes >= FREEZE_MIN_BYTES
-                && items[i]
-                    .table
-                    .is_some_and(postgres::sections::is_qualified_name)
+                && items[i].table.is_some_and(|t| {
+                    (dump_is_utf8 || t.is_ascii()) && postgres::sections::is_qualified_name(t)
+                })
         })
         .collect();
     if candidates.is_empty() {
-        return Ok(());
+        return;
     }
     let names: Vec<&str> = candidates.iter().filter_map(|&i| items[i].table).collect();
-    let client = postgres::connect(staging).await?;
-    let freezable = postgres::freezable(&client, &staging.database, &names).await?;
-    for (i, freeze) in candidates.into_iter().zip(freezable) {
-        items[i].freeze = freeze;
+    let looked_up = async {
+        let client = postgres::connect(staging).await?;
+        postgres::freezable(&client, &staging.database, &names).await
+    };
+    match looked_up.await {
+        Ok(freezable) => {
+            for (i, freeze) in candidates.into_iter().zip(freezable) {
+                items[i].freeze = freeze;
+            }
+        }
+        Err(e) => tracing::warn!(staging = %staging.database, error = %e,
+            "could not look up which tables can be loaded with COPY FREEZE; loading all without"),
     }
-    Ok(())
 }
 
 /// Reads the preamble whole, checks it, then decompresses it (at most its stated size).
@@ -407,7 +420,10 @@ pub async fn load<S: ObjectStore>(
     loaded += run(source, &setup, one(plan.pre_data), 1).await?;
     let pre_data_seconds = phase.elapsed().as_secs_f64();
     let phase = Instant::now();
-    choose_freeze(staging, &mut plan.tables).await?;
+    let dump_is_utf8 = preamble
+        .split(|&b| b == b'\n')
+        .any(|line| line == b"SET client_encoding = 'UTF8';");
+    choose_freeze(staging, &mut plan.tables, dump_is_utf8).await;
     let frozen = plan.tables.iter().filter(|item| item.freeze).count();
     loaded += run(source, &setup, plan.tables, jobs).await?;
     let tables_seconds = phase.elapsed().as_secs_f64();

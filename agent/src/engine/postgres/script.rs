@@ -13,7 +13,7 @@
 //! - pg_dump's own `\restrict <key>` / `\unrestrict <key>` lines (pg_dump >= 15.14), which are
 //!   dropped: the agent sends its own key, so the dump cannot leave restricted mode;
 //! - pg_dump's own `BEGIN;` / `COMMIT;` lines around large objects, which are neutralised (sent
-//!   as empty lines) so that only the agent's final COMMIT commits.
+//!   as empty lines) so that only the agent's own COMMIT commits.
 //!
 //! Everything else is refused before psql sees the line: any backslash outside quotes and COPY
 //! data, psql variable references, other transaction control, COPY in another form, NUL bytes,

@@ -637,18 +637,27 @@ pub fn spawn_pg_dump(
 /// which must start with [`restore_prologue`]. No `--single-transaction`: psql would commit
 /// when its input ends, however it ends (an agent killed mid-COPY included). With the
 /// agent's own BEGIN, an input that just ends leaves the transaction open, and psql's exit
-/// rolls it back.
+/// rolls it back. What is written reaches psql when the buffer fills or is flushed.
 pub fn spawn_psql(
     psql: &Path,
     params: &ConnParams,
-) -> Result<(ChildProcess, std::fs::File), EngineError> {
+) -> Result<(ChildProcess, PsqlInput), EngineError> {
     let mut command = Command::new(psql);
     command
         .args(["--no-psqlrc", "--quiet", "--no-password"])
         .args(["--set", "ON_ERROR_STOP=1"]);
     params.apply_env(&mut command, "strongroom-psql");
-    ChildProcess::spawn_sink(&psql.display().to_string(), command, messages::scrub)
+    let (psql, stdin) =
+        ChildProcess::spawn_sink(&psql.display().to_string(), command, messages::scrub)?;
+    Ok((psql, PsqlInput::with_capacity(PSQL_INPUT_BUFFER, stdin)))
 }
+
+/// psql's stdin. The stream guard forwards a dump line by line; unbuffered, that was one
+/// write(2) per COPY row, and those system calls took more CPU than psql itself.
+pub type PsqlInput = std::io::BufWriter<std::fs::File>;
+
+/// Bytes gathered before a write to psql's stdin: two pipe buffers' worth.
+const PSQL_INPUT_BUFFER: usize = 128 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use std::io::Write;
 use crate::catalog::FetchedManifest;
 use crate::config::Config;
 use crate::engine::postgres::script::{PushError, Refusal, ScriptGuard};
-use crate::engine::postgres::{self, ConnParams};
+use crate::engine::postgres::{self, ConnParams, PsqlInput};
 use crate::error::{Error, Result};
 use crate::layout::Codec;
 use crate::store::ObjectStore;
@@ -31,7 +31,7 @@ pub struct Loaded {
 }
 
 /// psql's stdin behind the guard.
-pub(super) struct GuardedStdin<W = std::fs::File> {
+pub(super) struct GuardedStdin<W = PsqlInput> {
     pub(super) guard: ScriptGuard,
     pub(super) stdin: W,
 }
@@ -94,8 +94,8 @@ pub async fn load<S: ObjectStore>(
     };
     // psql runs what is left in its buffer when its input ends, so on a way out that does not
     // commit it is killed while this second handle still keeps its input open.
-    let open_input = stdin.try_clone().map_err(sink_error)?;
-    // A few bytes into an empty pipe: this write cannot block.
+    let open_input = stdin.get_ref().try_clone().map_err(sink_error)?;
+    // A few bytes into the buffer: this write cannot block.
     if let Err(e) = stdin.write_all(&postgres::restore_prologue(restrict.as_deref())) {
         drop((stdin, open_input));
         psql.finish().await?;
@@ -137,7 +137,9 @@ pub async fn load<S: ObjectStore>(
             }
             tracing::info!(key, sha256 = %actual, neutralised = guard.neutralised(),
                 "dump matches its manifest and is SQL only; committing");
-            let committed = stdin.write_all(postgres::RESTORE_COMMIT);
+            let committed = stdin
+                .write_all(postgres::RESTORE_COMMIT)
+                .and_then(|()| stdin.flush());
             drop((stdin, open_input));
             psql.finish().await?;
             committed.map_err(sink_error)?;

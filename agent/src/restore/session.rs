@@ -15,7 +15,7 @@ use std::path::Path;
 use super::copy_freeze::PsqlStdin;
 use super::psql_load::{GuardedStdin, refusal_of};
 use crate::engine::postgres::script::{PushError, ScriptGuard};
-use crate::engine::postgres::{self, ConnParams, sections};
+use crate::engine::postgres::{self, ConnParams, PsqlInput, sections};
 use crate::engine::process::ChildProcess;
 use crate::error::{Error, Result};
 use crate::layout::Codec;
@@ -49,7 +49,7 @@ impl<S> Clone for Source<'_, S> {
 
 impl<S> Copy for Source<'_, S> {}
 
-type Sink = GuardedStdin<PsqlStdin<std::fs::File>>;
+type Sink = GuardedStdin<PsqlStdin<PsqlInput>>;
 
 pub struct Session {
     psql: ChildProcess,
@@ -84,7 +84,7 @@ impl Session {
     pub async fn open(setup: &SessionSetup<'_>) -> Result<Session> {
         let (psql, mut stdin) = postgres::spawn_psql(setup.psql, setup.params)?;
         let database = setup.params.database.clone();
-        // A few bytes into an empty pipe: this write cannot block.
+        // A few bytes into the buffer: this write cannot block.
         stdin
             .write_all(&postgres::restrict_line(setup.restrict))
             .map_err(|e| stopped(&database, e))?;
@@ -125,11 +125,15 @@ impl Session {
         Ok(loaded)
     }
 
-    /// Sends the agent's own transaction control past the guard (which refuses it in a dump).
+    /// Sends the agent's own transaction control past the guard (which refuses it in a dump),
+    /// and all that is buffered with it.
     async fn send_own(&mut self, bytes: &'static [u8]) -> Result<()> {
         let mut sink = self.sink.take().expect("the session is open");
         let (sink, written) = tokio::task::spawn_blocking(move || {
-            let written = sink.stdin.write_all(bytes);
+            let written = sink
+                .stdin
+                .write_all(bytes)
+                .and_then(|()| sink.stdin.flush());
             (sink, written)
         })
         .await
@@ -248,6 +252,11 @@ impl Session {
                 self.psql.finish().await?;
                 return Err(stopped(&self.database, e));
             }
+        }
+        if let Err(e) = stdin.flush() {
+            drop(stdin);
+            self.psql.finish().await?;
+            return Err(stopped(&self.database, e));
         }
         drop(stdin);
         self.psql.finish().await?;

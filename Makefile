@@ -112,7 +112,7 @@ demo: deps
 ## agent under HTTP load; ClickHouse backup through the agent vs the same BACKUP run directly.
 bench: deps
 	cargo build --release --bin strongroom
-	SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/bench/bench.sh target/release/strongroom
+	PG_STANDBY=no SERVERS="postgres rgw" e2e/harness/with-servers.sh e2e/bench/bench.sh target/release/strongroom
 	RGW_OBJECTSTORE=bluestore RGW_BLUESTORE_BYTES=51539607552 SERVERS="rgw clickhouse" \
 	  e2e/harness/with-servers.sh e2e/bench/clickhouse.sh target/release/strongroom
 

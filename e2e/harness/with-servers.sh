@@ -4,6 +4,9 @@
 # Usage: with-servers.sh COMMAND [ARGS...]
 #   SERVERS   which to start (default "postgres rgw moto clickhouse clickhouse18")
 #   VENV      the project venv holding moto (default .venv)
+#   PG_STANDBY "no" starts PostgreSQL without its streaming standby (the benchmark: a standby
+#             on the same cores replays every restore's WAL, a cost no production restore
+#             pays on the database's own node)
 # Exports: STRONGROOM_TEST_PGHOST (socket dir), STRONGROOM_TEST_PGPORT,
 #   STRONGROOM_TEST_PG_STANDBY_HOST, STRONGROOM_TEST_PG_STANDBY_PORT (a streaming standby),
 #   STRONGROOM_TEST_PG2_HOST, STRONGROOM_TEST_PG2_PORT (a second, empty cluster),
@@ -62,12 +65,15 @@ for server in $servers; do
   started=$(date +%s%N)
   case $server in
     postgres)
-      port=$(free_port) standby_port=$(free_port)
-      "$here/postgres.sh" "$work/pg" "$port" "$standby_port" || {
+      port=$(free_port) standby_port=
+      [ "${PG_STANDBY:-yes}" = no ] || standby_port=$(free_port)
+      "$here/postgres.sh" "$work/pg" "$port" $standby_port || {
         echo "with-servers: PostgreSQL failed to start; its logs:" >&2
         cat "$work/pg/server.log" "$work/pg/initdb.log" "$work/pg/standby.log" >&2 2>/dev/null; exit 1; }
       export STRONGROOM_TEST_PGHOST="$work/pg/socket" STRONGROOM_TEST_PGPORT="$port"
-      export STRONGROOM_TEST_PG_STANDBY_HOST="$work/pg/standby-socket" STRONGROOM_TEST_PG_STANDBY_PORT="$standby_port"
+      if [ -n "$standby_port" ]; then
+        export STRONGROOM_TEST_PG_STANDBY_HOST="$work/pg/standby-socket" STRONGROOM_TEST_PG_STANDBY_PORT="$standby_port"
+      fi
       export STRONGROOM_TEST_PG_PASSWORD_FILE="$work/pg/backup-password"
       export STRONGROOM_TEST_PG_CA="$work/pg/tls/ca.crt"
       # A second, empty cluster: a restore into a fresh cluster (roles missing), as after a

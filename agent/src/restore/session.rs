@@ -237,7 +237,11 @@ impl Session {
     pub async fn close(mut self) -> Result<()> {
         let GuardedStdin { mut guard, stdin } = self.sink.take().expect("the session is open");
         let mut stdin = stdin;
-        match guard.finish(&mut stdin) {
+        // The end of the input, and all that is buffered, must reach psql.
+        let ended = guard
+            .finish(&mut stdin)
+            .and_then(|()| stdin.flush().map_err(PushError::from));
+        match ended {
             Ok(()) => {}
             Err(PushError::Refused(r)) => {
                 self.psql.kill().await;
@@ -252,11 +256,6 @@ impl Session {
                 self.psql.finish().await?;
                 return Err(stopped(&self.database, e));
             }
-        }
-        if let Err(e) = stdin.flush() {
-            drop(stdin);
-            self.psql.finish().await?;
-            return Err(stopped(&self.database, e));
         }
         drop(stdin);
         self.psql.finish().await?;

@@ -25,8 +25,10 @@
 #
 # Prints median wall time, MB/s (uncompressed dump bytes), CPU seconds (user+sys of the command
 # and its children), peak RSS (the largest process), the ratios a/b, a/c, a/z, y/z, p/e, p/e1, d/e
-# and g/f, the RSS ratios, and the largest database a 30-minute RTO allows at the measured
-# parallel restore throughput, with a model of how it scales with cores.
+# and g/f, the RSS ratios, the CPU seconds the machine, PostgreSQL and the S3 server spent during
+# each command and the floor that sets on this machine's cores (the lowest p/e and y/z any
+# spreading of that work could reach), and the largest database a 30-minute RTO allows at the
+# measured parallel restore throughput, with a model of how it scales with cores.
 # Usage: bench.sh PATH/TO/strongroom
 # Env: ROUNDS (5), RESTORE_ROUNDS (3), AGENT_ROUNDS (3), SCALE (60), IDLE_SECONDS (60),
 #      RSS_FACTOR (4)
@@ -92,13 +94,29 @@ export aws_bin STRONGROOM_TEST_S3_RGW
 results=$out/runs.tsv
 : >"$results"
 
-# time_run LABEL ROUND COMMAND: runs COMMAND under GNU time and appends a row to $results.
+# cpu_ticks: the machine's busy clock ticks (/proc/stat: user, nice, system, irq, softirq, steal),
+# then PostgreSQL's and the S3 server's (radosgw, ceph-*): each process's utime+stime plus what it
+# reaped (a backend's CPU moves to the postmaster's when it exits, a parallel worker's too).
+cpu_ticks() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+  cat /proc/[0-9]*/stat 2>/dev/null | awk '
+    $2 == "(postgres)" {pg += $14 + $15 + $16 + $17}
+    $2 == "(radosgw)" || $2 ~ /^\(ceph-/ {s3 += $14 + $15 + $16 + $17}
+    END {print pg + 0; print s3 + 0}'
+}
+
+# time_run LABEL ROUND COMMAND: runs COMMAND under GNU time and appends a row to $results: wall,
+# the command's user and sys seconds (its children included), its peak RSS, and the CPU seconds
+# the whole machine, PostgreSQL and the S3 server spent while it ran.
 time_run() {
-  local which=$1 round=$2 command=$3 wall user sys rss
+  local which=$1 round=$2 command=$3 wall user sys rss before after
   sync
+  before=$(cpu_ticks | paste -sd' ')
   /usr/bin/time -o "$work/time" -f '%e %U %S %M' bash -o pipefail -c "$command" >/dev/null
+  after=$(cpu_ticks | paste -sd' ')
   read -r wall user sys rss <"$work/time"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$which" "$wall" "$user" "$sys" "$rss" >>"$results"
+  cpu=$(python3 -c 'import sys; b, a = sys.argv[1].split(), sys.argv[2].split(); hz = int(sys.argv[3]); print("\t".join("%.2f" % ((int(y) - int(x)) / hz) for x, y in zip(b, a)))' "$before" "$after" "$(getconf CLK_TCK)")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$which" "$wall" "$user" "$sys" "$rss" "$cpu" >>"$results"
   echo "round $round ($which): ${wall}s" >&2
 }
 
@@ -253,9 +271,11 @@ agent_path, agent_rounds, peak_idle, idle_cpu, idle_seconds = sys.argv[7:12]
 large_size, large_dump, rss_factor = sys.argv[12:15]
 dump_bytes, large_dump = int(dump_bytes), int(large_dump)
 runs = {}
+work = {}
 for line in open(path):
-    _, which, wall, user, sys_, rss = line.split()
+    _, which, wall, user, sys_, rss, busy, pg, s3 = line.split()
     runs.setdefault(which, []).append((float(wall), float(user) + float(sys_), int(rss)))
+    work.setdefault(which, []).append((float(busy), float(pg), float(user) + float(sys_), float(s3)))
 cores = os.cpu_count()
 names = {"a": "strongroom backup", "b": "pg_dump | gzip -6 | aws s3 cp -",
          "c": "pg_dump | pigz -p 2 > /dev/null", "z": "pg_dump > /dev/null",
@@ -281,6 +301,24 @@ print("y/z = %.2f (target <= 1.30): %s" % (ratio("y", "z"), verdict(ratio("y", "
 print("p/e = %.2f (target <= 0.70): %s" % (ratio("p", "e"), verdict(ratio("p", "e") <= 0.70)))
 print("p/e1 = %.2f (against one session from a local file: reported)" % ratio("p", "e1"))
 print("d/e = %.2f (target <= 1.10): %s" % (ratio("d", "e"), verdict(ratio("d", "e") <= 1.10)))
+# The physical floor: a run that keeps the machine busy for B CPU-seconds cannot take less than
+# B / cores seconds on this machine, however its work is spread over the cores.
+cpu = {k: [statistics.median(w[i] for w in v) for i in range(4)] for k, v in work.items()}
+print("CPU seconds spent while each ran (medians): the machine (/proc/stat busy time), PostgreSQL "
+      "(its processes), the command (with its children: the agent and psql, or gunzip and psql), "
+      "the S3 server (radosgw, ceph), the rest (mostly the kernel writing back dirty pages); "
+      "floor = machine / %d cores:" % cores)
+print("%-3s %-38s %7s %8s %10s %8s %6s %6s %8s" % ("", "approach", "wall(s)", "machine", "PostgreSQL", "command", "S3", "rest", "floor(s)"))
+for k in ["a", "z", "y", "d", "p", "e", "e1"]:
+    busy, pg, own, s3 = cpu[k]
+    print("%-3s %-38s %7.2f %8.2f %10.2f %8.2f %6.2f %6.2f %8.2f" % (k, names[k], med[k]["wall"], busy, pg, own, s3, busy - pg - own - s3, busy / cores))
+floor = lambda x, y: cpu[x][0] / cores / med[y]["wall"]
+print("e keeps %.2f of the %d cores busy; p's work (%.1f CPU-s, of which PostgreSQL %.1f) cannot take less than %.2f s here,"
+      % (cpu["e"][0] / med["e"]["wall"], cores, cpu["p"][0], cpu["p"][1], cpu["p"][0] / cores))
+print("  so p/e >= %.2f on this machine (PostgreSQL's share of p alone: %.2f); p ran at %.2fx its floor"
+      % (floor("p", "e"), cpu["p"][1] / cores / med["e"]["wall"], med["p"]["wall"] / (cpu["p"][0] / cores)))
+print("y/z >= %.2f on this machine (y's work: %.1f CPU-s, of which PostgreSQL %.1f); y ran at %.2fx its floor"
+      % (floor("y", "z"), cpu["y"][0], cpu["y"][1], med["y"]["wall"] / (cpu["y"][0] / cores)))
 print("peak RSS of strongroom backup = %.1f MiB (target <= 64): %s" % (med["a"]["rss"] / 1024, verdict(med["a"]["rss"] <= 64 * 1024)))
 print("peak RSS of strongroom restore (jobs %d) = %.1f MiB (target <= 64): %s" % (cores, med["p"]["rss"] / 1024, verdict(med["p"]["rss"] <= 64 * 1024)))
 big = lambda k: runs[k][0]

@@ -2,8 +2,8 @@
 //! server: an exact round trip of a database with partitions, large objects, a table cut into
 //! chunks and rows that look like the end of COPY data; a damaged section refused with nothing
 //! visible; a manifest from before the index restored in one session; the opt-in zstd dump
-//! read by `zstd -dc`, `verify --deep` and a parallel restore. (SIGKILL of the agent during the
-//! parallel phases: `restore_trust`.)
+//! read by `zstd -dc`, `verify --deep` and a parallel restore; a COPY statement over two lines
+//! (no index: one session). (SIGKILL of the agent during the parallel phases: `restore_trust`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ on_each_s3!(
     a_damaged_section_is_refused_and_nothing_becomes_visible,
     a_manifest_without_a_section_index_restores_in_one_session,
     a_zstd_backup_verifies_deep_and_restores_in_parallel,
+    a_copy_statement_over_two_lines_restores_in_one_session,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -84,6 +85,15 @@ async fn indexed_backup_with(
     db.batch_execute(AWKWARD_SECTIONS)
         .await
         .expect("fixture loads");
+    signed_backup(id, keys, extra_pg).await
+}
+
+/// A signed backup of the test's database as it is, with `restore.jobs: 2`.
+async fn signed_backup(
+    id: &TestId,
+    keys: &Path,
+    extra_pg: &str,
+) -> (Arc<S3Store>, Config, ManifestSigner, String) {
     let (private, public) = harness::keypair(keys);
     let (bucket, store) = harness::bucket(id, true).await;
     let yaml = format!(
@@ -419,4 +429,41 @@ async fn a_zstd_backup_verifies_deep_and_restores_in_parallel(id: TestId) {
         );
         assert_eq!(staging_left(&target).await, Vec::<String>::new());
     }
+}
+
+/// A column name with a line break in it makes pg_dump write that table's COPY statement over two
+/// lines, whose last one names no table: the backup makes no section index, and the restore
+/// loads the dump in one session, exactly.
+async fn a_copy_statement_over_two_lines_restores_in_one_session(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(
+        "CREATE TABLE public.t (id int PRIMARY KEY, \"line\nbreak\" text);
+         INSERT INTO public.t SELECT i, 'row ' || i FROM generate_series(1, 1000) i;",
+    )
+    .await
+    .expect("fixture loads");
+    let (store, config, _, key) = signed_backup(&id, keys.path(), "").await;
+    let dump = harness::download(store.client(), store.bucket(), &key, None).await;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&dump[..]), &mut text)
+        .unwrap();
+    assert!(
+        text.contains("COPY public.t (id, \"line\nbreak\") FROM stdin;\n"),
+        "pg_dump writes the statement over two lines"
+    );
+    let sections = manifest_of(&store, &key).await.postgresql.unwrap().sections;
+    assert!(sections.is_none(), "{sections:?}");
+    let restored = format!("{}_lines", id.database());
+    drop_database(&restored).await;
+    let report = harness::restore(&config, &store, &key, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_none());
+    assert!(report.passed, "{:?}", report.checks);
+    assert_eq!(
+        harness::reference_dump(&restored),
+        harness::reference_dump(&id.database())
+    );
+    drop_database(&restored).await;
 }

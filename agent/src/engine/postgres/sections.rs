@@ -64,6 +64,9 @@ pub struct Sectioner {
     tablespace: Option<String>,
     /// The current line's first bytes, once decided: whether it is SQL that the guard reads.
     line_is_sql: bool,
+    /// Whether the current SQL line began between statements (so a COPY found at its end is
+    /// all on it).
+    line_starts_statement: bool,
     at_line_start: bool,
     /// The current SQL line so far (up to [`LINE_LIMIT`]).
     line: Vec<u8>,
@@ -84,6 +87,7 @@ impl Default for Sectioner {
             copy: None,
             tablespace: None,
             line_is_sql: true,
+            line_starts_statement: true,
             at_line_start: true,
             line: Vec::new(),
             line_overflowed: false,
@@ -243,7 +247,8 @@ impl Sectioner {
             return false;
         }
         self.line_is_sql = true;
-        if !self.guard.at_statement_boundary() {
+        self.line_starts_statement = self.guard.at_statement_boundary();
+        if !self.line_starts_statement {
             return false;
         }
         if let Some(line) = head.strip_suffix(b"\n").or(Some(head))
@@ -321,6 +326,20 @@ impl Sectioner {
                 return;
             }
             let statement = line.strip_suffix(b"\n").unwrap_or(&line);
+            // pg_dump writes a column name with a line break as it is, inside its quotes: the
+            // statement then spans lines, and its last line names no table. Such a dump gets no
+            // index (it loads in one session) rather than a wrong table or COPY line.
+            if !self.line_starts_statement
+                || copy_table(statement).is_none()
+                || !statement.ends_with(b" FROM stdin;")
+            {
+                self.failed = Some(
+                    "a COPY statement is not one `COPY <table> ... FROM stdin;` line (a column \
+                     name with a line break in it?); no section index"
+                        .into(),
+                );
+                return;
+            }
             self.copy = Some(String::from_utf8_lossy(statement).into_owned());
             if let Some(current) = self.sections.last_mut()
                 && current.kind == SectionKind::Data

@@ -273,6 +273,25 @@ fn a_dump_the_guard_refuses_gets_no_index() {
     assert!(why.contains("line 2"), "{why}");
 }
 
+/// pg_dump writes a column name with a line break in it as it is, inside its quotes, so that
+/// table's COPY statement spans two lines. It was read from its last line: the chunks after the
+/// first carried `b") FROM stdin;` as their COPY line, which the restore refuses (so a table of
+/// over 64 MiB under such a name could not be restored by the agent at all), and no chunk knew
+/// its table. Now the dump gets no index and loads in one session.
+#[test]
+fn a_copy_statement_over_several_lines_gets_no_index() {
+    let text = format!(
+        "SET client_encoding = 'UTF8';\n{}CREATE TABLE public.t (\"a\nb\" text);\n{}\
+         COPY public.t (\"a\nb\") FROM stdin;\nx\ny\nz\n\\.\n",
+        header(false, "t", "TABLE"),
+        header(true, "t", "TABLE DATA"),
+    );
+    let mut sectioner = Sectioner::with_data_chunk(1);
+    sectioner.scan(text.as_bytes(), true);
+    let why = sectioner.finish().unwrap_err();
+    assert!(why.contains("COPY statement is not one"), "{why}");
+}
+
 #[test]
 fn tables_are_read_from_pg_dump_statements() {
     assert_eq!(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the tests, demo and benchmark need, if any is missing:
 # PostgreSQL 15 server + client, Ceph (mon, osd, radosgw) for a real S3 server with Object
-# Lock, Debian's clickhouse-server 18.16 (for the version refusal), and small tools (curl, gzip, pigz, GNU time, hey for the HTTP load in make bench).
+# Lock, Debian's clickhouse-server 18.16 (for the version refusal), and small tools (curl, gzip, pigz, zstd, GNU time, hey for the HTTP load in make bench).
 # Debian packages; needs root (or sudo).
 set -euo pipefail
 need=()
@@ -14,6 +14,7 @@ have ceph-osd || need+=(ceph-osd)
 have curl || need+=(curl)
 have gzip || need+=(gzip)
 have pigz || need+=(pigz)
+have zstd || need+=(zstd)
 [ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server)
 have hey || need+=(hey)
 [ -x /usr/bin/time ] || need+=(time)

@@ -292,6 +292,23 @@ fn a_copy_statement_over_several_lines_gets_no_index() {
     assert!(why.contains("COPY statement is not one"), "{why}");
 }
 
+/// A column name can make the last line of a COPY statement look like a whole one that names
+/// another table (`COPY public.other", b) FROM stdin;`): the statement began on an earlier line,
+/// so it is no COPY line to send again, nor its table one to truncate.
+#[test]
+fn a_copy_statement_whose_last_line_names_another_table_gets_no_index() {
+    let text = format!(
+        "SET client_encoding = 'UTF8';\n{}CREATE TABLE public.t (\"a\nCOPY public.other\" text, b text);\n{}\
+         COPY public.t (\"a\nCOPY public.other\", b) FROM stdin;\nx\ty\nz\tw\n\\.\n",
+        header(false, "t", "TABLE"),
+        header(true, "t", "TABLE DATA"),
+    );
+    let mut sectioner = Sectioner::with_data_chunk(1);
+    sectioner.scan(text.as_bytes(), true);
+    let why = sectioner.finish().unwrap_err();
+    assert!(why.contains("COPY statement is not one"), "{why}");
+}
+
 #[test]
 fn tables_are_read_from_pg_dump_statements() {
     assert_eq!(

@@ -33,7 +33,7 @@ use crate::store::ObjectStore;
 /// The largest preamble the agent reads (pg_dump's is a few hundred bytes).
 const PREAMBLE_LIMIT: u64 = 1 << 20;
 
-/// The dump's section index, when it has one that is consistent with the object.
+/// The dump's section index, when it has one; an error if it is not consistent with the object.
 pub fn index<'m>(
     manifest: &FetchedManifest,
     entry: &ManifestObject,
@@ -44,7 +44,7 @@ pub fn index<'m>(
     };
     let bad = |problem: String| Error::ManifestMismatch {
         manifest: manifest.key.clone(),
-        problem: format!("its section index {problem}; restore with an agent that wrote it"),
+        problem: format!("its section index {problem}"),
     };
     let one_line = |s: &Option<String>, start: &str, end: &str| {
         s.as_ref()

@@ -542,6 +542,21 @@ pub async fn plant_backup(
     signer: Option<&ManifestSigner>,
     days_later: i64,
 ) -> String {
+    plant_backup_with(store, config, key, bytes, claim, signer, days_later, |_| {}).await
+}
+
+/// [`plant_backup`], with `edit` applied to the manifest before it is signed and written.
+#[allow(clippy::too_many_arguments)]
+pub async fn plant_backup_with(
+    store: &S3Store,
+    config: &Config,
+    key: &str,
+    bytes: Vec<u8>,
+    claim: Claim,
+    signer: Option<&ManifestSigner>,
+    days_later: i64,
+    edit: impl FnOnce(&mut strongroom::manifest::Manifest),
+) -> String {
     use strongroom::store::{Integrity, ObjectStore, PartChecksum};
     let codec = strongroom::layout::Codec::of_dump(key).expect("a dump key");
     let manifest_key = key.replace(codec.dump_suffix(), ".manifest.json");
@@ -578,6 +593,7 @@ pub async fn plant_backup(
         manifest.objects[0].sha256 = Some(sha256);
         manifest.objects[0].size_bytes = size;
     }
+    edit(&mut manifest);
     let bytes = manifest.to_bytes();
     let mut writes = vec![(keys.manifest.clone(), bytes.clone())];
     if let Some(signer) = signer {

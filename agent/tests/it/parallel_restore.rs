@@ -3,7 +3,8 @@
 //! chunks and rows that look like the end of COPY data; a damaged section refused with nothing
 //! visible; a manifest from before the index restored in one session; the opt-in zstd dump
 //! read by `zstd -dc`, `verify --deep` and a parallel restore; a COPY statement over two lines
-//! (no index: one session). (SIGKILL of the agent during the parallel phases: `restore_trust`.)
+//! (no index: one session) and a signed index that does not fit its dump (one session, with a
+//! warning). (SIGKILL of the agent during the parallel phases: `restore_trust`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ on_each_s3!(
     a_manifest_without_a_section_index_restores_in_one_session,
     a_zstd_backup_verifies_deep_and_restores_in_parallel,
     a_copy_statement_over_two_lines_restores_in_one_session,
+    a_section_index_that_does_not_check_out_restores_in_one_session,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -460,6 +462,54 @@ async fn a_copy_statement_over_two_lines_restores_in_one_session(id: TestId) {
         .await
         .unwrap_or_else(|e| panic!("restore: {e}"));
     assert!(report.parallel.is_none());
+    assert!(report.passed, "{:?}", report.checks);
+    assert_eq!(
+        harness::reference_dump(&restored),
+        harness::reference_dump(&id.database())
+    );
+    drop_database(&restored).await;
+}
+
+/// A signed index that does not fit its dump (an earlier agent wrote the last line of a COPY
+/// statement spread over lines as a chunk's COPY line) costs the parallel load, not the
+/// restore: it says so and loads the dump in one session, checked against its SHA-256.
+async fn a_section_index_that_does_not_check_out_restores_in_one_session(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let (store, config, signer, key) = indexed_backup(&id, keys.path()).await;
+    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
+    let planted = harness::plant_backup_with(
+        &store,
+        &config,
+        &key,
+        bytes,
+        Claim::OriginalIndexed,
+        Some(&signer),
+        1,
+        |manifest| {
+            let sections = manifest.postgresql.as_mut().unwrap().sections.as_mut();
+            let chunk = sections
+                .unwrap()
+                .iter_mut()
+                .find(|s| s.copy.is_some())
+                .expect("a table cut into chunks");
+            chunk.copy = Some("pad) FROM stdin;".into());
+        },
+    )
+    .await;
+    let restored = format!("{}_unindexed", id.database());
+    drop_database(&restored).await;
+    let report = harness::restore(&config, &store, &planted, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_none());
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("no pg_dump line") && w.contains("one session")),
+        "{:?}",
+        report.warnings
+    );
     assert!(report.passed, "{:?}", report.checks);
     assert_eq!(
         harness::reference_dump(&restored),

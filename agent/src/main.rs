@@ -21,7 +21,6 @@ fn exit(code: i32) -> ExitCode {
 /// and 1.14 in the next). A fixed threshold turns the adjustment off. 2 MiB keeps the 1 MiB
 /// compression blocks in the arenas, reused: at 256 KiB every block was mapped, faulted in and
 /// unmapped again, and the zstd backup spent 0.4 s more in the kernel.
-#[allow(unsafe_code)]
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread exists.

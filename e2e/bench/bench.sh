@@ -95,23 +95,24 @@ export aws_bin STRONGROOM_TEST_S3_RGW
 results=$out/runs.tsv
 : >"$results"
 
-# cpu_ticks: the machine's busy clock ticks (/proc/stat: user, nice, system, irq, softirq, steal),
-# then PostgreSQL's and the S3 server's (radosgw, ceph-*): each process's utime+stime plus what it
-# reaped (a backend's CPU moves to the postmaster's when it exits, a parallel worker's too).
+# cpu_ticks: the machine's busy clock ticks (/proc/stat: user, nice, system, irq, softirq, and
+# steal, which is capacity the run did not get), then PostgreSQL's and the S3 server's (radosgw,
+# ceph-*): each process's utime+stime plus what it reaped (a backend's CPU moves to the
+# postmaster's when it exits, a parallel worker's too). printf: mawk prints large sums as %.6g.
 cpu_ticks() {
-  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+  awk '/^cpu / {printf "%.0f\n", $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
   # A process may end between the glob and the read: cat then fails, which is no error here.
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '
     $2 == "(postgres)" {pg += $14 + $15 + $16 + $17}
     $2 == "(radosgw)" || $2 ~ /^\(ceph-/ {s3 += $14 + $15 + $16 + $17}
-    END {print pg + 0; print s3 + 0}'
+    END {printf "%.0f\n%.0f\n", pg, s3}'
 }
 
 # time_run LABEL ROUND COMMAND: runs COMMAND under GNU time and appends a row to $results: wall,
 # the command's user and sys seconds (its children included), its peak RSS, and the CPU seconds
 # the whole machine, PostgreSQL and the S3 server spent while it ran.
 time_run() {
-  local which=$1 round=$2 command=$3 wall user sys rss before after
+  local which=$1 round=$2 command=$3 wall user sys rss before after cpu
   sync
   before=$(cpu_ticks | paste -sd' ')
   /usr/bin/time -o "$work/time" -f '%e %U %S %M' bash -o pipefail -c "$command" >/dev/null
@@ -311,8 +312,9 @@ print("d/e = %.2f (target <= 1.10): %s" % (ratio("d", "e"), verdict(ratio("d", "
 cpu = {k: [statistics.median(w[i] for w in v) for i in range(4)] for k, v in work.items()}
 print("CPU seconds spent while each ran (medians): the machine (/proc/stat busy time), PostgreSQL "
       "(its processes), the command (with its children: the agent and psql, or gunzip and psql), "
-      "the S3 server (radosgw, ceph), the rest (mostly the kernel writing back dirty pages); "
-      "floor = machine / %d cores:" % cores)
+      "the S3 server (radosgw, ceph), the rest (mostly the kernel writing back dirty pages; the "
+      "tick counts and the command's own accounting differ by up to about 0.25 s, so it can read "
+      "below zero); floor = machine / %d cores:" % cores)
 print("%-3s %-38s %7s %8s %10s %8s %6s %6s %8s" % ("", "approach", "wall(s)", "machine", "PostgreSQL", "command", "S3", "rest", "floor(s)"))
 for k in ["a", "z", "y", "x", "d", "p", "e", "e1"]:
     busy, pg, own, s3 = cpu[k]

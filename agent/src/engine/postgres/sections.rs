@@ -327,8 +327,9 @@ impl Sectioner {
             }
             let statement = line.strip_suffix(b"\n").unwrap_or(&line);
             // pg_dump writes a column name with a line break as it is, inside its quotes: the
-            // statement then spans lines, and its last line names no table. Such a dump gets no
-            // index (it loads in one session) rather than a wrong table or COPY line.
+            // statement then spans lines, and its last line is no COPY statement (or reads as
+            // one of another table). Such a dump gets no index (it loads in one session) rather
+            // than a wrong table or COPY line.
             if !self.line_starts_statement
                 || copy_table(statement).is_none()
                 || !statement.ends_with(b" FROM stdin;")

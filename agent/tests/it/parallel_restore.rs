@@ -13,6 +13,7 @@ use strongroom::config::Config;
 use strongroom::layout::Engine;
 use strongroom::manifest::{Manifest, SectionKind};
 use strongroom::pipeline::Progress;
+use strongroom::restore::RestoreReport;
 use strongroom::signing::ManifestSigner;
 use strongroom::store::s3::S3Store;
 use strongroom::verify::{self, Selection, Status};
@@ -136,6 +137,28 @@ async fn staging_left(target: &str) -> Vec<String> {
 }
 
 /// `dump` with the rows of each COPY sorted.
+/// Restores `key` into the test's database name plus `_<suffix>` and checks that it loaded in
+/// one session and equals the source; returns the report.
+async fn restore_in_one_session(
+    id: &TestId,
+    config: &Config,
+    store: &Arc<S3Store>,
+    key: &str,
+    suffix: &str,
+) -> RestoreReport {
+    let restored = format!("{}_{suffix}", id.database());
+    drop_database(&restored).await;
+    let report = harness::restore(config, store, key, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_none());
+    assert_eq!(
+        harness::reference_dump(&restored),
+        harness::reference_dump(&id.database())
+    );
+    report
+}
+
 fn rows_sorted(dump: &str) -> String {
     let mut out = Vec::new();
     let mut rows: Option<Vec<&str>> = None;
@@ -321,17 +344,8 @@ async fn a_manifest_without_a_section_index_restores_in_one_session(id: TestId) 
             .sections
             .is_none()
     );
-    let restored = format!("{}_old", id.database());
-    drop_database(&restored).await;
-    let report = harness::restore(&config, &store, &older, &restored)
-        .await
-        .unwrap_or_else(|e| panic!("restore: {e}"));
-    assert!(report.parallel.is_none());
+    let report = restore_in_one_session(&id, &config, &store, &older, "old").await;
     assert_eq!(report.expected_sha256, report.actual_sha256);
-    assert_eq!(
-        harness::reference_dump(&restored),
-        harness::reference_dump(&id.database())
-    );
 }
 
 async fn a_zstd_backup_verifies_deep_and_restores_in_parallel(id: TestId) {
@@ -456,18 +470,8 @@ async fn a_copy_statement_over_two_lines_restores_in_one_session(id: TestId) {
     );
     let sections = manifest_of(&store, &key).await.postgresql.unwrap().sections;
     assert!(sections.is_none(), "{sections:?}");
-    let restored = format!("{}_lines", id.database());
-    drop_database(&restored).await;
-    let report = harness::restore(&config, &store, &key, &restored)
-        .await
-        .unwrap_or_else(|e| panic!("restore: {e}"));
-    assert!(report.parallel.is_none());
+    let report = restore_in_one_session(&id, &config, &store, &key, "lines").await;
     assert!(report.passed, "{:?}", report.checks);
-    assert_eq!(
-        harness::reference_dump(&restored),
-        harness::reference_dump(&id.database())
-    );
-    drop_database(&restored).await;
 }
 
 /// A signed index that does not fit its dump (an earlier agent wrote the last line of a COPY
@@ -496,12 +500,7 @@ async fn a_section_index_that_does_not_check_out_restores_in_one_session(id: Tes
         },
     )
     .await;
-    let restored = format!("{}_unindexed", id.database());
-    drop_database(&restored).await;
-    let report = harness::restore(&config, &store, &planted, &restored)
-        .await
-        .unwrap_or_else(|e| panic!("restore: {e}"));
-    assert!(report.parallel.is_none());
+    let report = restore_in_one_session(&id, &config, &store, &planted, "unindexed").await;
     assert!(
         report
             .warnings
@@ -511,9 +510,4 @@ async fn a_section_index_that_does_not_check_out_restores_in_one_session(id: Tes
         report.warnings
     );
     assert!(report.passed, "{:?}", report.checks);
-    assert_eq!(
-        harness::reference_dump(&restored),
-        harness::reference_dump(&id.database())
-    );
-    drop_database(&restored).await;
 }

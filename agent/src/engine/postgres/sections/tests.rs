@@ -273,22 +273,28 @@ fn a_dump_the_guard_refuses_gets_no_index() {
     assert!(why.contains("line 2"), "{why}");
 }
 
-/// pg_dump writes a column name with a line break in it as it is, inside its quotes, so that
-/// table's COPY statement spans two lines. It was read from its last line: the chunks after the
-/// first carried `b") FROM stdin;` as their COPY line, which the restore refuses (so a table of
-/// over 64 MiB under such a name could not be restored by the agent at all), and no chunk knew
-/// its table. Now the dump gets no index and loads in one session.
-#[test]
-fn a_copy_statement_over_several_lines_gets_no_index() {
+/// Why a dump of one table with a column named `column` (as pg_dump quotes it) and three rows,
+/// cut at every row, gets no index.
+fn no_index_for_column(column: &str) -> String {
     let text = format!(
-        "SET client_encoding = 'UTF8';\n{}CREATE TABLE public.t (\"a\nb\" text);\n{}\
-         COPY public.t (\"a\nb\") FROM stdin;\nx\ny\nz\n\\.\n",
+        "SET client_encoding = 'UTF8';\n{}CREATE TABLE public.t ({column} text, b text);\n{}\
+         COPY public.t ({column}, b) FROM stdin;\nx\ty\nz\tw\nv\tu\n\\.\n",
         header(false, "t", "TABLE"),
         header(true, "t", "TABLE DATA"),
     );
     let mut sectioner = Sectioner::with_data_chunk(1);
     sectioner.scan(text.as_bytes(), true);
-    let why = sectioner.finish().unwrap_err();
+    sectioner.finish().unwrap_err()
+}
+
+/// pg_dump writes a column name with a line break in it as it is, inside its quotes, so that
+/// table's COPY statement spans two lines. It was read from its last line: the chunks after the
+/// first carried `b", b) FROM stdin;` as their COPY line, which the restore refuses (so a table
+/// of over 64 MiB under such a name could not be restored by the agent at all), and no chunk
+/// knew its table. Now the dump gets no index and loads in one session.
+#[test]
+fn a_copy_statement_over_several_lines_gets_no_index() {
+    let why = no_index_for_column("\"a\nb\"");
     assert!(why.contains("COPY statement is not one"), "{why}");
 }
 
@@ -297,15 +303,7 @@ fn a_copy_statement_over_several_lines_gets_no_index() {
 /// so it is no COPY line to send again, nor its table one to truncate.
 #[test]
 fn a_copy_statement_whose_last_line_names_another_table_gets_no_index() {
-    let text = format!(
-        "SET client_encoding = 'UTF8';\n{}CREATE TABLE public.t (\"a\nCOPY public.other\" text, b text);\n{}\
-         COPY public.t (\"a\nCOPY public.other\", b) FROM stdin;\nx\ty\nz\tw\n\\.\n",
-        header(false, "t", "TABLE"),
-        header(true, "t", "TABLE DATA"),
-    );
-    let mut sectioner = Sectioner::with_data_chunk(1);
-    sectioner.scan(text.as_bytes(), true);
-    let why = sectioner.finish().unwrap_err();
+    let why = no_index_for_column("\"a\nCOPY public.other\"");
     assert!(why.contains("COPY statement is not one"), "{why}");
 }
 

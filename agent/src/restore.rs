@@ -14,6 +14,7 @@ pub mod parallel;
 pub mod psql_load;
 pub mod run_once;
 pub mod session;
+pub mod staging;
 
 use std::time::{Duration, Instant};
 
@@ -289,7 +290,10 @@ pub async fn restore_postgres<S: ObjectStore>(
         index = None;
     }
     let staging = match index {
-        Some(_) => Some(parallel::Staging::create(&params).await?),
+        Some(_) => {
+            warnings.extend(staging::sweep_abandoned(&params).await);
+            Some(staging::Staging::create(&params).await?)
+        }
         None => None,
     };
     let load_params = staging

@@ -119,7 +119,7 @@ fn detail(e: &tokio_postgres::Error) -> String {
     }
 }
 
-fn query_error(
+pub(crate) fn query_error(
     what: &'static str,
     database: &str,
 ) -> impl Fn(tokio_postgres::Error) -> EngineError {

@@ -8,23 +8,18 @@
 //! still load; a table is not split across sessions: that measured no faster for a whole
 //! restore, and a split table cannot be loaded with COPY FREEZE, see the README); then the
 //! rest of the post-data (foreign keys, index attachments, triggers, grants...) in one session,
-//! in the dump's order. The staging database `<target>_restoring_<t>_<hex>` is created like
-//! the target (owner, encoding, collation); when everything loaded, one transaction renames
-//! the target aside and the staging database into its name, and the old (empty) target is
-//! dropped. Any failure drops the staging database; a SIGKILL leaves it behind under its own
-//! name. Either way the target is as it was.
+//! in the dump's order. The staging database ([`super::staging`]) takes the target's place
+//! when everything loaded; any failure drops it. Either way the target is as it was.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use time::OffsetDateTime;
-
 use super::psql_load::Loaded;
 use super::session::{Session, SessionSetup, Source};
 use crate::catalog::FetchedManifest;
 use crate::config::Config;
-use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix, quote_ident};
+use crate::engine::postgres::{self, ConnParams};
 use crate::error::{Error, Result};
 use crate::layout::Codec;
 use crate::manifest::{DumpSection, ManifestObject, PostgresDetails, SectionKind};
@@ -282,97 +277,6 @@ async fn run<S: ObjectStore>(
         Ok::<_, Error>(loaded)
     });
     Ok(futures::future::try_join_all(workers).await?.iter().sum())
-}
-
-/// A staging database for one restore.
-pub struct Staging {
-    pub name: String,
-    maintenance: ConnParams,
-}
-
-impl Staging {
-    /// Creates `<target>_restoring_<t>_<hex>` like `target` (which exists).
-    pub async fn create(target: &ConnParams) -> Result<Staging> {
-        let maintenance = target.with_database("postgres");
-        let name = derived_name(
-            &target.database,
-            &name_suffix(OffsetDateTime::now_utc(), "restoring"),
-        );
-        postgres::create_database_like(&maintenance, &name, &target.database).await?;
-        tracing::info!(staging = %name, target = %target.database, "staging database created");
-        Ok(Staging { name, maintenance })
-    }
-
-    pub fn params(&self) -> ConnParams {
-        self.maintenance.with_database(&self.name)
-    }
-
-    /// Drops the staging database (after a failure).
-    pub async fn discard(self) {
-        match postgres::drop_database(&self.maintenance, &self.name).await {
-            Ok(()) => tracing::info!(staging = %self.name, "staging database dropped"),
-            Err(e) => tracing::error!(staging = %self.name, error = %e,
-                "could not drop the staging database; drop it by hand"),
-        }
-    }
-
-    /// Puts the staging database in `target`'s place in one transaction, then drops the old
-    /// target if it is still empty (else keeps it, renamed, and says so).
-    pub async fn replace(self, target: &str) -> Result<Vec<String>> {
-        let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
-        let swap = format!(
-            "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
-            t = quote_ident(target),
-            a = quote_ident(&aside),
-            s = quote_ident(&self.name),
-        );
-        let swapped = async {
-            let client = postgres::connect(&self.maintenance).await?;
-            client.batch_execute(&swap).await.map_err(|e| {
-                let detail = e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_owned());
-                Error::SwapFailed {
-                    target: target.to_owned(),
-                    staging: self.name.clone(),
-                    detail,
-                }
-            })
-        };
-        if let Err(e) = swapped.await {
-            self.discard().await;
-            return Err(e);
-        }
-        tracing::info!(target, aside = %aside, "restored copy renamed into place");
-        let old = self.maintenance.with_database(&aside);
-        let tables = match postgres::connect(&old).await {
-            Ok(client) => postgres::user_tables(&client, &aside)
-                .await
-                .map_err(Error::from),
-            Err(e) => Err(e.into()),
-        };
-        let mut warnings = Vec::new();
-        match tables {
-            Ok(tables) if tables.is_empty() => {
-                if let Err(e) = postgres::drop_database(&self.maintenance, &aside).await {
-                    warnings.push(format!(
-                        "the empty database the restore replaced, {aside}, could not be \
-                         dropped ({e}); drop it by hand"
-                    ));
-                }
-            }
-            Ok(tables) => warnings.push(format!(
-                "{target} got {} table(s) while the restore ran; that database was kept as \
-                 {aside}. Look at it, then drop it",
-                tables.len()
-            )),
-            Err(e) => warnings.push(format!(
-                "the database the restore replaced was kept as {aside} ({e}); drop it by hand \
-                 once it is known to be empty"
-            )),
-        }
-        Ok(warnings)
-    }
 }
 
 /// What the parallel load did, for the report.

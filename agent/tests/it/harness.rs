@@ -638,6 +638,21 @@ pub fn text(out: &std::process::Output) -> String {
 }
 
 /// Drops `name` if it exists.
+/// The databases named like the staging databases of restores into `target`.
+pub async fn staging_databases(target: &str) -> Vec<String> {
+    admin("postgres")
+        .await
+        .query(
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+            &[&strongroom::engine::postgres::staging_prefix(target)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 pub async fn drop_database(name: &str) {
     admin("postgres")
         .await

@@ -4,7 +4,9 @@
 //! visible; a manifest from before the index restored in one session; the opt-in zstd dump
 //! read by `zstd -dc`, `verify --deep` and a parallel restore; a COPY statement over two lines
 //! (no index: one session) and a signed index that does not fit its dump (one session, with a
-//! warning). (SIGKILL of the agent during the parallel phases: `restore_trust`.)
+//! warning); staging databases that killed restores left behind dropped by the next restore,
+//! unless a restore holds them or someone is connected. (SIGKILL of the agent during the
+//! parallel phases: `restore_trust`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ on_each_s3!(
     a_zstd_backup_verifies_deep_and_restores_in_parallel,
     a_copy_statement_over_two_lines_restores_in_one_session,
     a_section_index_that_does_not_check_out_restores_in_one_session,
+    staging_databases_interrupted_restores_left_are_dropped_unless_in_use,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -120,23 +123,6 @@ async fn manifest_of(store: &S3Store, key: &str) -> Manifest {
     Manifest::from_bytes(&manifest_key, &bytes).unwrap()
 }
 
-/// Databases whose name begins like `target`'s staging databases.
-async fn staging_left(target: &str) -> Vec<String> {
-    let prefix = strongroom::engine::postgres::staging_prefix(target);
-    harness::admin("postgres")
-        .await
-        .query(
-            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-            &[&prefix],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-/// `dump` with the rows of each COPY sorted.
 /// Restores `key` into the test's database name plus `_<suffix>` and checks that it loaded in
 /// one session and equals the source; returns the report.
 async fn restore_in_one_session(
@@ -159,6 +145,7 @@ async fn restore_in_one_session(
     report
 }
 
+/// `dump` with the rows of each COPY sorted.
 fn rows_sorted(dump: &str) -> String {
     let mut out = Vec::new();
     let mut rows: Option<Vec<&str>> = None;
@@ -251,7 +238,7 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
         "the restored database is not the source: {}",
         first_difference(&ours, &source)
     );
-    assert!(staging_left(&restored).await.is_empty());
+    assert!(harness::staging_databases(&restored).await.is_empty());
     // COPY FREEZE wrote every page of the big tables frozen (and all-visible); a small table
     // was loaded without it.
     let db = harness::admin(&restored).await;
@@ -318,7 +305,10 @@ async fn a_damaged_section_is_refused_and_nothing_becomes_visible(id: TestId) {
         harness::tables_of(&restored).await.is_empty(),
         "nothing is visible"
     );
-    assert_eq!(staging_left(&restored).await, Vec::<String>::new());
+    assert_eq!(
+        harness::staging_databases(&restored).await,
+        Vec::<String>::new()
+    );
 }
 
 async fn a_manifest_without_a_section_index_restores_in_one_session(id: TestId) {
@@ -443,7 +433,10 @@ async fn a_zstd_backup_verifies_deep_and_restores_in_parallel(id: TestId) {
             harness::tables_of(&target).await.is_empty(),
             "nothing is visible"
         );
-        assert_eq!(staging_left(&target).await, Vec::<String>::new());
+        assert_eq!(
+            harness::staging_databases(&target).await,
+            Vec::<String>::new()
+        );
     }
 }
 
@@ -510,4 +503,76 @@ async fn a_section_index_that_does_not_check_out_restores_in_one_session(id: Tes
         report.warnings
     );
     assert!(report.passed, "{:?}", report.checks);
+}
+
+async fn staging_databases_interrupted_restores_left_are_dropped_unless_in_use(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000);",
+    )
+    .await
+    .unwrap();
+    let (store, config, _, key) = signed_backup(&id, keys.path(), "").await;
+    let target = format!("{}_swept", id.database());
+    drop_database(&target).await;
+    let prefix = strongroom::engine::postgres::staging_prefix(&target);
+    let [abandoned, held, busy, odd] = [
+        "20260101t000000z_abcd",
+        "20260101t000001z_beef",
+        "20260101t000002z_cafe",
+        "by_hand",
+    ]
+    .map(|suffix| format!("{prefix}{suffix}"));
+    let admin = harness::admin("postgres").await;
+    for name in [&abandoned, &held, &busy, &odd] {
+        drop_database(name).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+    }
+    // A restore still loading holds its staging database's lock; someone looks at another.
+    admin
+        .query_one(
+            "SELECT pg_advisory_lock($1)",
+            &[&strongroom::restore::staging::lock_key(&held)],
+        )
+        .await
+        .unwrap();
+    let looking = harness::admin(&busy).await;
+
+    let report = harness::restore(&config, &store, &key, &target)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_some());
+    let said = |start: &str, has: &str| {
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with(start) && w.contains(has))
+    };
+    assert!(
+        said(&format!("dropped {abandoned}, "), "interrupted"),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        said(&format!("{busy} is "), "could not be dropped"),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    let mut left = harness::staging_databases(&target).await;
+    left.sort();
+    assert_eq!(left, [held.clone(), busy.clone(), odd.clone()]);
+    assert_eq!(
+        harness::reference_dump(&target),
+        harness::reference_dump(&id.database())
+    );
+    drop(looking);
+    drop(admin);
+    for name in [&held, &busy, &odd] {
+        drop_database(name).await;
+    }
 }

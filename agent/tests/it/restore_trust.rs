@@ -1,6 +1,7 @@
 //! What a restore may commit, proven with the agent as users run it (a separate process) against
-//! real PostgreSQL and each S3 server: nothing when the agent is killed mid-load, nothing a
-//! planted dump's psql meta-commands could do, and no unsigned backup unless allowed.
+//! real PostgreSQL and each S3 server: nothing when the agent is killed mid-load (and the next
+//! restore drops the staging database the killed one left), nothing a planted dump's psql
+//! meta-commands could do, and no unsigned backup unless allowed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,10 +69,38 @@ async fn psql_sessions(database: &str, query: &str) -> i64 {
         .get(0)
 }
 
+/// A restore the agent was killed in.
+struct Killed {
+    target: String,
+    /// The backup it restored.
+    key: String,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Killed {
+    /// `strongroom restore` of the same backup into the same target, as users run it again.
+    fn restore_again(&self) -> std::process::Output {
+        strongroom(
+            &self.config,
+            &[
+                "restore",
+                "--engine",
+                "postgresql",
+                "--create",
+                "--snapshot",
+                &self.key,
+                "--database",
+                &self.target,
+            ],
+        )
+    }
+}
+
 /// Backs the fixture up, starts `strongroom restore` into `<db>_killed`, SIGKILLs the agent
 /// (not psql) once psql runs a statement like `statement`, and waits for psql's session to
-/// end. Returns the target's name.
-async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> String {
+/// end.
+async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Killed {
     let db = harness::fresh_database(&id.database()).await;
     db.batch_execute(fixture).await.expect("fixture loads");
     let keys = tempfile::tempdir().unwrap();
@@ -124,7 +153,12 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> St
         async || psql_sessions(&target, "%").await == 0,
     )
     .await;
-    target
+    Killed {
+        target,
+        key,
+        config,
+        _dir: keys,
+    }
 }
 
 async fn killing_the_agent_during_a_copy_commits_nothing(id: TestId) {
@@ -136,11 +170,31 @@ async fn killing_the_agent_during_a_copy_commits_nothing(id: TestId) {
          CREATE TABLE public.b_big (id int CHECK (public.slow_ok(id)), body text);
          INSERT INTO public.b_big SELECT i, repeat('x', 100) FROM generate_series(1, 10000) i;"
     );
-    let target = kill_the_agent_while(&id, &fixture, "COPY public.b_big%").await;
+    let killed = kill_the_agent_while(&id, &fixture, "COPY public.b_big%").await;
     assert_eq!(
-        harness::tables_of(&target).await,
+        harness::tables_of(&killed.target).await,
         Vec::<String>::new(),
         "a table loaded before the kill, or part of the one being loaded, was committed"
+    );
+    // The killed restore's staging database is left; the next restore into the target drops
+    // it, and says so.
+    let left = harness::staging_databases(&killed.target).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    let out = killed.restore_again();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("dropped {}, the staging database", left[0])),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        harness::staging_databases(&killed.target).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        harness::tables_of(&killed.target).await.len(),
+        2,
+        "the restore run again loaded both tables"
     );
 }
 
@@ -155,7 +209,9 @@ async fn killing_the_agent_after_the_dumps_own_commit_commits_nothing(id: TestId
          DO $$ BEGIN EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO strongroom_backup',
              lo_from_bytea(0, 'a large object')); END $$;"
     );
-    let target = kill_the_agent_while(&id, &fixture, "CREATE INDEX%").await;
+    let target = kill_the_agent_while(&id, &fixture, "CREATE INDEX%")
+        .await
+        .target;
     assert_eq!(harness::tables_of(&target).await, Vec::<String>::new());
     let objects: i64 = harness::admin(&target)
         .await

@@ -406,6 +406,8 @@ async fn drill<S: ObjectStore>(
         None => false,
     };
     report.restore = restored.and_then(|r| r.ok());
+    // A stopped parallel restore's staging database is being dropped: done before the target.
+    restore::staging::drop_stopped().await;
     clean_up(config, options, &target, passed, report).await;
     Ok(())
 }

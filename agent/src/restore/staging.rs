@@ -1,19 +1,24 @@
 //! The staging database of a parallel restore: created like the target, held for as long as
-//! its restore runs, put in the target's place at the end or dropped after a failure; and the
-//! sweep of the staging databases that killed restores left behind.
+//! its restore runs, put in the target's place at the end or dropped after a failure; and
+//! the sweep of the staging databases that killed restores left behind.
 //!
 //! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
-//! when everything loaded, one transaction renames the target aside and the staging database
-//! into its name, and the old (empty) target is dropped. A SIGKILL of the agent leaves the
-//! staging database behind, so every restore first looks for those of its target: a session-level
-//! advisory lock on the name ([`lock_key`]), taken in the `postgres` database before the
-//! staging database is created and held by a connection of the restore until it ends, says a
-//! restore still runs (PostgreSQL releases it when that connection closes, however the agent
-//! ended). A database of this name's shape that the restore role may drop, whose lock is free
-//! and that no one is connected to is dropped, and the report says so; one with sessions is
-//! left, with a warning.
+//! when everything loaded, one transaction renames the target aside and the staging
+//! database into its name, and the old (empty) target is dropped. A restore stopped in the
+//! process (a drill's SIGTERM drops its future) drops it in the background
+//! ([`drop_stopped`] waits for that). A SIGKILL of the agent leaves the staging database
+//! behind, so every restore first looks for those of its target: a session-level advisory
+//! lock on the name ([`lock_key`]), taken in the `postgres` database before the staging
+//! database is created and held by a connection of the restore until it ends, says a
+//! restore still runs (PostgreSQL releases it when that connection closes, however the
+//! agent ended). A database of this name's shape that the restore role may drop, whose lock
+//! is free and that no one is connected to is dropped, and the report says so; one with
+//! sessions is left, with a warning.
+
+use std::sync::Mutex;
 
 use time::OffsetDateTime;
+use tokio::task::JoinHandle;
 
 use crate::engine::postgres::{
     self, ConnParams, derived_name, name_suffix, query_error, quote_ident,
@@ -105,8 +110,48 @@ pub struct Staging {
     pub name: String,
     maintenance: ConnParams,
     /// The connection holding [`lock_key`] of the name, until the staging database is dropped
-    /// or took the target's place.
-    _held: tokio_postgres::Client,
+    /// or took the target's place; taken out then, so that [`Drop`] finds nothing to do.
+    held: Option<tokio_postgres::Client>,
+}
+
+/// The drops of staging databases whose restore was stopped ([`Drop`]), until awaited.
+static STOPPED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Waits until the staging databases of restores stopped in this process are dropped (a
+/// drill stopped by SIGTERM calls it before it cleans up and exits).
+pub async fn drop_stopped() {
+    let tasks = std::mem::take(&mut *STOPPED.lock().unwrap_or_else(|p| p.into_inner()));
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn drop_database(maintenance: &ConnParams, name: &str) {
+    match postgres::drop_database(maintenance, name).await {
+        Ok(()) => tracing::info!(staging = %name, "staging database dropped"),
+        Err(e) => tracing::error!(staging = %name, error = %e,
+            "could not drop the staging database; drop it by hand"),
+    }
+}
+
+impl Drop for Staging {
+    /// The restore was stopped (its future dropped) before it discarded or placed its staging
+    /// database: the database is dropped in the background, the lock held until it is gone.
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime left: the next restore into the target drops it
+        };
+        let (maintenance, name) = (self.maintenance.clone(), self.name.clone());
+        tracing::warn!(staging = %name, "the restore was stopped; dropping its staging database");
+        let task = runtime.spawn(async move {
+            drop_database(&maintenance, &name).await;
+            drop(held);
+        });
+        STOPPED.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
 }
 
 impl Staging {
@@ -127,7 +172,7 @@ impl Staging {
         Ok(Staging {
             name,
             maintenance,
-            _held: held,
+            held: Some(held),
         })
     }
 
@@ -136,17 +181,14 @@ impl Staging {
     }
 
     /// Drops the staging database (after a failure).
-    pub async fn discard(self) {
-        match postgres::drop_database(&self.maintenance, &self.name).await {
-            Ok(()) => tracing::info!(staging = %self.name, "staging database dropped"),
-            Err(e) => tracing::error!(staging = %self.name, error = %e,
-                "could not drop the staging database; drop it by hand"),
-        }
+    pub async fn discard(mut self) {
+        drop_database(&self.maintenance, &self.name).await;
+        self.held = None;
     }
 
     /// Puts the staging database in `target`'s place in one transaction, then drops the old
     /// target if it is still empty (else keeps it, renamed, and says so).
-    pub async fn replace(self, target: &str) -> Result<Vec<String>> {
+    pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
         let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
         let swap = format!(
             "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
@@ -171,6 +213,7 @@ impl Staging {
             self.discard().await;
             return Err(e);
         }
+        self.held = None;
         tracing::info!(target, aside = %aside, "restored copy renamed into place");
         let old = self.maintenance.with_database(&aside);
         let tables = match postgres::connect(&old).await {

@@ -749,7 +749,8 @@ async fn the_daemon_drills_on_schedule_and_never_while_a_backup_runs() {
 }
 
 /// SIGTERM during a replace drill's restore (a Job's deadline, a deleted pod): the restore is
-/// stopped, nothing commits, and the original is renamed back before the agent exits.
+/// stopped, nothing commits, its staging database is dropped, and the original is renamed back
+/// before the agent exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
     let id = TestId {
@@ -811,6 +812,16 @@ async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
         let out = child.wait_with_output().unwrap();
         panic!("the live database was never renamed aside: {}", text(&out));
     }
+    // The parallel restore's staging database exists: the signal lands while it loads.
+    let mut staging = false;
+    for _ in 0..100 {
+        if !harness::staging_databases(&db).await.is_empty() {
+            staging = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(staging, "the restore never created its staging database");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -827,6 +838,11 @@ async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
     );
     assert!(cleanup_says(&report, "renamed back"), "{report:#}");
     assert_eq!(harness::reference_dump(&db), before, "the original is back");
+    assert_eq!(
+        harness::staging_databases(&db).await,
+        Vec::<String>::new(),
+        "the stopped restore's staging database was dropped"
+    );
     let left: Vec<String> = drill_leftovers(&db).await;
     assert!(left.iter().all(|d| d.contains("_drillfailed_")), "{left:?}");
     for d in &left {

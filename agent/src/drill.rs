@@ -6,7 +6,9 @@
 //! - **scratch** restores into a new database (`<db>_drill_<ts>`; ClickHouse: each database
 //!   renamed with `_drill_<ts>` through RESTORE's `AS`), creating the roles the backup names
 //!   that the server lacks, runs `drill.smoke.http` with the scratch name, and drops the
-//!   scratch target unless `--keep`. The source is never touched.
+//!   scratch target unless `--keep` (a kept one gets a comment). The source is never
+//!   touched. A PostgreSQL scratch drill first drops the scratch databases killed drills left
+//!   (uncommented, and held by no running drill: [`restore::abandoned`]).
 //! - **replace** (PostgreSQL, `drill.allow_replace` only) renames the live database aside,
 //!   restores under its name and polls the application's `restore.validation.http` until
 //!   healthy; on any failure the restored copy is dropped and the original renamed back.
@@ -28,7 +30,7 @@ use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix as suf
 use crate::error::{Error, Result};
 use crate::layout::{Engine, Timestamp};
 use crate::locked_write::WritePolicy;
-use crate::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice};
+use crate::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice, abandoned};
 use crate::signing::ManifestVerifier;
 use crate::store::ObjectStore;
 pub use report::{DrillReport, DrillSummary, Mode, Verdict};
@@ -334,6 +336,19 @@ async fn drill<S: ObjectStore>(
     report.snapshot_time = Some(snapshot.timestamp.datetime());
     let target = target_of(config, options, &manifest)?;
     report.target = target.describe();
+    // A scratch drill drops what killed drills left, then holds its own database's name until
+    // it is done (see restore::abandoned).
+    let _held = match &target {
+        Target::Postgres {
+            database,
+            aside: None,
+        } => {
+            let maintenance = maintenance(config)?;
+            sweep_scratch(config, &maintenance, report).await?;
+            Some(abandoned::hold(&maintenance, database).await?)
+        }
+        _ => None,
+    };
     match &target {
         Target::Postgres {
             database,
@@ -485,6 +500,48 @@ async fn put_back(config: &Config, database: &str, aside: &str, report: &mut Dri
     }
 }
 
+/// Comments `database` (a scratch database kept with `--keep`) so that later drills, which
+/// drop the scratch databases killed drills left ([`sweep_scratch`]), leave it.
+async fn mark_kept(config: &Config, database: &str) -> Result<()> {
+    let client = postgres::connect(&maintenance(config)?).await?;
+    client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS 'kept by strongroom drill --keep'",
+            postgres::quote_ident(database)
+        ))
+        .await
+        .map_err(postgres::query_error("comment on database", database))?;
+    Ok(())
+}
+
+/// Drops the scratch databases of this database's drills that killed drills left (and their
+/// staging databases), saying so in the report ([`abandoned::sweep`]: a drill still running
+/// holds its scratch database, and one kept with `--keep` has a comment).
+async fn sweep_scratch(
+    config: &Config,
+    maintenance: &ConnParams,
+    report: &mut DrillReport,
+) -> Result<()> {
+    let live = &config.postgresql()?.database;
+    let scratch = abandoned::sweep(
+        maintenance,
+        &postgres::derived_prefix(live, "drill"),
+        "the scratch database of an earlier drill",
+    )
+    .await;
+    report.cleanup.extend(scratch.said);
+    for database in &scratch.abandoned {
+        let staging = abandoned::sweep(
+            maintenance,
+            &postgres::staging_prefix(database),
+            "the staging database of an earlier drill's restore",
+        )
+        .await;
+        report.cleanup.extend(staging.said);
+    }
+    Ok(())
+}
+
 /// Drops the scratch target and the roles the drill created (unless kept), or, after a failed
 /// replace drill, puts the original back. What was done goes into the report.
 async fn clean_up(
@@ -506,7 +563,7 @@ async fn clean_up(
                 database,
                 aside: None,
             } if options.keep => Ok(format!(
-                "the scratch database {database} was kept (--keep){}",
+                "the scratch database {database} was kept (--keep){}{}",
                 if created_roles.is_empty() {
                     String::new()
                 } else {
@@ -514,6 +571,12 @@ async fn clean_up(
                         ", with the roles created for it: {}",
                         created_roles.join(", ")
                     )
+                },
+                match mark_kept(config, database).await {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(
+                        "; it could not be marked as kept ({e}), so a later drill may drop it"
+                    ),
                 }
             )),
             Target::Postgres {

@@ -7,6 +7,7 @@
 //! HTTP smoke checks run, and the report is printed and stored, locked, under
 //! `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
 
+pub mod abandoned;
 pub mod clickhouse;
 mod copy_freeze;
 pub mod globals;

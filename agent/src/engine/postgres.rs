@@ -385,11 +385,16 @@ pub fn derived_name(database: &str, suffix: &str) -> String {
     format!("{}_{hash}{suffix}", &database[..keep])
 }
 
-/// How the names of the staging databases of restores into `database` begin (their suffix,
-/// [`name_suffix`] with `restoring`, is `_restoring_<time>_<4 hex>`: 32 bytes).
+/// How the names [`derived_name`] gives `database` with a [`name_suffix`] of `what` begin:
+/// the suffix is `_<what>_<time>_<4 hex>`, `what` and 23 bytes.
+pub fn derived_prefix(database: &str, what: &str) -> String {
+    let name = derived_name(database, &"#".repeat(what.len() + 23));
+    format!("{}_{what}_", name.trim_end_matches('#'))
+}
+
+/// How the names of the staging databases of restores into `database` begin.
 pub fn staging_prefix(database: &str) -> String {
-    let name = derived_name(database, &"#".repeat(32));
-    format!("{}_restoring_", name.trim_end_matches('#'))
+    derived_prefix(database, "restoring")
 }
 
 /// `ALTER DATABASE from RENAME TO to`: new sessions refused first (`ALLOW_CONNECTIONS
@@ -664,12 +669,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn staging_names_begin_with_their_prefix() {
+    fn derived_names_begin_with_their_prefix_and_end_in_a_time_and_4_hex_digits() {
         for database in ["app", &"long_name_".repeat(6)] {
-            let suffix = name_suffix(time::OffsetDateTime::now_utc(), "restoring");
-            let name = derived_name(database, &suffix);
-            assert!(name.starts_with(&staging_prefix(database)), "{name}");
-            assert!(name.len() <= 63);
+            for what in ["restoring", "drill"] {
+                let suffix = name_suffix(time::OffsetDateTime::now_utc(), what);
+                let name = derived_name(database, &suffix);
+                let prefix = derived_prefix(database, what);
+                let rest = name
+                    .strip_prefix(&prefix)
+                    .unwrap_or_else(|| panic!("{name}"));
+                // The shape the sweep of abandoned databases looks for.
+                let shape = rest.len() == 21
+                    && rest[..8].bytes().all(|b| b.is_ascii_digit())
+                    && &rest[8..9] == "t"
+                    && rest[9..15].bytes().all(|b| b.is_ascii_digit())
+                    && &rest[15..17] == "z_"
+                    && rest[17..]
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                assert!(shape, "{name}");
+                assert!(name.len() <= 63);
+            }
+            assert_eq!(
+                staging_prefix(database),
+                derived_prefix(database, "restoring")
+            );
         }
     }
 

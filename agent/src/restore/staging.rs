@@ -1,117 +1,42 @@
 //! The staging database of a parallel restore: created like the target, held for as long as
-//! its restore runs, put in the target's place at the end or dropped after a failure; and
-//! the sweep of the staging databases that killed restores left behind.
+//! its restore runs ([`abandoned::Held`]), put in the target's place at the end or dropped
+//! after a failure.
 //!
 //! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
-//! when everything loaded, one transaction renames the target aside and the staging
-//! database into its name, and the old (empty) target is dropped. A restore stopped in the
-//! process (a drill's SIGTERM drops its future) drops it in the background
-//! ([`drop_stopped`] waits for that). A SIGKILL of the agent leaves the staging database
-//! behind, so every restore first looks for those of its target: a session-level advisory
-//! lock on the name ([`lock_key`]), taken in the `postgres` database before the staging
-//! database is created and held by a connection of the restore until it ends, says a
-//! restore still runs (PostgreSQL releases it when that connection closes, however the
-//! agent ended). A database of this name's shape that the restore role may drop, whose lock
-//! is free and that no one is connected to is dropped, and the report says so; one with
-//! sessions is left, with a warning.
+//! when everything loaded, one transaction renames the target aside and the staging database
+//! into its name, and the old (empty) target is dropped. A restore stopped in the process (a
+//! drill's SIGTERM drops its future) drops it in the background ([`drop_stopped`] waits for
+//! that). A SIGKILL of the agent leaves it behind: every restore first drops those of its
+//! target that no restore holds ([`sweep_abandoned`]), and its report says so.
 
 use std::sync::Mutex;
 
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use crate::engine::postgres::{
-    self, ConnParams, derived_name, name_suffix, query_error, quote_ident,
-};
+use super::abandoned;
+use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix, quote_ident};
 use crate::error::{Error, Result};
 
-/// Staging databases of restores into one target (`$1`: [`postgres::staging_prefix`], then
-/// [`name_suffix`]'s time and 4 hex digits) that the restore role may drop.
-const STAGING_DATABASES: &str = "SELECT datname::text FROM pg_database \
-     WHERE starts_with(datname, $1) \
-       AND substr(datname, length($1) + 1) ~ '^[0-9]{8}t[0-9]{6}z_[0-9a-f]{4}$' \
-       AND pg_has_role(datdba, 'MEMBER') ORDER BY datname";
-
-/// The advisory lock (in the `postgres` database) a restore holds while `staging` is its.
-pub fn lock_key(staging: &str) -> i64 {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("strongroom staging database {staging}"));
-    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 8 bytes"))
-}
-
-/// Drops the staging databases that interrupted restores into `target` left behind (see the
-/// module documentation); returns what it did and what it could not, for the report. Never fails
-/// the restore: a problem is a warning.
+/// Drops the staging databases that interrupted restores into `target` left behind
+/// ([`abandoned::sweep`]); returns what it did and could not do, for the report.
 pub async fn sweep_abandoned(target: &ConnParams) -> Vec<String> {
-    let maintenance = target.with_database("postgres");
-    let mut said = Vec::new();
-    let swept = async {
-        let client = postgres::connect(&maintenance).await?;
-        let names: Vec<String> = client
-            .query(
-                STAGING_DATABASES,
-                &[&postgres::staging_prefix(&target.database)],
-            )
-            .await
-            .map_err(query_error("list staging databases", "postgres"))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        for name in names {
-            let free: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(&name)])
-                .await
-                .map_err(query_error("look for the restore holding", &name))?
-                .get(0);
-            if !free {
-                continue; // its restore is running
-            }
-            // Without FORCE: a database someone is connected to stays.
-            let dropped = client
-                .batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)))
-                .await
-                .map_err(query_error("drop database", &name));
-            let unlocked = client
-                .query_one("SELECT pg_advisory_unlock($1)", &[&lock_key(&name)])
-                .await
-                .map_err(query_error("release the lock on", &name));
-            let line = match dropped {
-                Ok(()) => format!(
-                    "dropped {name}, the staging database of an earlier restore that was \
-                     interrupted (no restore held it)"
-                ),
-                Err(e) => format!(
-                    "{name} is the staging database of an earlier restore that was interrupted, \
-                     and could not be dropped ({e}); drop it by hand once no one uses it"
-                ),
-            };
-            tracing::warn!(staging = %name, "{line}");
-            said.push(line);
-            unlocked?;
-        }
-        Ok::<_, crate::engine::EngineError>(())
-    };
-    if let Err(e) = swept.await {
-        let line = format!(
-            "could not look for staging databases that interrupted restores into {} left \
-             behind ({e}); databases named {}<time>_<hex> that no restore is loading are such \
-             leftovers: drop them by hand",
-            target.database,
-            postgres::staging_prefix(&target.database)
-        );
-        tracing::warn!("{line}");
-        said.push(line);
-    }
-    said
+    abandoned::sweep(
+        &target.with_database("postgres"),
+        &postgres::staging_prefix(&target.database),
+        "the staging database of an earlier restore",
+    )
+    .await
+    .said
 }
 
 /// A staging database for one restore.
 pub struct Staging {
     pub name: String,
     maintenance: ConnParams,
-    /// The connection holding [`lock_key`] of the name, until the staging database is dropped
-    /// or took the target's place; taken out then, so that [`Drop`] finds nothing to do.
-    held: Option<tokio_postgres::Client>,
+    /// The lock on the name, until the staging database is dropped or took the target's
+    /// place; taken out then, so that [`Drop`] finds nothing to do.
+    held: Option<abandoned::Held>,
 }
 
 /// The drops of staging databases whose restore was stopped ([`Drop`]), until awaited.
@@ -163,10 +88,7 @@ impl Staging {
             &name_suffix(OffsetDateTime::now_utc(), "restoring"),
         );
         // Held before the database exists, so no sweep sees it unheld.
-        let held = postgres::connect(&maintenance).await?;
-        held.query_one("SELECT pg_advisory_lock($1)", &[&lock_key(&name)])
-            .await
-            .map_err(query_error("lock the name of", &name))?;
+        let held = abandoned::hold(&maintenance, &name).await?;
         postgres::create_database_like(&maintenance, &name, &target.database).await?;
         tracing::info!(staging = %name, target = %target.database, "staging database created");
         Ok(Staging {

@@ -2,7 +2,8 @@
 //! and real S3 servers: a scratch drill that passes against a generous goal and fails against
 //! 1 ms while the source stays byte-identical; a drill into a fresh cluster through the
 //! backup's globals; replace drills against a small application reading the database, one
-//! of them forced to fail so the original is put back; locked reports, the audit chain and
+//! of them forced to fail so the original is put back; the scratch databases killed drills
+//! left dropped by the next drill, a kept one left; locked reports, the audit chain and
 //! `drill list`.
 
 use std::path::{Path, PathBuf};
@@ -241,6 +242,91 @@ async fn scratch_drill_measures_passes_fails_and_leaves_the_source_alone(id: Tes
     assert!(out.status.success(), "{}", text(&out));
     let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(audit["events"].as_u64().unwrap() >= 3, "{audit:#}");
+    harness::drop_database(&db).await;
+}
+
+/// What killed scratch drills left (their scratch database and its staging database) is
+/// dropped by the next scratch drill; a database kept with `--keep`, one someone commented and
+/// one a running drill holds are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scratch_drill_drops_what_killed_drills_left_and_keeps_the_rest() {
+    let id = TestId {
+        test: "drill_leftovers",
+        s3: S3Kind::Moto,
+    };
+    let (bucket, _) = harness::bucket(&id, true).await;
+    let db = id.database();
+    let client = harness::fresh_database(&db).await;
+    harness::load_sample(&client).await;
+    drop(client);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&id, &bucket, dir.path(), "", "");
+    backup(&config);
+    let (code, report, out) = drill(&config, &["--keep"]);
+    assert_eq!(code, 0, "{out}");
+    let kept = report["target"].as_str().unwrap().to_owned();
+
+    let prefix = strongroom::engine::postgres::derived_prefix(&db, "drill");
+    let [abandoned, commented, held] = [
+        "20260101t000000z_abcd",
+        "20260101t000001z_beef",
+        "20260101t000002z_cafe",
+    ]
+    .map(|suffix| format!("{prefix}{suffix}"));
+    let abandoned_staging = format!(
+        "{}20260101t000003z_dead",
+        strongroom::engine::postgres::staging_prefix(&abandoned)
+    );
+    let admin = harness::admin("postgres").await;
+    for name in [&abandoned, &abandoned_staging, &commented, &held] {
+        harness::drop_database(name).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+    }
+    admin
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE \"{commented}\" IS 'looking into it'"
+        ))
+        .await
+        .unwrap();
+    admin
+        .query_one(
+            "SELECT pg_advisory_lock($1)",
+            &[&strongroom::restore::abandoned::lock_key(&held)],
+        )
+        .await
+        .unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, report, out) = drill(&config, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["verdict"], "PASS", "{report:#}");
+    for (name, what) in [
+        (&abandoned, "the scratch database of an earlier drill"),
+        (
+            &abandoned_staging,
+            "the staging database of an earlier drill's restore",
+        ),
+    ] {
+        assert!(
+            cleanup_says(
+                &report,
+                &format!("dropped {name}, {what} that was interrupted")
+            ),
+            "{report:#}"
+        );
+    }
+    let mut left = drill_leftovers(&db).await;
+    left.sort();
+    let mut want = vec![kept.clone(), commented.clone(), held.clone()];
+    want.sort();
+    assert_eq!(left, want);
+    drop(admin);
+    for name in &want {
+        harness::drop_database(name).await;
+    }
     harness::drop_database(&db).await;
 }
 

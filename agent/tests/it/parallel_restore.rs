@@ -536,7 +536,7 @@ async fn staging_databases_interrupted_restores_left_are_dropped_unless_in_use(i
     admin
         .query_one(
             "SELECT pg_advisory_lock($1)",
-            &[&strongroom::restore::staging::lock_key(&held)],
+            &[&strongroom::restore::abandoned::lock_key(&held)],
         )
         .await
         .unwrap();

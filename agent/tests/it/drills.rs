@@ -60,6 +60,14 @@ async fn drill_leftovers(db: &str) -> Vec<String> {
         .collect()
 }
 
+/// The test's bucket, and its database (returned: the name) with the sample tables.
+async fn sample_source(id: &TestId) -> (String, String) {
+    let (bucket, _) = harness::bucket(id, true).await;
+    let db = id.database();
+    harness::load_sample(&harness::fresh_database(&db).await).await;
+    (bucket, db)
+}
+
 /// Whether one of the report's cleanup lines says `what`.
 fn cleanup_says(report: &Value, what: &str) -> bool {
     report["cleanup"]
@@ -254,11 +262,7 @@ async fn a_scratch_drill_drops_what_killed_drills_left_and_keeps_the_rest() {
         test: "drill_leftovers",
         s3: S3Kind::Moto,
     };
-    let (bucket, _) = harness::bucket(&id, true).await;
-    let db = id.database();
-    let client = harness::fresh_database(&db).await;
-    harness::load_sample(&client).await;
-    drop(client);
+    let (bucket, db) = sample_source(&id).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(&id, &bucket, dir.path(), "", "");
     backup(&config);
@@ -277,25 +281,12 @@ async fn a_scratch_drill_drops_what_killed_drills_left_and_keeps_the_rest() {
         "{}20260101t000003z_dead",
         strongroom::engine::postgres::staging_prefix(&abandoned)
     );
-    let admin = harness::admin("postgres").await;
-    for name in [&abandoned, &abandoned_staging, &commented, &held] {
-        harness::drop_database(name).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .unwrap();
-    }
+    let admin =
+        harness::plant_leftovers(&[&abandoned, &abandoned_staging, &commented], &held).await;
     admin
         .batch_execute(&format!(
             "COMMENT ON DATABASE \"{commented}\" IS 'looking into it'"
         ))
-        .await
-        .unwrap();
-    admin
-        .query_one(
-            "SELECT pg_advisory_lock($1)",
-            &[&strongroom::restore::abandoned::lock_key(&held)],
-        )
         .await
         .unwrap();
 
@@ -611,10 +602,7 @@ async fn replace_drill_measures_api_healthy_and_puts_the_original_back_on_failur
         test: "replace_drill",
         s3: S3Kind::Rgw,
     };
-    let (bucket, _) = harness::bucket(&id, true).await;
-    let db = id.database();
-    let client = harness::fresh_database(&db).await;
-    harness::load_sample(&client).await;
+    let (bucket, db) = sample_source(&id).await;
     let app = start_app(db.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let validation = format!(
@@ -638,11 +626,11 @@ async fn replace_drill_measures_api_healthy_and_puts_the_original_back_on_failur
     assert!(text(&out).contains("drill.allow_replace"), "{}", text(&out));
 
     // Rows written after the backup: the incident loses them, the renamed original keeps them.
-    client
+    harness::admin(&db)
+        .await
         .batch_execute("INSERT INTO public.storage_records (body) VALUES ('after the backup')")
         .await
         .unwrap();
-    drop(client);
     let allow = "drill:\n  allow_replace: true\n";
     std::fs::write(&config, yaml("", allow)).unwrap();
     let (code, report, out) = drill(&config, &["--mode", "replace"]);
@@ -843,11 +831,7 @@ async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
         test: "interrupted_drill",
         s3: S3Kind::Rgw,
     };
-    let (bucket, _) = harness::bucket(&id, true).await;
-    let db = id.database();
-    let client = harness::fresh_database(&db).await;
-    harness::load_sample(&client).await;
-    drop(client);
+    let (bucket, db) = sample_source(&id).await;
     let dir = tempfile::tempdir().unwrap();
     // A psql that takes its time before loading: the signal lands mid-restore.
     let slow = dir.path().join("slow-psql");

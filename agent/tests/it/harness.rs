@@ -653,6 +653,27 @@ pub async fn staging_databases(target: &str) -> Vec<String> {
         .collect()
 }
 
+/// Creates `databases` and `held` anew, as killed restores or drills leave them; returns a
+/// session holding the advisory lock a running restore holds on `held`'s name.
+pub async fn plant_leftovers(databases: &[&str], held: &str) -> tokio_postgres::Client {
+    let admin = admin("postgres").await;
+    for name in databases.iter().chain([&held]) {
+        drop_database(name).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+    }
+    admin
+        .query_one(
+            "SELECT pg_advisory_lock($1)",
+            &[&strongroom::restore::abandoned::lock_key(held)],
+        )
+        .await
+        .unwrap();
+    admin
+}
+
 pub async fn drop_database(name: &str) {
     admin("postgres")
         .await

@@ -524,22 +524,8 @@ async fn staging_databases_interrupted_restores_left_are_dropped_unless_in_use(i
         "by_hand",
     ]
     .map(|suffix| format!("{prefix}{suffix}"));
-    let admin = harness::admin("postgres").await;
-    for name in [&abandoned, &held, &busy, &odd] {
-        drop_database(name).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .unwrap();
-    }
     // A restore still loading holds its staging database's lock; someone looks at another.
-    admin
-        .query_one(
-            "SELECT pg_advisory_lock($1)",
-            &[&strongroom::restore::abandoned::lock_key(&held)],
-        )
-        .await
-        .unwrap();
+    let admin = harness::plant_leftovers(&[&abandoned, &busy, &odd], &held).await;
     let looking = harness::admin(&busy).await;
 
     let report = harness::restore(&config, &store, &key, &target)

@@ -6,9 +6,9 @@
 //! - **scratch** restores into a new database (`<db>_drill_<ts>`; ClickHouse: each database
 //!   renamed with `_drill_<ts>` through RESTORE's `AS`), creating the roles the backup names
 //!   that the server lacks, runs `drill.smoke.http` with the scratch name, and drops the
-//!   scratch target unless `--keep` (a kept one gets a comment). The source is never
+//!   scratch target unless `--keep` (which comments it as kept). The source is never
 //!   touched. A PostgreSQL scratch drill first drops the scratch databases killed drills left
-//!   (uncommented, and held by no running drill: [`restore::abandoned`]).
+//!   (still commented as in use, and held by no running drill: [`restore::abandoned`]).
 //! - **replace** (PostgreSQL, `drill.allow_replace` only) renames the live database aside,
 //!   restores under its name and polls the application's `restore.validation.http` until
 //!   healthy; on any failure the restored copy is dropped and the original renamed back.
@@ -75,6 +75,7 @@ fn restore_options(config: &Config, options: &DrillOptions, target: &Target) -> 
             database: Some(database.clone()),
             // Replace mode creates the database itself, shaped like the original.
             create: aside.is_none(),
+            mark_created: aside.is_none(),
             with_globals: Some(Fidelity::Owner),
             smoke: aside.is_none().then(|| smoke(database)),
             ..base
@@ -422,7 +423,9 @@ async fn drill<S: ObjectStore>(
     };
     report.restore = restored.and_then(|r| r.ok());
     // A stopped parallel restore's staging database is being dropped: done before the target.
-    restore::staging::drop_stopped().await;
+    report
+        .cleanup
+        .extend(restore::staging::drop_stopped().await);
     clean_up(config, options, &target, passed, report).await;
     Ok(())
 }
@@ -500,8 +503,9 @@ async fn put_back(config: &Config, database: &str, aside: &str, report: &mut Dri
     }
 }
 
-/// Comments `database` (a scratch database kept with `--keep`) so that later drills, which
-/// drop the scratch databases killed drills left ([`sweep_scratch`]), leave it.
+/// Comments `database` (a scratch database kept with `--keep`) as kept, in place of the
+/// comment that marks it in use: later drills, which drop the scratch databases killed drills
+/// left ([`sweep_scratch`]), leave it.
 async fn mark_kept(config: &Config, database: &str) -> Result<()> {
     let client = postgres::connect(&maintenance(config)?).await?;
     client
@@ -516,7 +520,7 @@ async fn mark_kept(config: &Config, database: &str) -> Result<()> {
 
 /// Drops the scratch databases of this database's drills that killed drills left (and their
 /// staging databases), saying so in the report ([`abandoned::sweep`]: a drill still running
-/// holds its scratch database, and one kept with `--keep` has a comment).
+/// holds its scratch database, and one kept with `--keep` is no longer commented as in use).
 async fn sweep_scratch(
     config: &Config,
     maintenance: &ConnParams,

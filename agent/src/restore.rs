@@ -63,6 +63,9 @@ pub struct RestoreOptions {
     pub rename_suffix: Option<String>,
     /// Do not store the restore report under `<prefix>/reports/` (a drill stores its own).
     pub no_report: bool,
+    /// Comment a database the restore creates as in use ([`abandoned::IN_USE`]): a scratch
+    /// drill's, which holds its name and drops it when done.
+    pub mark_created: bool,
 }
 
 /// Durations of the restore's phases. Download and load overlap (one pass): download ends
@@ -162,6 +165,13 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
         postgres::create_database(&maintenance, &params.database).await?;
         tracing::info!(database = %params.database, "target database created");
         created = true;
+        if options.mark_created
+            && let Err(e) = abandoned::mark_in_use(&maintenance, &params.database).await
+        {
+            tracing::warn!(database = %params.database, error = %e,
+                "could not comment the database as in use; should this run be killed, the \
+                 next one will not drop it");
+        }
     }
     let client = postgres::connect(params).await?;
     let tables = postgres::user_tables(&client, &params.database).await?;

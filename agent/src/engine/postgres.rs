@@ -143,7 +143,12 @@ pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
         .connect_timeout(std::time::Duration::from_secs(
             params.connect_timeout_seconds,
         ))
-        .ssl_mode(params.tls.session_mode(&params.host));
+        .ssl_mode(params.tls.session_mode(&params.host))
+        // A connection held idle (a restore's advisory lock) notices a vanished peer within
+        // two minutes (60 s idle, then 3 probes 15 s apart), not after two hours.
+        .keepalives_idle(std::time::Duration::from_secs(60))
+        .keepalives_interval(std::time::Duration::from_secs(15))
+        .keepalives_retries(3);
     if let Some(password) = &params.password {
         config.password(password);
     }
@@ -388,8 +393,12 @@ pub fn derived_name(database: &str, suffix: &str) -> String {
 /// How the names [`derived_name`] gives `database` with a [`name_suffix`] of `what` begin:
 /// the suffix is `_<what>_<time>_<4 hex>`, `what` and 23 bytes.
 pub fn derived_prefix(database: &str, what: &str) -> String {
-    let name = derived_name(database, &"#".repeat(what.len() + 23));
-    format!("{}_{what}_", name.trim_end_matches('#'))
+    let placeholder = "#".repeat(what.len() + 23);
+    let name = derived_name(database, &placeholder);
+    let kept = name
+        .strip_suffix(&placeholder)
+        .expect("derived_name ends in its suffix");
+    format!("{kept}_{what}_")
 }
 
 /// How the names of the staging databases of restores into `database` begin.
@@ -670,7 +679,7 @@ mod tests {
 
     #[test]
     fn derived_names_begin_with_their_prefix_and_end_in_a_time_and_4_hex_digits() {
-        for database in ["app", &"long_name_".repeat(6)] {
+        for database in ["app", "app#", &"long_name_".repeat(6)] {
             for what in ["restoring", "drill"] {
                 let suffix = name_suffix(time::OffsetDateTime::now_utc(), what);
                 let name = derived_name(database, &suffix);

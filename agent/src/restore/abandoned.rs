@@ -3,17 +3,25 @@
 //! A restore holds a session-level advisory lock ([`Held`]) on the name of each database it
 //! creates to rename or drop later (its staging database; a scratch drill's database) for as
 //! long as it runs: taken in the `postgres` database before the database is created, on a
-//! connection of its own. PostgreSQL releases it when that connection closes, however the
-//! agent ended. [`sweep`] drops the databases named `<prefix><time>_<4 hex>` (the shape of
-//! [`crate::engine::postgres::name_suffix`]) that the role may drop (it is a member of the
-//! owner), that carry no comment (a drill's database kept with `--keep` gets one, and so
-//! may any database a person wants left alone), whose lock it can take, and that no one is
-//! connected to (a plain DROP DATABASE, without FORCE; one in use stays, with a warning).
+//! connection of its own that keeps no idle timeout. PostgreSQL releases it when that
+//! connection closes, however the agent ended. Right after creating the database, the restore
+//! comments it with [`IN_USE`]; the comment goes when the database takes the target's place
+//! (and `drill --keep` replaces it). [`sweep`] drops only databases named
+//! `<prefix><time>_<4 hex>` (the shape of [`crate::engine::postgres::name_suffix`]) that carry
+//! that comment, that the role may drop, whose lock it can take and that no one is connected
+//! to (a plain DROP DATABASE, without FORCE: one in use stays, with a warning). A database an
+//! earlier version of the agent made, or one a person commented otherwise, is never dropped.
+//! The lock needs a direct connection: behind a pooler in transaction mode, a session lock
+//! holds nothing.
 
 use tokio_postgres::Client;
 
 use crate::engine::EngineError;
 use crate::engine::postgres::{self, ConnParams, query_error, quote_ident};
+
+/// The comment on a database a running restore or drill made and holds.
+pub const IN_USE: &str = "strongroom: made by a restore or drill still running, or killed; \
+     a later one drops it once no restore holds it";
 
 /// The advisory lock (in the `postgres` database) a restore holds on a database it made.
 pub fn lock_key(database: &str) -> i64 {
@@ -24,26 +32,82 @@ pub fn lock_key(database: &str) -> i64 {
 
 /// The lock on one database's name, held until this is dropped.
 pub struct Held {
-    _session: Client,
+    session: Client,
+    database: String,
 }
 
-/// Takes the lock on `database`'s name (which no other restore uses: it waits otherwise).
+/// Takes the lock on `database`'s name (no other restore uses it: the name is new).
 pub async fn hold(maintenance: &ConnParams, database: &str) -> Result<Held, EngineError> {
     let session = postgres::connect(maintenance).await?;
+    // An idle session the server ends (idle_session_timeout, PostgreSQL >= 14) would let go
+    // of the lock; `current_setting(..., true)` is NULL where the setting does not exist.
     session
-        .query_one("SELECT pg_advisory_lock($1)", &[&lock_key(database)])
+        .batch_execute(&format!(
+            "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
+             THEN set_config('idle_session_timeout', '0', false) END; \
+             SELECT pg_advisory_lock({})",
+            lock_key(database)
+        ))
         .await
-        .map_err(query_error("lock the name of", database))?;
-    Ok(Held { _session: session })
+        .map_err(query_error(
+            "take the advisory lock on the name (in postgres) of",
+            database,
+        ))?;
+    Ok(Held {
+        session,
+        database: database.to_owned(),
+    })
 }
 
-/// Databases named `$1` followed by a time and 4 hex digits, with no comment, that the role
-/// may drop.
+impl Held {
+    /// Fails if the lock went with its session (ended by the server or an administrator, or
+    /// by a network failure): another restore may then drop the database.
+    pub async fn check(&self) -> Result<(), EngineError> {
+        let held: i64 = self
+            .session
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(query_error(
+                "check its advisory lock (in postgres) on",
+                &self.database,
+            ))?
+            .get(0);
+        if held == 0 {
+            return Err(EngineError::Query {
+                what: "check its advisory lock (in postgres) on",
+                database: self.database.clone(),
+                detail: "the lock is gone, so another restore may have dropped the database; \
+                         run the restore again, over a direct connection (not a pooler)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Comments `database`, just created by a restore that holds it, with [`IN_USE`].
+pub async fn mark_in_use(maintenance: &ConnParams, database: &str) -> Result<(), EngineError> {
+    postgres::connect(maintenance)
+        .await?
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS '{IN_USE}'",
+            quote_ident(database)
+        ))
+        .await
+        .map_err(query_error("comment on database", database))
+}
+
+/// Databases named `$1` followed by a time and 4 hex digits, commented `$2` ([`IN_USE`]), that
+/// the role may drop (it has its owner's privileges).
 const CANDIDATES: &str = "SELECT datname::text FROM pg_database \
      WHERE starts_with(datname, $1) \
        AND substr(datname, length($1) + 1) ~ '^[0-9]{8}t[0-9]{6}z_[0-9a-f]{4}$' \
-       AND shobj_description(oid, 'pg_database') IS NULL \
-       AND pg_has_role(datdba, 'MEMBER') ORDER BY datname";
+       AND shobj_description(oid, 'pg_database') = $2 \
+       AND pg_has_role(datdba, 'USAGE') ORDER BY datname";
 
 /// What a [`sweep`] found.
 #[derive(Debug, Default)]
@@ -55,62 +119,104 @@ pub struct Swept {
 }
 
 /// Drops the abandoned databases named `prefix<time>_<hex>` (see the module documentation);
-/// `what` says what they are ("the staging database of an earlier restore"). Never fails: a
+/// `what` says what one is ("the staging database of an earlier restore"). Never fails: a
 /// problem is a line of [`Swept::said`].
 pub async fn sweep(maintenance: &ConnParams, prefix: &str, what: &str) -> Swept {
     let mut swept = Swept::default();
-    if let Err(e) = sweep_into(maintenance, prefix, what, &mut swept).await {
-        let line = format!(
-            "could not look for databases named {prefix}<time>_<hex> ({what}s) that were left \
-             behind ({e}); one that no restore is using is such a leftover: drop it by hand"
-        );
+    let listed = async {
+        let client = postgres::connect(maintenance).await?;
+        let names: Vec<String> = client
+            .query(CANDIDATES, &[&prefix, &IN_USE])
+            .await
+            .map_err(query_error(
+                "list the databases a killed restore left",
+                "postgres",
+            ))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        Ok::<_, EngineError>((client, names))
+    };
+    let (client, names) = match listed.await {
+        Ok(listed) => listed,
+        Err(e) => {
+            swept.said.push(format!(
+                "could not look for databases named {prefix}<time>_<hex> left behind by killed \
+                 runs ({e}); such a database, commented as made by a restore, that no restore \
+                 is using is a leftover ({what}): drop it by hand"
+            ));
+            return swept;
+        }
+    };
+    for name in names {
+        match sweep_one(&client, &name).await {
+            Ok(None) => {}
+            Ok(Some(Ok(()))) => {
+                swept.said.push(format!(
+                    "dropped {name}, {what}, which was interrupted (no restore held it)"
+                ));
+                swept.abandoned.push(name);
+            }
+            Ok(Some(Err(e))) => {
+                swept.said.push(format!(
+                    "{name} is {what}, which was interrupted, and could not be dropped ({e}); \
+                     drop it by hand once no one uses it"
+                ));
+                swept.abandoned.push(name);
+            }
+            Err(e) => swept.said.push(format!(
+                "{name} may be {what}, left behind, but could not be checked ({e}); if no \
+                 restore or drill is running, drop it by hand"
+            )),
+        }
+    }
+    for line in &swept.said {
         tracing::warn!("{line}");
-        swept.said.push(line);
     }
     swept
 }
 
-async fn sweep_into(
-    maintenance: &ConnParams,
-    prefix: &str,
-    what: &str,
-    swept: &mut Swept,
-) -> Result<(), EngineError> {
-    let client = postgres::connect(maintenance).await?;
-    let names: Vec<String> = client
-        .query(CANDIDATES, &[&prefix])
+/// Drops `name` if no restore holds it and it still is a candidate: `None` if it was in use
+/// (or gone), else whether the DROP worked.
+async fn sweep_one(
+    client: &Client,
+    name: &str,
+) -> Result<Option<Result<(), EngineError>>, EngineError> {
+    let key = lock_key(name);
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
         .await
-        .map_err(query_error("list databases like", prefix))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    for name in names {
-        let free: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(&name)])
-            .await
-            .map_err(query_error("look for the restore holding", &name))?
-            .get(0);
-        if !free {
-            continue; // its restore is running
-        }
-        let dropped = client
-            .batch_execute(&format!("DROP DATABASE {}", quote_ident(&name)))
-            .await
-            .map_err(query_error("drop database", &name));
-        let line = match dropped {
-            Ok(()) => format!("dropped {name}, {what} that was interrupted (nothing held it)"),
-            Err(e) => format!(
-                "{name} is {what} that was interrupted, and could not be dropped ({e}); drop \
-                 it by hand once no one uses it"
-            ),
-        };
-        tracing::warn!(database = %name, "{line}");
-        swept.said.push(line);
-        swept.abandoned.push(name.clone());
-        client
-            .query_one("SELECT pg_advisory_unlock($1)", &[&lock_key(&name)])
-            .await
-            .map_err(query_error("release the lock on", &name))?;
+        .map_err(query_error("try the advisory lock (in postgres) on", name))?
+        .get(0);
+    if !free {
+        return Ok(None); // its restore is running
     }
-    Ok(())
+    // Listed before the lock was taken: its restore may have ended since (renamed it into
+    // place, dropped it), or another sweep dropped it.
+    let still = client
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1 \
+             AND shobj_description(oid, 'pg_database') = $2",
+            &[&name, &IN_USE],
+        )
+        .await
+        .map_err(query_error("look up", name));
+    let dropped = match still {
+        Ok(Some(_)) => Some(
+            client
+                .batch_execute(&format!("DROP DATABASE {}", quote_ident(name)))
+                .await
+                .map_err(query_error("drop database", name)),
+        ),
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+    };
+    client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .map_err(query_error(
+            "release the advisory lock (in postgres) on",
+            name,
+        ))?;
+    Ok(dropped)
 }

@@ -39,23 +39,38 @@ pub struct Staging {
     held: Option<abandoned::Held>,
 }
 
-/// The drops of staging databases whose restore was stopped ([`Drop`]), until awaited.
-static STOPPED: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+/// The drops of staging databases whose restore was stopped ([`Drop`]), until awaited: each
+/// says what went wrong, if anything.
+static STOPPED: Mutex<Vec<JoinHandle<Option<String>>>> = Mutex::new(Vec::new());
 
 /// Waits until the staging databases of restores stopped in this process are dropped (a
-/// drill stopped by SIGTERM calls it before it cleans up and exits).
-pub async fn drop_stopped() {
+/// drill stopped by SIGTERM calls it before it cleans up and exits); returns what failed.
+pub async fn drop_stopped() -> Vec<String> {
     let tasks = std::mem::take(&mut *STOPPED.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut failed = Vec::new();
     for task in tasks {
-        let _ = task.await;
+        match task.await {
+            Ok(None) => {}
+            Ok(Some(problem)) => failed.push(problem),
+            Err(e) => failed.push(format!("dropping a staging database failed: {e}")),
+        }
     }
+    failed
 }
 
-async fn drop_database(maintenance: &ConnParams, name: &str) {
+/// Drops the staging database `name`; says why it could not.
+async fn drop_database(maintenance: &ConnParams, name: &str) -> Option<String> {
     match postgres::drop_database(maintenance, name).await {
-        Ok(()) => tracing::info!(staging = %name, "staging database dropped"),
-        Err(e) => tracing::error!(staging = %name, error = %e,
-            "could not drop the staging database; drop it by hand"),
+        Ok(()) => {
+            tracing::info!(staging = %name, "staging database dropped");
+            None
+        }
+        Err(e) => {
+            let problem =
+                format!("the staging database {name} could not be dropped ({e}); drop it by hand");
+            tracing::error!("{problem}");
+            Some(problem)
+        }
     }
 }
 
@@ -67,13 +82,16 @@ impl Drop for Staging {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // no runtime left: the next restore into the target drops it
+            tracing::warn!(staging = %self.name, "the restore was stopped with no runtime left \
+                to drop its staging database; the next restore into its target drops it");
+            return;
         };
         let (maintenance, name) = (self.maintenance.clone(), self.name.clone());
         tracing::warn!(staging = %name, "the restore was stopped; dropping its staging database");
         let task = runtime.spawn(async move {
-            drop_database(&maintenance, &name).await;
+            let problem = drop_database(&maintenance, &name).await;
             drop(held);
+            problem
         });
         STOPPED.lock().unwrap_or_else(|p| p.into_inner()).push(task);
     }
@@ -91,6 +109,11 @@ impl Staging {
         let held = abandoned::hold(&maintenance, &name).await?;
         postgres::create_database_like(&maintenance, &name, &target.database).await?;
         tracing::info!(staging = %name, target = %target.database, "staging database created");
+        if let Err(e) = abandoned::mark_in_use(&maintenance, &name).await {
+            tracing::warn!(staging = %name, error = %e,
+                "could not comment the staging database as in use; should this restore be \
+                 killed, the next one will not drop it");
+        }
         Ok(Staging {
             name,
             maintenance,
@@ -104,16 +127,26 @@ impl Staging {
 
     /// Drops the staging database (after a failure).
     pub async fn discard(mut self) {
-        drop_database(&self.maintenance, &self.name).await;
+        let _ = drop_database(&self.maintenance, &self.name).await; // logged
         self.held = None;
     }
 
-    /// Puts the staging database in `target`'s place in one transaction, then drops the old
-    /// target if it is still empty (else keeps it, renamed, and says so).
+    /// Puts the staging database in `target`'s place in one transaction (its comment as in
+    /// use taken off), then drops the old target if it is still empty (else keeps it,
+    /// renamed, and says so). Fails, and drops the staging database, if its lock was lost.
     pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
+        let lost = match &self.held {
+            Some(held) => held.check().await.err(),
+            None => None,
+        };
+        if let Some(e) = lost {
+            self.discard().await;
+            return Err(e.into());
+        }
         let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
         let swap = format!(
-            "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
+            "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; \
+             COMMENT ON DATABASE {t} IS NULL; COMMIT",
             t = quote_ident(target),
             a = quote_ident(&aside),
             s = quote_ident(&self.name),

@@ -60,6 +60,42 @@ async fn drill_leftovers(db: &str) -> Vec<String> {
         .collect()
 }
 
+/// A psql that waits 20 s before it runs: a signal lands while the drill's restore loads.
+fn slow_psql(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let slow = dir.join("slow-psql");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\n[ \"$1\" = --version ] && exec psql --version\nsleep 20\nexec psql \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    slow
+}
+
+/// Starts `strongroom drill ARGS --json` in the background.
+fn spawn_drill(config: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["drill", "--json", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM to a running drill; its output once it exited.
+fn sigterm(drill: std::process::Child) -> std::process::Output {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(drill.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    drill.wait_with_output().unwrap()
+}
+
 /// The test's bucket, and its database (returned: the name) with the sample tables.
 async fn sample_source(id: &TestId) -> (String, String) {
     let (bucket, _) = harness::bucket(id, true).await;
@@ -304,7 +340,7 @@ async fn a_scratch_drill_drops_what_killed_drills_left_and_keeps_the_rest() {
         assert!(
             cleanup_says(
                 &report,
-                &format!("dropped {name}, {what} that was interrupted")
+                &format!("dropped {name}, {what}, which was interrupted")
             ),
             "{report:#}"
         );
@@ -314,6 +350,10 @@ async fn a_scratch_drill_drops_what_killed_drills_left_and_keeps_the_rest() {
     let mut want = vec![kept.clone(), commented.clone(), held.clone()];
     want.sort();
     assert_eq!(left, want);
+    assert_eq!(
+        harness::staging_databases(&abandoned).await,
+        Vec::<String>::new()
+    );
     drop(admin);
     for name in &want {
         harness::drop_database(name).await;
@@ -822,6 +862,81 @@ async fn the_daemon_drills_on_schedule_and_never_while_a_backup_runs() {
     harness::drop_database(&db).await;
 }
 
+/// A running scratch drill holds its scratch database and that database's staging database:
+/// another drill's sweep leaves them. SIGTERM then stops it with both dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_scratch_drill_is_left_alone_and_sigterm_drops_its_databases() {
+    let id = TestId {
+        test: "running_drill",
+        s3: S3Kind::Moto,
+    };
+    let (bucket, db) = sample_source(&id).await;
+    let dir = tempfile::tempdir().unwrap();
+    let slow = slow_psql(dir.path());
+    let config = config_file(&id, &bucket, dir.path(), "", "");
+    backup(&config);
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        "restore:\n  user: postgres\n",
+        &format!("restore:\n  user: postgres\n  psql: {}\n", slow.display()),
+    );
+    std::fs::write(&config, &yaml).unwrap();
+    let child = spawn_drill(&config, &[]);
+    let prefix = strongroom::engine::postgres::derived_prefix(&db, "drill");
+    let scratch = async || {
+        harness::admin("postgres")
+            .await
+            .query(
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+                &[&prefix],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    harness::wait_for(
+        "the drill's scratch database and its staging database",
+        std::time::Duration::from_secs(10),
+        async || match scratch().await.as_slice() {
+            [one] => !harness::staging_databases(one).await.is_empty(),
+            _ => false,
+        },
+    )
+    .await;
+    let [scratch_db] = <[String; 1]>::try_from(scratch().await).unwrap();
+    let staging = harness::staging_databases(&scratch_db).await;
+
+    let loaded = harness::config(&yaml);
+    let maintenance = loaded
+        .postgresql()
+        .unwrap()
+        .restore_params(&loaded.restore, "postgres")
+        .unwrap();
+    use strongroom::restore::abandoned::sweep;
+    let own_staging = strongroom::engine::postgres::staging_prefix(&scratch_db);
+    for prefix in [&prefix, &own_staging] {
+        let swept = sweep(&maintenance, prefix, "a database of a running drill").await;
+        assert!(swept.said.is_empty(), "{:?}", swept.said);
+    }
+    assert_eq!(scratch().await, std::slice::from_ref(&scratch_db));
+    assert_eq!(harness::staging_databases(&scratch_db).await, staging);
+
+    let out = sigterm(child);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("interrupted by SIGTERM"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(scratch().await, Vec::<String>::new());
+    assert_eq!(
+        harness::staging_databases(&scratch_db).await,
+        Vec::<String>::new()
+    );
+    harness::drop_database(&db).await;
+}
+
 /// SIGTERM during a replace drill's restore (a Job's deadline, a deleted pod): the restore is
 /// stopped, nothing commits, its staging database is dropped, and the original is renamed back
 /// before the agent exits.
@@ -833,15 +948,7 @@ async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
     };
     let (bucket, db) = sample_source(&id).await;
     let dir = tempfile::tempdir().unwrap();
-    // A psql that takes its time before loading: the signal lands mid-restore.
-    let slow = dir.path().join("slow-psql");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\n[ \"$1\" = --version ] && exec psql --version\nsleep 20\nexec psql \"$@\"\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = slow_psql(dir.path());
     let config = config_file(&id, &bucket, dir.path(), "", "");
     backup(&config);
     let before = harness::reference_dump(&db);
@@ -853,52 +960,33 @@ async fn a_replace_drill_interrupted_by_sigterm_puts_the_original_back() {
         slow.display()
     );
     std::fs::write(&config, yaml).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(["drill", "--mode", "replace", "--json", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_drill(&config, &["--mode", "replace"]);
     let aside_pattern = format!("{}%predrill%", &db[..20]);
-    let mut renamed = false;
-    for _ in 0..100 {
-        let rows = harness::admin("postgres")
-            .await
-            .query(
-                "SELECT 1 FROM pg_database WHERE datname LIKE $1",
-                &[&aside_pattern],
-            )
-            .await
-            .unwrap();
-        if !rows.is_empty() {
-            renamed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    if !renamed {
-        let out = child.wait_with_output().unwrap();
-        panic!("the live database was never renamed aside: {}", text(&out));
-    }
-    // The parallel restore's staging database exists: the signal lands while it loads.
-    let mut staging = false;
-    for _ in 0..100 {
-        if !harness::staging_databases(&db).await.is_empty() {
-            staging = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(staging, "the restore never created its staging database");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
+    harness::wait_for(
+        "the live database to be renamed aside",
+        std::time::Duration::from_secs(10),
+        async || {
+            !harness::admin("postgres")
+                .await
+                .query(
+                    "SELECT 1 FROM pg_database WHERE datname LIKE $1",
+                    &[&aside_pattern],
+                )
+                .await
+                .unwrap()
+                .is_empty()
+        },
     )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
+    .await;
+    // The parallel restore's staging database exists: the signal lands while it loads.
+    harness::wait_for(
+        "the restore's staging database",
+        std::time::Duration::from_secs(10),
+        async || !harness::staging_databases(&db).await.is_empty(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let out = sigterm(child);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

@@ -637,7 +637,6 @@ pub fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// Drops `name` if it exists.
 /// The databases named like the staging databases of restores into `target`.
 pub async fn staging_databases(target: &str) -> Vec<String> {
     admin("postgres")
@@ -653,14 +652,23 @@ pub async fn staging_databases(target: &str) -> Vec<String> {
         .collect()
 }
 
-/// Creates `databases` and `held` anew, as killed restores or drills leave them; returns a
-/// session holding the advisory lock a running restore holds on `held`'s name.
+/// Creates `databases` and `held` anew, commented as in use, as killed restores or drills
+/// leave them; returns a session holding the advisory lock a running restore holds on
+/// `held`'s name.
 pub async fn plant_leftovers(databases: &[&str], held: &str) -> tokio_postgres::Client {
     let admin = admin("postgres").await;
     for name in databases.iter().chain([&held]) {
         drop_database(name).await;
+        // Two statements: CREATE DATABASE cannot run in a batch's implicit transaction.
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE \"{name}\" IS '{}'",
+                strongroom::restore::abandoned::IN_USE
+            ))
             .await
             .unwrap();
     }
@@ -674,6 +682,20 @@ pub async fn plant_leftovers(databases: &[&str], held: &str) -> tokio_postgres::
     admin
 }
 
+/// Polls `done` every 20 ms until it says yes; panics after `timeout`, naming `what`.
+pub async fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) {
+    let started = std::time::Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Drops `name` if it exists.
 pub async fn drop_database(name: &str) {
     admin("postgres")
         .await

@@ -517,48 +517,68 @@ async fn staging_databases_interrupted_restores_left_are_dropped_unless_in_use(i
     let target = format!("{}_swept", id.database());
     drop_database(&target).await;
     let prefix = strongroom::engine::postgres::staging_prefix(&target);
-    let [abandoned, held, busy, odd] = [
+    let [abandoned, held, busy, odd, unmarked] = [
         "20260101t000000z_abcd",
         "20260101t000001z_beef",
         "20260101t000002z_cafe",
         "by_hand",
+        "20260101t000003z_0123",
     ]
     .map(|suffix| format!("{prefix}{suffix}"));
-    // A restore still loading holds its staging database's lock; someone looks at another.
-    let admin = harness::plant_leftovers(&[&abandoned, &busy, &odd], &held).await;
+    // A restore still loading holds its staging database's lock; someone looks at another;
+    // one has a name of the agent's shape but not its comment (an earlier version made it).
+    let admin = harness::plant_leftovers(&[&abandoned, &busy, &odd, &unmarked], &held).await;
+    admin
+        .batch_execute(&format!("COMMENT ON DATABASE \"{unmarked}\" IS NULL"))
+        .await
+        .unwrap();
     let looking = harness::admin(&busy).await;
 
     let report = harness::restore(&config, &store, &key, &target)
         .await
         .unwrap_or_else(|e| panic!("restore: {e}"));
     assert!(report.parallel.is_some());
+    let about_leftovers: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains(&prefix))
+        .collect();
     let said = |start: &str, has: &str| {
-        report
-            .warnings
+        about_leftovers
             .iter()
             .any(|w| w.starts_with(start) && w.contains(has))
     };
     assert!(
         said(&format!("dropped {abandoned}, "), "interrupted"),
-        "{:?}",
-        report.warnings
+        "{about_leftovers:?}"
     );
     assert!(
         said(&format!("{busy} is "), "could not be dropped"),
-        "{:?}",
-        report.warnings
+        "{about_leftovers:?}"
     );
-    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+    assert_eq!(about_leftovers.len(), 2, "{about_leftovers:?}");
     let mut left = harness::staging_databases(&target).await;
     left.sort();
-    assert_eq!(left, [held.clone(), busy.clone(), odd.clone()]);
+    let mut want = vec![held.clone(), busy.clone(), odd.clone(), unmarked.clone()];
+    want.sort();
+    assert_eq!(left, want);
     assert_eq!(
         harness::reference_dump(&target),
         harness::reference_dump(&id.database())
     );
+    // The restored database no longer carries the staging database's comment.
+    let comment: Option<String> = admin
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&target],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment, None);
     drop(looking);
     drop(admin);
-    for name in [&held, &busy, &odd] {
+    for name in &want {
         drop_database(name).await;
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{self, Claim, TestId, drop_database, strongroom, text};
 use crate::on_each_s3;
@@ -41,14 +41,6 @@ fn signing(private: &Path, public: &Path) -> String {
 /// the restore is slow enough to be caught.
 const SLOW: &str = "pg_sleep(CASE WHEN current_database() LIKE '%\\_killed' \
      OR current_database() LIKE '%\\_restoring\\_%' THEN 0.0005 ELSE 0 END)";
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Sessions of the restore's psql in `database` running a statement like `query`.
 async fn psql_sessions(database: &str, query: &str) -> i64 {
@@ -135,19 +127,31 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Ki
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(
+    harness::wait_for(
         &format!("psql to run {statement}"),
         Duration::from_secs(120),
         async || psql_sessions(&target, statement).await > 0,
     )
     .await;
+    // The running restore holds its staging database: a sweep (another restore's) leaves it.
+    let staging = harness::staging_databases(&target).await;
+    assert_eq!(staging.len(), 1, "{staging:?}");
+    let loaded = harness::config(&std::fs::read_to_string(&config).unwrap());
+    let params = loaded
+        .postgresql()
+        .unwrap()
+        .restore_params(&loaded.restore, &target)
+        .unwrap();
+    let said = strongroom::restore::staging::sweep_abandoned(&params).await;
+    assert_eq!(said, Vec::<String>::new());
+    assert_eq!(harness::staging_databases(&target).await, staging);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     agent.wait().unwrap();
-    wait_for(
+    harness::wait_for(
         "the restore's psql session to end",
         Duration::from_secs(60),
         async || psql_sessions(&target, "%").await == 0,

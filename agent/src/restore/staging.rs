@@ -6,8 +6,8 @@
 //! when everything loaded, one transaction renames the target aside and the staging database
 //! into its name, and the old (empty) target is dropped. A restore stopped in the process (a
 //! drill's SIGTERM drops its future) drops it in the background ([`drop_stopped`] waits for
-//! that). A SIGKILL of the agent leaves it behind: every restore first drops those of its
-//! target that no restore holds ([`sweep_abandoned`]), and its report says so.
+//! that). A SIGKILL of the agent leaves it behind: every parallel restore first drops those
+//! of its target that no restore holds ([`sweep_abandoned`]), and its report says so.
 
 use std::sync::Mutex;
 
@@ -83,7 +83,7 @@ impl Drop for Staging {
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(staging = %self.name, "the restore was stopped with no runtime left \
-                to drop its staging database; the next restore into its target drops it");
+                to drop its staging database; the next parallel restore into its target drops it");
             return;
         };
         let (maintenance, name) = (self.maintenance.clone(), self.name.clone());

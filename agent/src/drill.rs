@@ -339,7 +339,7 @@ async fn drill<S: ObjectStore>(
     report.target = target.describe();
     // A scratch drill drops what killed drills left, then holds its own database's name until
     // it is done (see restore::abandoned).
-    let _held = match &target {
+    let held = match &target {
         Target::Postgres {
             database,
             aside: None,
@@ -426,7 +426,14 @@ async fn drill<S: ObjectStore>(
     report
         .cleanup
         .extend(restore::staging::drop_stopped().await);
+    // Lost, another drill may have dropped the scratch database while this one used it.
+    if let Some(held) = &held
+        && let Err(e) = held.check().await
+    {
+        report.failures.push(e.to_string());
+    }
     clean_up(config, options, &target, passed, report).await;
+    drop(held);
     Ok(())
 }
 

@@ -206,6 +206,42 @@ pub async fn user_tables(client: &Client, database: &str) -> Result<Vec<String>,
         .collect())
 }
 
+/// What a database holds besides what PostgreSQL and extensions put there: relations of any
+/// kind (views, sequences, materialized views, foreign tables too), functions, large objects,
+/// schemas. Columns: a description of each kind present, with its count.
+const USER_OBJECTS: &str = "SELECT what, n FROM ( \
+       SELECT 'relations' AS what, count(*) AS n FROM pg_class c \
+         JOIN pg_namespace s ON s.oid = c.relnamespace \
+        WHERE s.nspname NOT IN ('pg_catalog', 'information_schema') \
+          AND s.nspname !~ '^pg_(toast|temp_|toast_temp_)' \
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                          AND d.objid = c.oid AND d.deptype = 'e') \
+       UNION ALL SELECT 'functions', count(*) FROM pg_proc p \
+         JOIN pg_namespace s ON s.oid = p.pronamespace \
+        WHERE s.nspname NOT IN ('pg_catalog', 'information_schema') \
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
+                          AND d.objid = p.oid AND d.deptype = 'e') \
+       UNION ALL SELECT 'large objects', count(*) FROM pg_largeobject_metadata \
+       UNION ALL SELECT 'schemas', count(*) FROM pg_namespace s \
+        WHERE s.nspname NOT IN ('pg_catalog', 'information_schema', 'public') \
+          AND s.nspname !~ '^pg_(toast|temp_|toast_temp_)' \
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass \
+                          AND d.objid = s.oid AND d.deptype = 'e') \
+     ) kinds WHERE n > 0";
+
+/// What `database` holds that someone made (see [`USER_OBJECTS`]), e.g. `["relations: 3"]`;
+/// empty for a database as `CREATE DATABASE` left it.
+pub async fn user_objects(client: &Client, database: &str) -> Result<Vec<String>, EngineError> {
+    let rows = client
+        .query(USER_OBJECTS, &[])
+        .await
+        .map_err(query_error("list what the database holds", database))?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect())
+}
+
 /// Which of `tables` (names as pg_dump writes them) a restore can load with `TRUNCATE ONLY` +
 /// `COPY ... FREEZE`, in the order given: plain tables (partitioned and foreign tables refuse
 /// FREEZE) that this role may truncate and insert into, that are still empty, and that belong

@@ -3,16 +3,17 @@
 //! A restore holds a session-level advisory lock ([`Held`]) on the name of each database it
 //! creates to rename or drop later (its staging database; a scratch drill's database) for as
 //! long as it runs: taken in the `postgres` database before the database is created, on a
-//! connection of its own that keeps no idle timeout. PostgreSQL releases it when that
-//! connection closes, however the agent ended. Right after creating the database, the restore
+//! connection of its own with no idle timeout and short TCP keepalives both ways. PostgreSQL
+//! releases it when that connection closes, however the agent ended (a lost node: once the
+//! keepalives give up, about two minutes). Right after creating the database, the restore
 //! comments it with [`IN_USE`]; the comment goes when the database takes the target's place
 //! (and `drill --keep` replaces it). [`sweep`] drops only databases named
 //! `<prefix><time>_<4 hex>` (the shape of [`crate::engine::postgres::name_suffix`]) that carry
 //! that comment, that the role may drop, whose lock it can take and that no one is connected
 //! to (a plain DROP DATABASE, without FORCE: one in use stays, with a warning). A database an
 //! earlier version of the agent made, or one a person commented otherwise, is never dropped.
-//! The lock needs a direct connection: behind a pooler in transaction mode, a session lock
-//! holds nothing.
+//! The lock needs a direct connection: behind a pooler in transaction mode a session lock
+//! stays on whichever server session ran it, not with the restore.
 
 use tokio_postgres::Client;
 
@@ -36,23 +37,40 @@ pub struct Held {
     database: String,
 }
 
-/// Takes the lock on `database`'s name (no other restore uses it: the name is new).
+/// Takes the lock on `database`'s name (a new name: no other restore holds it; should one,
+/// this fails rather than wait).
 pub async fn hold(maintenance: &ConnParams, database: &str) -> Result<Held, EngineError> {
     let session = postgres::connect(maintenance).await?;
-    // An idle session the server ends (idle_session_timeout, PostgreSQL >= 14) would let go
-    // of the lock; `current_setting(..., true)` is NULL where the setting does not exist.
+    // The session must outlive any idle limit, and the server must notice a vanished agent
+    // (a lost node) in minutes: idle_session_timeout (PostgreSQL >= 14; NULL where it does
+    // not exist) off, and the server's own TCP keepalives short (ignored on a Unix socket).
     session
-        .batch_execute(&format!(
+        .batch_execute(
             "SELECT CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
              THEN set_config('idle_session_timeout', '0', false) END; \
-             SELECT pg_advisory_lock({})",
-            lock_key(database)
-        ))
+             SELECT set_config('tcp_keepalives_idle', '60', false), \
+                    set_config('tcp_keepalives_interval', '15', false), \
+                    set_config('tcp_keepalives_count', '3', false)",
+        )
+        .await
+        .map_err(query_error("set up the session holding", database))?;
+    let taken: bool = session
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(database)])
         .await
         .map_err(query_error(
-            "take the advisory lock on the name (in postgres) of",
+            "take the advisory lock (in postgres) on",
             database,
-        ))?;
+        ))?
+        .get(0);
+    if !taken {
+        return Err(EngineError::Query {
+            what: "take the advisory lock (in postgres) on",
+            database: database.to_owned(),
+            detail: "another session holds it (a restore through a connection pooler in \
+                     transaction mode?); restore over a direct connection"
+                .into(),
+        });
+    }
     Ok(Held {
         session,
         database: database.to_owned(),
@@ -60,15 +78,18 @@ pub async fn hold(maintenance: &ConnParams, database: &str) -> Result<Held, Engi
 }
 
 impl Held {
-    /// Fails if the lock went with its session (ended by the server or an administrator, or
-    /// by a network failure): another restore may then drop the database.
+    /// Fails if this session no longer holds the lock (the server or an administrator ended
+    /// it, or the network failed): another restore may then drop the database.
     pub async fn check(&self) -> Result<(), EngineError> {
-        let held: i64 = self
+        // A bigint advisory lock shows in pg_locks as its high and low 32 bits, objsubid 1.
+        let held: bool = self
             .session
             .query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-                 AND pid = pg_backend_pid()",
-                &[],
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND pid = pg_backend_pid() AND objsubid = 1 \
+                 AND classid = (($1::bigint >> 32) & 4294967295)::oid \
+                 AND objid = ($1::bigint & 4294967295)::oid)",
+                &[&lock_key(&self.database)],
             )
             .await
             .map_err(query_error(
@@ -76,7 +97,7 @@ impl Held {
                 &self.database,
             ))?
             .get(0);
-        if held == 0 {
+        if !held {
             return Err(EngineError::Query {
                 what: "check its advisory lock (in postgres) on",
                 database: self.database.clone(),
@@ -211,12 +232,9 @@ async fn sweep_one(
         Ok(None) => None,
         Err(e) => Some(Err(e)),
     };
-    client
+    // Should this fail, the lock goes with the sweep's session.
+    let _ = client
         .query_one("SELECT pg_advisory_unlock($1)", &[&key])
-        .await
-        .map_err(query_error(
-            "release the advisory lock (in postgres) on",
-            name,
-        ))?;
+        .await;
     Ok(dropped)
 }

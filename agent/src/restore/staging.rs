@@ -109,16 +109,18 @@ impl Staging {
         let held = abandoned::hold(&maintenance, &name).await?;
         postgres::create_database_like(&maintenance, &name, &target.database).await?;
         tracing::info!(staging = %name, target = %target.database, "staging database created");
-        if let Err(e) = abandoned::mark_in_use(&maintenance, &name).await {
-            tracing::warn!(staging = %name, error = %e,
-                "could not comment the staging database as in use; should this restore be \
-                 killed, the next one will not drop it");
-        }
-        Ok(Staging {
+        // From here a stopped restore drops it ([`Drop`]).
+        let staging = Staging {
             name,
             maintenance,
             held: Some(held),
-        })
+        };
+        if let Err(e) = abandoned::mark_in_use(&staging.maintenance, &staging.name).await {
+            tracing::warn!(staging = %staging.name, error = %e,
+                "could not comment the staging database as in use; should this restore be \
+                 killed, the next one will not drop it");
+        }
+        Ok(staging)
     }
 
     pub fn params(&self) -> ConnParams {
@@ -131,9 +133,11 @@ impl Staging {
         self.held = None;
     }
 
-    /// Puts the staging database in `target`'s place in one transaction (its comment as in
-    /// use taken off), then drops the old target if it is still empty (else keeps it,
-    /// renamed, and says so). Fails, and drops the staging database, if its lock was lost.
+    /// Puts the staging database in `target`'s place in one transaction, with the target's
+    /// comment (so its own, marking it in use, goes; a scratch drill's database keeps its
+    /// mark), then drops the old target if it is still as `CREATE DATABASE` left it (else
+    /// keeps it, renamed, and says so). Fails, and drops the staging database, if its lock
+    /// was lost.
     pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
         let lost = match &self.held {
             Some(held) => held.check().await.err(),
@@ -144,15 +148,25 @@ impl Staging {
             return Err(e.into());
         }
         let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
-        let swap = format!(
-            "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; \
-             COMMENT ON DATABASE {t} IS NULL; COMMIT",
-            t = quote_ident(target),
-            a = quote_ident(&aside),
-            s = quote_ident(&self.name),
-        );
         let swapped = async {
             let client = postgres::connect(&self.maintenance).await?;
+            // The server quotes the comment (quote_nullable: NULL when there is none).
+            let comment: String = client
+                .query_one(
+                    "SELECT quote_nullable(shobj_description(oid, 'pg_database')) \
+                     FROM pg_database WHERE datname = $1",
+                    &[&target],
+                )
+                .await
+                .map_err(postgres::query_error("read the comment of", target))?
+                .get(0);
+            let swap = format!(
+                "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; \
+                 COMMENT ON DATABASE {t} IS {comment}; COMMIT",
+                t = quote_ident(target),
+                a = quote_ident(&aside),
+                s = quote_ident(&self.name),
+            );
             client.batch_execute(&swap).await.map_err(|e| {
                 let detail = e
                     .as_db_error()
@@ -171,15 +185,15 @@ impl Staging {
         self.held = None;
         tracing::info!(target, aside = %aside, "restored copy renamed into place");
         let old = self.maintenance.with_database(&aside);
-        let tables = match postgres::connect(&old).await {
-            Ok(client) => postgres::user_tables(&client, &aside)
+        let held = match postgres::connect(&old).await {
+            Ok(client) => postgres::user_objects(&client, &aside)
                 .await
                 .map_err(Error::from),
             Err(e) => Err(e.into()),
         };
         let mut warnings = Vec::new();
-        match tables {
-            Ok(tables) if tables.is_empty() => {
+        match held {
+            Ok(objects) if objects.is_empty() => {
                 if let Err(e) = postgres::drop_database(&self.maintenance, &aside).await {
                     warnings.push(format!(
                         "the empty database the restore replaced, {aside}, could not be \
@@ -187,10 +201,10 @@ impl Staging {
                     ));
                 }
             }
-            Ok(tables) => warnings.push(format!(
-                "{target} got {} table(s) while the restore ran; that database was kept as \
-                 {aside}. Look at it, then drop it",
-                tables.len()
+            Ok(objects) => warnings.push(format!(
+                "the database the restore replaced holds {} (made before the restore, or \
+                 while it ran); it was kept as {aside}. Look at it, then drop it",
+                objects.join(", ")
             )),
             Err(e) => warnings.push(format!(
                 "the database the restore replaced was kept as {aside} ({e}); drop it by hand \

@@ -305,6 +305,8 @@ async fn a_scratch_drill_drops_what_killed_drills_left_and_keeps_the_rest() {
     let (code, report, out) = drill(&config, &["--keep"]);
     assert_eq!(code, 0, "{out}");
     let kept = report["target"].as_str().unwrap().to_owned();
+    let comment = harness::database_comment(&kept).await;
+    assert_eq!(comment.as_deref(), Some("kept by strongroom drill --keep"));
 
     let prefix = strongroom::engine::postgres::derived_prefix(&db, "drill");
     let [abandoned, commented, held] = [

@@ -695,6 +695,19 @@ pub async fn wait_for(
     }
 }
 
+/// The comment on database `name`, if it has one.
+pub async fn database_comment(name: &str) -> Option<String> {
+    admin("postgres")
+        .await
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Drops `name` if it exists.
 pub async fn drop_database(name: &str) {
     admin("postgres")

@@ -5,7 +5,8 @@
 //! read by `zstd -dc`, `verify --deep` and a parallel restore; a COPY statement over two lines
 //! (no index: one session) and a signed index that does not fit its dump (one session, with a
 //! warning); staging databases that killed restores left behind dropped by the next restore,
-//! unless a restore holds them or someone is connected. (SIGKILL of the agent during the
+//! unless a restore holds them or someone is connected; a target with no tables but other
+//! objects kept aside, its comment carried to the restored database. (SIGKILL of the agent during the
 //! parallel phases: `restore_trust`.)
 
 use std::path::Path;
@@ -31,6 +32,7 @@ on_each_s3!(
     a_copy_statement_over_two_lines_restores_in_one_session,
     a_section_index_that_does_not_check_out_restores_in_one_session,
     staging_databases_interrupted_restores_left_are_dropped_unless_in_use,
+    a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -567,18 +569,69 @@ async fn staging_databases_interrupted_restores_left_are_dropped_unless_in_use(i
         harness::reference_dump(&id.database())
     );
     // The restored database no longer carries the staging database's comment.
-    let comment: Option<String> = admin
-        .query_one(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
-            &[&target],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let comment = harness::database_comment(&target).await;
     assert_eq!(comment, None);
     drop(looking);
     drop(admin);
     for name in &want {
         drop_database(name).await;
     }
+}
+
+async fn a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+        .await
+        .unwrap();
+    let (store, config, _, key) = signed_backup(&id, keys.path(), "").await;
+    // No tables (so the restore goes ahead), but a large object and a view someone made.
+    let target = format!("{}_objects", id.database());
+    drop_database(&target).await;
+    let admin = harness::admin("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{target}\""))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE \"{target}\" IS 'the map''s data'"
+        ))
+        .await
+        .unwrap();
+    harness::admin(&target)
+        .await
+        .batch_execute("SELECT lo_from_bytea(0, 'keep me'); CREATE VIEW v AS SELECT 1 AS one;")
+        .await
+        .unwrap();
+
+    let report = harness::restore(&config, &store, &key, &target)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_some());
+    let kept = report
+        .warnings
+        .iter()
+        .find(|w| w.contains("relations: 1") && w.contains("large objects: 1"))
+        .unwrap_or_else(|| panic!("{:?}", report.warnings));
+    let aside = kept
+        .split("kept as ")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .unwrap()
+        .to_owned();
+    let objects: i64 = harness::admin(&aside)
+        .await
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(objects, 1, "the large object is in {aside}");
+    assert_eq!(
+        harness::reference_dump(&target),
+        harness::reference_dump(&id.database())
+    );
+    let comment = harness::database_comment(&target).await;
+    assert_eq!(comment.as_deref(), Some("the map's data"));
+    drop_database(&aside).await;
 }

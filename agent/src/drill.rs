@@ -514,14 +514,8 @@ async fn put_back(config: &Config, database: &str, aside: &str, report: &mut Dri
 /// comment that marks it in use: later drills, which drop the scratch databases killed drills
 /// left ([`sweep_scratch`]), leave it.
 async fn mark_kept(config: &Config, database: &str) -> Result<()> {
-    let client = postgres::connect(&maintenance(config)?).await?;
-    client
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS 'kept by strongroom drill --keep'",
-            postgres::quote_ident(database)
-        ))
-        .await
-        .map_err(postgres::query_error("comment on database", database))?;
+    let maintenance = maintenance(config)?;
+    postgres::comment_database(&maintenance, database, "kept by strongroom drill --keep").await?;
     Ok(())
 }
 

@@ -165,12 +165,8 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
         postgres::create_database(&maintenance, &params.database).await?;
         tracing::info!(database = %params.database, "target database created");
         created = true;
-        if options.mark_created
-            && let Err(e) = abandoned::mark_in_use(&maintenance, &params.database).await
-        {
-            tracing::warn!(database = %params.database, error = %e,
-                "could not comment the database as in use; should this run be killed, the \
-                 next one will not drop it");
+        if options.mark_created {
+            abandoned::mark_in_use(&maintenance, &params.database).await;
         }
     }
     let client = postgres::connect(params).await?;

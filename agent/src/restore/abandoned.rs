@@ -110,16 +110,14 @@ impl Held {
     }
 }
 
-/// Comments `database`, just created by a restore that holds it, with [`IN_USE`].
-pub async fn mark_in_use(maintenance: &ConnParams, database: &str) -> Result<(), EngineError> {
-    postgres::connect(maintenance)
-        .await?
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS '{IN_USE}'",
-            quote_ident(database)
-        ))
-        .await
-        .map_err(query_error("comment on database", database))
+/// Comments `database`, just created by a restore that holds it, with [`IN_USE`]. A failure
+/// costs only the cleanup after a kill, so it is logged, not returned.
+pub async fn mark_in_use(maintenance: &ConnParams, database: &str) {
+    if let Err(e) = postgres::comment_database(maintenance, database, IN_USE).await {
+        tracing::warn!(database, error = %e,
+            "could not comment the database as in use (grant the restore role its owner's \
+             rights); should this run be killed, the next one will not drop it");
+    }
 }
 
 /// Databases named `$1` followed by a time and 4 hex digits, commented `$2` ([`IN_USE`]), that

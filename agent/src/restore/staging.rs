@@ -115,11 +115,7 @@ impl Staging {
             maintenance,
             held: Some(held),
         };
-        if let Err(e) = abandoned::mark_in_use(&staging.maintenance, &staging.name).await {
-            tracing::warn!(staging = %staging.name, error = %e,
-                "could not comment the staging database as in use; should this restore be \
-                 killed, the next one will not drop it");
-        }
+        abandoned::mark_in_use(&staging.maintenance, &staging.name).await;
         Ok(staging)
     }
 

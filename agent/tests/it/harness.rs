@@ -652,26 +652,32 @@ pub async fn staging_databases(target: &str) -> Vec<String> {
         .collect()
 }
 
+/// Creates database `name` anew, with `comment` (its quotes doubled).
+pub async fn create_database(name: &str, comment: &str) {
+    drop_database(name).await;
+    let admin = admin("postgres").await;
+    // Two statements: CREATE DATABASE cannot run in a batch's implicit transaction.
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE \"{name}\" IS '{}'",
+            comment.replace('\'', "''")
+        ))
+        .await
+        .unwrap();
+}
+
 /// Creates `databases` and `held` anew, commented as in use, as killed restores or drills
 /// leave them; returns a session holding the advisory lock a running restore holds on
 /// `held`'s name.
 pub async fn plant_leftovers(databases: &[&str], held: &str) -> tokio_postgres::Client {
-    let admin = admin("postgres").await;
     for name in databases.iter().chain([&held]) {
-        drop_database(name).await;
-        // Two statements: CREATE DATABASE cannot run in a batch's implicit transaction.
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .unwrap();
-        admin
-            .batch_execute(&format!(
-                "COMMENT ON DATABASE \"{name}\" IS '{}'",
-                strongroom::restore::abandoned::IN_USE
-            ))
-            .await
-            .unwrap();
+        create_database(name, strongroom::restore::abandoned::IN_USE).await;
     }
+    let admin = admin("postgres").await;
     admin
         .query_one(
             "SELECT pg_advisory_lock($1)",

@@ -571,6 +571,38 @@ async fn staging_databases_interrupted_restores_left_are_dropped_unless_in_use(i
     // The restored database no longer carries the staging database's comment.
     let comment = harness::database_comment(&target).await;
     assert_eq!(comment, None);
+
+    // A restore's hold on a name: it checks out while held, and is an error, naming the
+    // database, once the server ended its session.
+    let maintenance = config
+        .postgresql()
+        .unwrap()
+        .restore_params(&config.restore, "postgres")
+        .unwrap();
+    let name = format!("{prefix}20260101t000004z_4444");
+    let hold = strongroom::restore::abandoned::hold(&maintenance, &name)
+        .await
+        .unwrap();
+    hold.check().await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+             AND classid = (($1::bigint >> 32) & 4294967295)::oid \
+             AND objid = ($1::bigint & 4294967295)::oid",
+            &[&strongroom::restore::abandoned::lock_key(&name)],
+        )
+        .await
+        .unwrap();
+    harness::wait_for(
+        "the check to see the lock gone",
+        std::time::Duration::from_secs(10),
+        async || {
+            hold.check()
+                .await
+                .is_err_and(|e| e.to_string().contains(&name))
+        },
+    )
+    .await;
     drop(looking);
     drop(admin);
     for name in &want {
@@ -587,18 +619,7 @@ async fn a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment
     let (store, config, _, key) = signed_backup(&id, keys.path(), "").await;
     // No tables (so the restore goes ahead), but a large object and a view someone made.
     let target = format!("{}_objects", id.database());
-    drop_database(&target).await;
-    let admin = harness::admin("postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE \"{target}\""))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE \"{target}\" IS 'the map''s data'"
-        ))
-        .await
-        .unwrap();
+    harness::create_database(&target, "the map's data").await;
     harness::admin(&target)
         .await
         .batch_execute("SELECT lo_from_bytea(0, 'keep me'); CREATE VIEW v AS SELECT 1 AS one;")

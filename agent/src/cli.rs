@@ -308,6 +308,34 @@ pub async fn run_without_config(command: Command) -> Result<()> {
     Ok(())
 }
 
+/// A token the first SIGTERM or SIGINT cancels: a PostgreSQL restore that has not committed
+/// stops and discards what it loaded; one that has finishes its validation and report. A
+/// second signal ends the process at once (psql dies with it: nothing half-loaded commits).
+fn stop_on_signal() -> Option<CancellationToken> {
+    let Some(mut signals) = crate::signals::Stops::watch() else {
+        tracing::warn!(
+            "cannot watch SIGTERM and SIGINT: a signal ends the restore where it is (nothing \
+             half-loaded commits; the next parallel restore drops a staging database left behind)"
+        );
+        return None;
+    };
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        let name = signals.next().await;
+        tracing::warn!(
+            signal = name,
+            "stopping the restore: what it has not committed is discarded; a restore that has \
+             committed finishes its validation (a second signal ends it at once)"
+        );
+        stopping.cancel();
+        let name = signals.next().await;
+        tracing::error!(signal = name, "second signal: exiting now");
+        std::process::exit(crate::signals::exit_status(name));
+    });
+    Some(stop)
+}
+
 /// `strongroom run`: binds the listener, turns SIGTERM/SIGINT into a shutdown, runs the agent.
 async fn run_daemon(config: Config, config_path: &Path) -> Result<()> {
     // A token file that cannot be read, or is empty, is a config error now, not a 503 later.
@@ -319,18 +347,11 @@ async fn run_daemon(config: Config, config_path: &Path) -> Result<()> {
     let shutdown = CancellationToken::new();
     let signalled = shutdown.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let Some(mut signals) = crate::signals::Stops::watch() else {
             tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
             return;
         };
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let name = signals.next().await;
         tracing::info!(signal = name, "shutting down");
         signalled.cancel();
     });
@@ -580,6 +601,9 @@ pub async fn run(command: Command, config: Config, config_path: &Path) -> Result
                 allow_unsigned,
                 with_globals: with_globals
                     .then_some(crate::engine::postgres::globals::Fidelity::Faithful),
+                stop: (engine == Engine::Postgresql)
+                    .then(stop_on_signal)
+                    .flatten(),
                 ..RestoreOptions::default()
             };
             // Key checks and local files first: a bad key makes no request at all.

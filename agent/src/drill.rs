@@ -439,16 +439,9 @@ async fn drill<S: ObjectStore>(
 
 /// Resolves on SIGTERM or SIGINT with the signal's name; never, if they cannot be watched.
 async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => std::future::pending().await,
+    match crate::signals::Stops::watch() {
+        Some(mut signals) => signals.next().await,
+        None => std::future::pending().await,
     }
 }
 

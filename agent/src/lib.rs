@@ -28,6 +28,7 @@
 //! - [`validate`]: row counts, SQL and HTTP checks after a restore.
 //! - [`audit`]: the hash-chained audit trail and its verification.
 //! - [`daemon`]: `strongroom run`: schedulers, readiness checks, config reload, shutdown.
+//! - [`signals`]: SIGTERM and SIGINT for the commands that stop cleanly on them.
 //! - [`schedule`], [`clock`]: cron in UTC, retry backoff; wall time tests can pause.
 //! - [`state`], [`metrics`], [`http`]: what the agent knows, its Prometheus registry, and the
 //!   endpoints that show them; [`status_client`] reads them back (`strongroom status`).
@@ -57,6 +58,7 @@ pub mod pipeline;
 pub mod readback;
 pub mod restore;
 pub mod schedule;
+pub mod signals;
 pub mod signing;
 pub mod state;
 pub mod status_client;

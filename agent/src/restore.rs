@@ -66,6 +66,10 @@ pub struct RestoreOptions {
     /// Comment a database the restore creates as in use ([`abandoned::IN_USE`]): a scratch
     /// drill's, which holds its name and drops it when done.
     pub mark_created: bool,
+    /// PostgreSQL: once cancelled (`strongroom restore` on SIGTERM or SIGINT), a restore that
+    /// has not committed stops and discards what it loaded ([`Error::RestoreStopped`]); one
+    /// that has goes on to validate and report.
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Durations of the restore's phases. Download and load overlap (one pass): download ends
@@ -340,8 +344,20 @@ pub async fn restore_postgres<S: ObjectStore>(
             ),
         };
         Ok::<_, Error>((globals, unpacked, parallel))
-    }
-    .await;
+    };
+    let loaded = match &options.stop {
+        // Dropping the load kills psql and closes the sessions: nothing of it commits.
+        Some(stop) => tokio::select! {
+            biased;
+            loaded = loaded => loaded,
+            () = stop.cancelled() => Err(Error::RestoreStopped {
+                database: database.clone(),
+                staging: staging.as_ref().map(|s| format!(
+                    " (its staging database {} is dropped)", s.name)).unwrap_or_default(),
+            }),
+        },
+        None => loaded.await,
+    };
     let (globals, unpacked, parallel) = match (loaded, staging) {
         (Ok(loaded), Some(staging)) => {
             warnings.extend(staging.replace(&database).await?);

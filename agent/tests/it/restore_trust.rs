@@ -1,6 +1,7 @@
 //! What a restore may commit, proven with the agent as users run it (a separate process) against
 //! real PostgreSQL and each S3 server: nothing when the agent is killed mid-load (and the next
-//! restore drops the staging database the killed one left), nothing a planted dump's psql
+//! restore drops the staging database the killed one left), nothing when SIGTERM stops it (and
+//! it drops its staging database itself before it exits), nothing a planted dump's psql
 //! meta-commands could do, and no unsigned backup unless allowed.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use crate::on_each_s3;
 on_each_s3!(
     killing_the_agent_during_a_copy_commits_nothing,
     killing_the_agent_after_the_dumps_own_commit_commits_nothing,
+    sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database,
     a_planted_dump_never_runs_its_meta_commands,
     row_data_in_psqls_errors_stays_out_of_messages_and_the_audit_trail,
 );
@@ -61,12 +63,14 @@ async fn psql_sessions(database: &str, query: &str) -> i64 {
         .get(0)
 }
 
-/// A restore the agent was killed in.
+/// A restore the agent was killed (or signalled) in.
 struct Killed {
     target: String,
     /// The backup it restored.
     key: String,
     config: PathBuf,
+    /// What the agent printed, and how it ended.
+    out: std::process::Output,
     _dir: tempfile::TempDir,
 }
 
@@ -89,10 +93,15 @@ impl Killed {
     }
 }
 
-/// Backs the fixture up, starts `strongroom restore` into `<db>_killed`, SIGKILLs the agent
-/// (not psql) once psql runs a statement like `statement`, and waits for psql's session to
-/// end.
-async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Killed {
+/// Backs the fixture up, starts `strongroom restore` into `<db>_killed`, sends the agent (not
+/// psql) `signal` once psql runs a statement like `statement`, and waits for the agent to exit
+/// and psql's session to end.
+async fn signal_the_agent_while(
+    id: &TestId,
+    fixture: &str,
+    statement: &str,
+    signal: nix::sys::signal::Signal,
+) -> Killed {
     let db = harness::fresh_database(&id.database()).await;
     db.batch_execute(fixture).await.expect("fixture loads");
     let keys = tempfile::tempdir().unwrap();
@@ -112,7 +121,7 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Ki
 
     let target = format!("{}_killed", id.database());
     drop_database(&target).await;
-    let mut agent: Child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+    let agent: Child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
         .args([
             "restore",
             "--engine",
@@ -123,8 +132,9 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Ki
         ])
         .args(["--database", &target, "--config"])
         .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     harness::wait_for(
@@ -145,12 +155,8 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Ki
     let said = strongroom::restore::staging::sweep_abandoned(&params).await;
     assert_eq!(said, Vec::<String>::new());
     assert_eq!(harness::staging_databases(&target).await, staging);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    agent.wait().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), signal).unwrap();
+    let out = agent.wait_with_output().unwrap();
     harness::wait_for(
         "the restore's psql session to end",
         Duration::from_secs(60),
@@ -161,20 +167,34 @@ async fn kill_the_agent_while(id: &TestId, fixture: &str, statement: &str) -> Ki
         target,
         key,
         config,
+        out,
         _dir: keys,
     }
 }
 
-async fn killing_the_agent_during_a_copy_commits_nothing(id: TestId) {
-    let fixture = format!(
+/// A table that loads fast and a slow one after it: a restore is caught copying the second.
+const SLOW_COPY: &str = "CREATE TABLE public.a_early (x int);
+     INSERT INTO public.a_early SELECT generate_series(1, 100);
+     CREATE TABLE public.b_big (id int CHECK (public.slow_ok(id)), body text);
+     INSERT INTO public.b_big SELECT i, repeat('x', 100) FROM generate_series(1, 10000) i;";
+
+/// [`SLOW_COPY`] with the function its check calls.
+fn slow_copy_fixture() -> String {
+    format!(
         "CREATE FUNCTION public.slow_ok(i int) RETURNS boolean LANGUAGE sql IMMUTABLE \
              AS $$ SELECT {SLOW} IS NOT NULL $$;
-         CREATE TABLE public.a_early (x int);
-         INSERT INTO public.a_early SELECT generate_series(1, 100);
-         CREATE TABLE public.b_big (id int CHECK (public.slow_ok(id)), body text);
-         INSERT INTO public.b_big SELECT i, repeat('x', 100) FROM generate_series(1, 10000) i;"
-    );
-    let killed = kill_the_agent_while(&id, &fixture, "COPY public.b_big%").await;
+         {SLOW_COPY}"
+    )
+}
+
+async fn killing_the_agent_during_a_copy_commits_nothing(id: TestId) {
+    let killed = signal_the_agent_while(
+        &id,
+        &slow_copy_fixture(),
+        "COPY public.b_big%",
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .await;
     assert_eq!(
         harness::tables_of(&killed.target).await,
         Vec::<String>::new(),
@@ -213,9 +233,14 @@ async fn killing_the_agent_after_the_dumps_own_commit_commits_nothing(id: TestId
          DO $$ BEGIN EXECUTE format('GRANT SELECT ON LARGE OBJECT %s TO strongroom_backup',
              lo_from_bytea(0, 'a large object')); END $$;"
     );
-    let target = kill_the_agent_while(&id, &fixture, "CREATE INDEX%")
-        .await
-        .target;
+    let target = signal_the_agent_while(
+        &id,
+        &fixture,
+        "CREATE INDEX%",
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .await
+    .target;
     assert_eq!(harness::tables_of(&target).await, Vec::<String>::new());
     let objects: i64 = harness::admin(&target)
         .await
@@ -224,6 +249,39 @@ async fn killing_the_agent_after_the_dumps_own_commit_commits_nothing(id: TestId
         .unwrap()
         .get(0);
     assert_eq!(objects, 0, "the large object was committed");
+}
+
+/// SIGTERM (a Job's deadline, a deleted pod; Ctrl-C sends SIGINT, the same) during the parallel
+/// load: the restore stops, commits nothing, drops its staging database itself and says so.
+async fn sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database(id: TestId) {
+    let stopped = signal_the_agent_while(
+        &id,
+        &slow_copy_fixture(),
+        "COPY public.b_big%",
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .await;
+    let out = &stopped.out;
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    assert!(
+        text(out).contains(&format!(
+            "the restore into {} was stopped by a signal (SIGTERM or SIGINT) before it \
+             committed anything (its staging database {}",
+            stopped.target,
+            strongroom::engine::postgres::staging_prefix(&stopped.target)
+        )),
+        "{}",
+        text(out)
+    );
+    assert_eq!(
+        harness::staging_databases(&stopped.target).await,
+        Vec::<String>::new(),
+        "the stopped restore left its staging database"
+    );
+    assert_eq!(
+        harness::tables_of(&stopped.target).await,
+        Vec::<String>::new()
+    );
 }
 
 async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {

@@ -142,10 +142,10 @@ pub enum Error {
         staging: String,
         detail: String,
     },
-    /// SIGTERM or SIGINT stopped a PostgreSQL restore before it committed anything.
+    /// SIGTERM or SIGINT stopped a PostgreSQL restore before it committed any data.
     #[error(
         "the restore into {database} was stopped by a signal (SIGTERM or SIGINT) before it \
-         committed anything{staging}: nothing was loaded into {database}; run the restore again"
+         committed any data{staging}: nothing was loaded into {database}; run the restore again"
     )]
     RestoreStopped { database: String, staging: String },
     /// The manifest does not describe what it should.

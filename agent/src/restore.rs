@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, SignatureStatus};
 use crate::config::Config;
@@ -66,10 +67,11 @@ pub struct RestoreOptions {
     /// Comment a database the restore creates as in use ([`abandoned::IN_USE`]): a scratch
     /// drill's, which holds its name and drops it when done.
     pub mark_created: bool,
-    /// PostgreSQL: once cancelled (`strongroom restore` on SIGTERM or SIGINT), a restore that
-    /// has not committed stops and discards what it loaded ([`Error::RestoreStopped`]); one
-    /// that has goes on to validate and report.
-    pub stop: Option<tokio_util::sync::CancellationToken>,
+    /// PostgreSQL: once cancelled (`strongroom restore` on SIGTERM or SIGINT), a restore whose
+    /// data is still loading (into the staging database, or into psql before the agent writes
+    /// its `COMMIT`) stops and discards what it loaded ([`Error::RestoreStopped`]); one past
+    /// that point goes on to swap, validate and report.
+    pub stop: Option<CancellationToken>,
 }
 
 /// Durations of the restore's phases. Download and load overlap (one pass): download ends
@@ -274,6 +276,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     let entry = manifest.object(&snapshot.keys.dump)?.clone();
     let mut warnings =
         version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
+    stop_point(options, &database)?;
     let target = prepare_target(&params, options).await?;
     let created = target.created;
     // An index that does not check out (an earlier agent wrote a multi-line COPY statement's
@@ -300,6 +303,7 @@ pub async fn restore_postgres<S: ObjectStore>(
         ));
         index = None;
     }
+    stop_point(options, &database)?;
     let staging = match index {
         Some(_) => {
             warnings.extend(staging::sweep_abandoned(&params).await);
@@ -334,30 +338,28 @@ pub async fn restore_postgres<S: ObjectStore>(
         let key = &snapshot.keys.dump;
         let (unpacked, parallel) = match index {
             Some(sections) => {
-                let (loaded, how) =
-                    parallel::load(store, config, &load_params, &manifest, key, sections).await?;
+                // Into the staging database: nothing of it is visible before the swap, so the
+                // whole load may be stopped (its psql sessions are killed).
+                let load = parallel::load(store, config, &load_params, &manifest, key, sections);
+                let (loaded, how) = unless_stopped(options.stop.as_ref(), &database, load).await?;
                 (loaded, Some(how))
             }
             None => (
-                psql_load::load(store, config, &params, &manifest, key).await?,
+                psql_load::load(
+                    store,
+                    config,
+                    &params,
+                    &manifest,
+                    key,
+                    options.stop.as_ref(),
+                )
+                .await?,
                 None,
             ),
         };
         Ok::<_, Error>((globals, unpacked, parallel))
-    };
-    let loaded = match &options.stop {
-        // Dropping the load kills psql and closes the sessions: nothing of it commits.
-        Some(stop) => tokio::select! {
-            biased;
-            loaded = loaded => loaded,
-            () = stop.cancelled() => Err(Error::RestoreStopped {
-                database: database.clone(),
-                staging: staging.as_ref().map(|s| format!(
-                    " (its staging database {} is dropped)", s.name)).unwrap_or_default(),
-            }),
-        },
-        None => loaded.await,
-    };
+    }
+    .await;
     let (globals, unpacked, parallel) = match (loaded, staging) {
         (Ok(loaded), Some(staging)) => {
             warnings.extend(staging.replace(&database).await?);
@@ -365,10 +367,22 @@ pub async fn restore_postgres<S: ObjectStore>(
         }
         (Ok(loaded), None) => loaded,
         (Err(e), staging) => {
-            if let Some(staging) = staging {
-                staging.discard().await;
-            }
-            return Err(e);
+            let discarded = match staging {
+                Some(staging) => {
+                    let name = staging.name.clone();
+                    Some(match staging.discard().await {
+                        None => format!(" (its staging database {name} was dropped)"),
+                        Some(problem) => format!(" ({problem})"),
+                    })
+                }
+                None => None,
+            };
+            return Err(match (e, discarded) {
+                (Error::RestoreStopped { database, .. }, Some(staging)) => {
+                    Error::RestoreStopped { database, staging }
+                }
+                (e, _) => e,
+            });
         }
     };
     let load_seconds = started.elapsed().as_secs_f64();
@@ -486,6 +500,39 @@ pub fn require_signatures(config: &Config, options: &RestoreOptions) -> Result<(
         return Err(Error::UnsignedRefused);
     }
     Ok(())
+}
+
+/// Fails as stopped if `options.stop` was cancelled: checked before the steps that change
+/// the server (the target created, the staging database created), which the signal then spares.
+fn stop_point(options: &RestoreOptions, database: &str) -> Result<()> {
+    match &options.stop {
+        Some(stop) if stop.is_cancelled() => Err(Error::RestoreStopped {
+            database: database.to_owned(),
+            staging: String::new(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `work`, unless `stop` is cancelled first: then `work` is dropped (its psql processes are
+/// killed, its sessions closed) and the restore fails as stopped. For work that commits
+/// nothing visible.
+pub(crate) async fn unless_stopped<T>(
+    stop: Option<&CancellationToken>,
+    database: &str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(stop) = stop else {
+        return work.await;
+    };
+    tokio::select! {
+        biased;
+        done = work => done,
+        () = stop.cancelled() => Err(Error::RestoreStopped {
+            database: database.to_owned(),
+            staging: String::new(),
+        }),
+    }
 }
 
 /// Restores `snapshot` with its engine's procedure, validates it and stores the report.

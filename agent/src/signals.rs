@@ -12,7 +12,8 @@ pub struct Stops {
 }
 
 impl Stops {
-    /// Watches both signals; `None` if they cannot be watched (each still ends the process).
+    /// Watches both signals; `None` if they cannot both be watched (a signal not watched still
+    /// ends the process).
     pub fn watch() -> Option<Stops> {
         match (
             signal(SignalKind::terminate()),

@@ -12,6 +12,8 @@
 
 use std::io::Write;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::catalog::FetchedManifest;
 use crate::config::Config;
 use crate::engine::postgres::script::{PushError, Refusal, ScriptGuard};
@@ -76,6 +78,7 @@ pub async fn load<S: ObjectStore>(
     params: &ConnParams,
     manifest: &FetchedManifest,
     key: &str,
+    stop: Option<&CancellationToken>,
 ) -> Result<Loaded> {
     let entry = manifest.object(key)?;
     let version = entry.version_id.as_deref();
@@ -111,7 +114,20 @@ pub async fn load<S: ObjectStore>(
         codec: Codec::of_dump(key).unwrap_or_default(),
         range: None,
     };
-    match unpack::unpack_into(store, source, sink).await {
+    // Stoppable while the dump streams into psql, not once the COMMIT is written: psql may
+    // send it at once.
+    let unpacked = super::unless_stopped(stop, &database, async {
+        Ok(unpack::unpack_into(store, source, sink).await)
+    })
+    .await;
+    let unpacked = match unpacked {
+        Ok(unpacked) => unpacked,
+        Err(stopped) => {
+            psql.kill().await;
+            return Err(stopped);
+        }
+    };
+    match unpacked {
         Ok(unpacked) => {
             if let Err(e) = super::check_pinned(store, key, entry, &unpacked.sha256, unpacked.size)
             {

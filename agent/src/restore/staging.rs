@@ -123,10 +123,11 @@ impl Staging {
         self.maintenance.with_database(&self.name)
     }
 
-    /// Drops the staging database (after a failure).
-    pub async fn discard(mut self) {
-        let _ = drop_database(&self.maintenance, &self.name).await; // logged
+    /// Drops the staging database (after a failure); says why it could not (also logged).
+    pub async fn discard(mut self) -> Option<String> {
+        let problem = drop_database(&self.maintenance, &self.name).await;
         self.held = None;
+        problem
     }
 
     /// Puts the staging database in `target`'s place in one transaction, with the target's
@@ -140,7 +141,7 @@ impl Staging {
             None => None,
         };
         if let Some(e) = lost {
-            self.discard().await;
+            let _ = self.discard().await; // logged
             return Err(e.into());
         }
         let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
@@ -175,7 +176,7 @@ impl Staging {
             })
         };
         if let Err(e) = swapped.await {
-            self.discard().await;
+            let _ = self.discard().await; // logged
             return Err(e);
         }
         self.held = None;

@@ -15,6 +15,7 @@ on_each_s3!(
     killing_the_agent_during_a_copy_commits_nothing,
     killing_the_agent_after_the_dumps_own_commit_commits_nothing,
     sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database,
+    sigterm_during_a_one_session_copy_leaves_the_target_as_it_was,
     a_planted_dump_never_runs_its_meta_commands,
     row_data_in_psqls_errors_stays_out_of_messages_and_the_audit_trail,
 );
@@ -93,6 +94,18 @@ impl Killed {
     }
 }
 
+/// Where a restore goes: a new database (`--create`, loaded in parallel through a staging
+/// database), or with `--force` into one that has a table ([`KEPT`]; loaded in one session).
+#[derive(PartialEq)]
+enum RestoreInto {
+    New,
+    HasATable,
+}
+
+/// The table the target holds before a `--force` restore (three rows).
+const KEPT: &str =
+    "CREATE TABLE public.kept (x int); INSERT INTO public.kept VALUES (1), (2), (3);";
+
 /// Backs the fixture up, starts `strongroom restore` into `<db>_killed`, sends the agent (not
 /// psql) `signal` once psql runs a statement like `statement`, and waits for the agent to exit
 /// and psql's session to end.
@@ -101,6 +114,7 @@ async fn signal_the_agent_while(
     fixture: &str,
     statement: &str,
     signal: nix::sys::signal::Signal,
+    into: RestoreInto,
 ) -> Killed {
     let db = harness::fresh_database(&id.database()).await;
     db.batch_execute(fixture).await.expect("fixture loads");
@@ -121,15 +135,19 @@ async fn signal_the_agent_while(
 
     let target = format!("{}_killed", id.database());
     drop_database(&target).await;
+    let how = match into {
+        RestoreInto::New => "--create",
+        RestoreInto::HasATable => {
+            harness::fresh_database(&target)
+                .await
+                .batch_execute(KEPT)
+                .await
+                .unwrap();
+            "--force"
+        }
+    };
     let agent: Child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args([
-            "restore",
-            "--engine",
-            "postgresql",
-            "--create",
-            "--snapshot",
-            &key,
-        ])
+        .args(["restore", "--engine", "postgresql", how, "--snapshot", &key])
         .args(["--database", &target, "--config"])
         .arg(&config)
         .env_remove("RUST_LOG")
@@ -145,7 +163,11 @@ async fn signal_the_agent_while(
     .await;
     // The running restore holds its staging database: a sweep (another restore's) leaves it.
     let staging = harness::staging_databases(&target).await;
-    assert_eq!(staging.len(), 1, "{staging:?}");
+    assert_eq!(
+        staging.len(),
+        usize::from(into == RestoreInto::New),
+        "{staging:?}"
+    );
     let loaded = harness::config(&std::fs::read_to_string(&config).unwrap());
     let params = loaded
         .postgresql()
@@ -172,27 +194,26 @@ async fn signal_the_agent_while(
     }
 }
 
-/// A table that loads fast and a slow one after it: a restore is caught copying the second.
-const SLOW_COPY: &str = "CREATE TABLE public.a_early (x int);
-     INSERT INTO public.a_early SELECT generate_series(1, 100);
-     CREATE TABLE public.b_big (id int CHECK (public.slow_ok(id)), body text);
-     INSERT INTO public.b_big SELECT i, repeat('x', 100) FROM generate_series(1, 10000) i;";
-
-/// [`SLOW_COPY`] with the function its check calls.
-fn slow_copy_fixture() -> String {
+/// A table that loads fast and a slow one of `rows` rows after it: a restore is caught copying
+/// the second.
+fn slow_copy_fixture(rows: u32) -> String {
     format!(
         "CREATE FUNCTION public.slow_ok(i int) RETURNS boolean LANGUAGE sql IMMUTABLE \
              AS $$ SELECT {SLOW} IS NOT NULL $$;
-         {SLOW_COPY}"
+         CREATE TABLE public.a_early (x int);
+         INSERT INTO public.a_early SELECT generate_series(1, 100);
+         CREATE TABLE public.b_big (id int CHECK (public.slow_ok(id)), body text);
+         INSERT INTO public.b_big SELECT i, repeat('x', 100) FROM generate_series(1, {rows}) i;"
     )
 }
 
 async fn killing_the_agent_during_a_copy_commits_nothing(id: TestId) {
     let killed = signal_the_agent_while(
         &id,
-        &slow_copy_fixture(),
+        &slow_copy_fixture(10_000),
         "COPY public.b_big%",
         nix::sys::signal::Signal::SIGKILL,
+        RestoreInto::New,
     )
     .await;
     assert_eq!(
@@ -238,6 +259,7 @@ async fn killing_the_agent_after_the_dumps_own_commit_commits_nothing(id: TestId
         &fixture,
         "CREATE INDEX%",
         nix::sys::signal::Signal::SIGKILL,
+        RestoreInto::New,
     )
     .await
     .target;
@@ -256,9 +278,10 @@ async fn killing_the_agent_after_the_dumps_own_commit_commits_nothing(id: TestId
 async fn sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database(id: TestId) {
     let stopped = signal_the_agent_while(
         &id,
-        &slow_copy_fixture(),
+        &slow_copy_fixture(10_000),
         "COPY public.b_big%",
         nix::sys::signal::Signal::SIGTERM,
+        RestoreInto::New,
     )
     .await;
     let out = &stopped.out;
@@ -266,7 +289,7 @@ async fn sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database(
     assert!(
         text(out).contains(&format!(
             "the restore into {} was stopped by a signal (SIGTERM or SIGINT) before it \
-             committed anything (its staging database {}",
+             committed any data (its staging database {}",
             stopped.target,
             strongroom::engine::postgres::staging_prefix(&stopped.target)
         )),
@@ -282,6 +305,40 @@ async fn sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database(
         harness::tables_of(&stopped.target).await,
         Vec::<String>::new()
     );
+}
+
+/// The same in one psql session (`--force` into a database that has a table): psql is killed
+/// before the agent wrote its COMMIT, and the target keeps exactly what it had. (Once the
+/// COMMIT is written the restore is no longer stopped, as psql may have sent it: the table is
+/// made 5 MB of COPY text, more than psql's input pipe holds, so that the signal comes first.)
+async fn sigterm_during_a_one_session_copy_leaves_the_target_as_it_was(id: TestId) {
+    let stopped = signal_the_agent_while(
+        &id,
+        &slow_copy_fixture(50_000),
+        "COPY public.b_big%",
+        nix::sys::signal::Signal::SIGTERM,
+        RestoreInto::HasATable,
+    )
+    .await;
+    let out = &stopped.out;
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    let target = &stopped.target;
+    assert!(
+        text(out).contains(&format!(
+            "the restore into {target} was stopped by a signal (SIGTERM or SIGINT) before it \
+             committed any data: nothing was loaded into {target}"
+        )),
+        "{}",
+        text(out)
+    );
+    assert_eq!(harness::tables_of(target).await, ["public.kept"]);
+    let rows: i64 = harness::admin(target)
+        .await
+        .query_one("SELECT count(*) FROM public.kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3);
 }
 
 async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {

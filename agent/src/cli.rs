@@ -308,9 +308,10 @@ pub async fn run_without_config(command: Command) -> Result<()> {
     Ok(())
 }
 
-/// A token the first SIGTERM or SIGINT cancels: a PostgreSQL restore that has not committed
-/// stops and discards what it loaded; one that has finishes its validation and report. A
-/// second signal ends the process at once (psql dies with it: nothing half-loaded commits).
+/// A token the first SIGTERM or SIGINT cancels: a PostgreSQL restore whose data is still
+/// loading stops and discards it; one past that point swaps, validates and reports
+/// ([`RestoreOptions::stop`]). A second signal ends the process at once (psql dies with it:
+/// nothing half-loaded commits).
 fn stop_on_signal() -> Option<CancellationToken> {
     let Some(mut signals) = crate::signals::Stops::watch() else {
         tracing::warn!(
@@ -325,8 +326,8 @@ fn stop_on_signal() -> Option<CancellationToken> {
         let name = signals.next().await;
         tracing::warn!(
             signal = name,
-            "stopping the restore: what it has not committed is discarded; a restore that has \
-             committed finishes its validation (a second signal ends it at once)"
+            "stopping the restore: data still loading is discarded; a restore whose data \
+             loaded swaps it in, validates and reports (a second signal ends it at once)"
         );
         stopping.cancel();
         let name = signals.next().await;

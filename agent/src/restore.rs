@@ -366,22 +366,19 @@ pub async fn restore_postgres<S: ObjectStore>(
             loaded
         }
         (Ok(loaded), None) => loaded,
-        (Err(e), staging) => {
-            let discarded = match staging {
-                Some(staging) => {
-                    let name = staging.name.clone();
-                    Some(match staging.discard().await {
-                        None => format!(" (its staging database {name} was dropped)"),
-                        Some(problem) => format!(" ({problem})"),
-                    })
-                }
-                None => None,
-            };
-            return Err(match (e, discarded) {
-                (Error::RestoreStopped { database, .. }, Some(staging)) => {
-                    Error::RestoreStopped { database, staging }
-                }
-                (e, _) => e,
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(staging)) => {
+            let name = staging.name.clone();
+            let problem = staging.discard().await;
+            return Err(match e {
+                Error::RestoreStopped { database, .. } => Error::RestoreStopped {
+                    database,
+                    staging: problem.map_or_else(
+                        || format!(" (its staging database {name} was dropped)"),
+                        |p| format!(" ({p})"),
+                    ),
+                },
+                e => e,
             });
         }
     };
@@ -506,11 +503,16 @@ pub fn require_signatures(config: &Config, options: &RestoreOptions) -> Result<(
 /// the server (the target created, the staging database created), which the signal then spares.
 fn stop_point(options: &RestoreOptions, database: &str) -> Result<()> {
     match &options.stop {
-        Some(stop) if stop.is_cancelled() => Err(Error::RestoreStopped {
-            database: database.to_owned(),
-            staging: String::new(),
-        }),
+        Some(stop) if stop.is_cancelled() => Err(stopped(database)),
         _ => Ok(()),
+    }
+}
+
+/// [`Error::RestoreStopped`] for `database`, before any staging database was made.
+fn stopped(database: &str) -> Error {
+    Error::RestoreStopped {
+        database: database.to_owned(),
+        staging: String::new(),
     }
 }
 
@@ -528,10 +530,7 @@ pub(crate) async fn unless_stopped<T>(
     tokio::select! {
         biased;
         done = work => done,
-        () = stop.cancelled() => Err(Error::RestoreStopped {
-            database: database.to_owned(),
-            staging: String::new(),
-        }),
+        () = stop.cancelled() => Err(stopped(database)),
     }
 }
 

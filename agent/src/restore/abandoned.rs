@@ -149,7 +149,7 @@ pub async fn sweep(maintenance: &ConnParams, prefix: &str, what: &str) -> Swept 
             .await
             .map_err(query_error(
                 "list the databases a killed restore left",
-                "postgres",
+                &maintenance.database,
             ))?
             .iter()
             .map(|row| row.get(0))
@@ -196,7 +196,7 @@ pub async fn sweep(maintenance: &ConnParams, prefix: &str, what: &str) -> Swept 
 }
 
 /// Drops `name` if no restore holds it and it still is a candidate: `None` if it was in use
-/// (or gone), else whether the DROP worked.
+/// (or gone), else whether the DROP worked; an error if it could not be checked.
 async fn sweep_one(
     client: &Client,
     name: &str,
@@ -221,18 +221,18 @@ async fn sweep_one(
         .await
         .map_err(query_error("look up", name));
     let dropped = match still {
-        Ok(Some(_)) => Some(
+        Ok(Some(_)) => Ok(Some(
             client
                 .batch_execute(&format!("DROP DATABASE {}", quote_ident(name)))
                 .await
                 .map_err(query_error("drop database", name)),
-        ),
-        Ok(None) => None,
-        Err(e) => Some(Err(e)),
+        )),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
     };
     // Should this fail, the lock goes with the sweep's session.
     let _ = client
         .query_one("SELECT pg_advisory_unlock($1)", &[&key])
         .await;
-    Ok(dropped)
+    dropped
 }

@@ -70,6 +70,8 @@ struct Killed {
     /// The backup it restored.
     key: String,
     config: PathBuf,
+    /// The staging database it was loading (none in one session).
+    staging: Vec<String>,
     /// What the agent printed, and how it ended.
     out: std::process::Output,
     _dir: tempfile::TempDir,
@@ -189,6 +191,7 @@ async fn signal_the_agent_while(
         target,
         key,
         config,
+        staging,
         out,
         _dir: keys,
     }
@@ -284,17 +287,12 @@ async fn sigterm_during_a_copy_stops_the_restore_and_drops_its_staging_database(
         RestoreInto::New,
     )
     .await;
-    let out = &stopped.out;
-    assert_eq!(out.status.code(), Some(1), "{}", text(out));
-    assert!(
-        text(out).contains(&format!(
-            "the restore into {} was stopped by a signal (SIGTERM or SIGINT) before it \
-             committed any data (its staging database {}",
-            stopped.target,
-            strongroom::engine::postgres::staging_prefix(&stopped.target)
-        )),
-        "{}",
-        text(out)
+    let [staging] = stopped.staging.as_slice() else {
+        panic!("{:?}", stopped.staging)
+    };
+    assert_stopped(
+        &stopped,
+        &format!(" (its staging database {staging} was dropped)"),
     );
     assert_eq!(
         harness::staging_databases(&stopped.target).await,
@@ -320,17 +318,8 @@ async fn sigterm_during_a_one_session_copy_leaves_the_target_as_it_was(id: TestI
         RestoreInto::HasATable,
     )
     .await;
-    let out = &stopped.out;
-    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    assert_stopped(&stopped, "");
     let target = &stopped.target;
-    assert!(
-        text(out).contains(&format!(
-            "the restore into {target} was stopped by a signal (SIGTERM or SIGINT) before it \
-             committed any data: nothing was loaded into {target}"
-        )),
-        "{}",
-        text(out)
-    );
     assert_eq!(harness::tables_of(target).await, ["public.kept"]);
     let rows: i64 = harness::admin(target)
         .await
@@ -339,6 +328,18 @@ async fn sigterm_during_a_one_session_copy_leaves_the_target_as_it_was(id: TestI
         .unwrap()
         .get(0);
     assert_eq!(rows, 3);
+}
+
+/// The agent exited 1 saying that the restore stopped before it committed any data, `staging`
+/// (what became of its staging database) and that nothing was loaded into the target.
+fn assert_stopped(stopped: &Killed, staging: &str) {
+    let (out, target) = (&stopped.out, &stopped.target);
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    let message = format!(
+        "the restore into {target} was stopped by a signal (SIGTERM or SIGINT) before it \
+         committed any data{staging}: nothing was loaded into {target}; run the restore again"
+    );
+    assert!(text(out).contains(&message), "{message}\n{}", text(out));
 }
 
 async fn a_planted_dump_never_runs_its_meta_commands(id: TestId) {

@@ -19,7 +19,10 @@ pub async fn database_exists(
             &[&database],
         )
         .await
-        .map_err(query_error("look up database", &maintenance.database))?;
+        .map_err(query_error(
+            "look up database",
+            &format!("{} (looking for {database})", maintenance.database),
+        ))?;
     Ok(row.get(0))
 }
 

@@ -4,16 +4,18 @@
 //!
 //! Order: check the bucket is protected, resolve the integrity header and open the snapshot
 //! (concurrently; nothing is written yet), stop if the server is a standby (unless
-//! `postgresql.backup_from: any`), stream `pg_dump` into a multipart upload while counting rows
-//! in the same snapshot, complete the upload only if pg_dump exited 0, read the object back
-//! (size, checksum, retention) and check it is the key's first version (a same-second race is
-//! lost here), write the `.sha256` file, the globals (roles, memberships, settings, read in the
-//! dump's snapshot), the manifest's signature (when a key is configured),
-//! and only then the manifest, each create-only and read back. Any failure before the manifest
-//! leaves no manifest; a failure before completion leaves no object at all.
+//! `postgresql.backup_from: any`), stream `pg_dump` into a multipart upload, counting each
+//! table's rows in the dump as it streams past ([`row_counts`]), complete the upload only if
+//! pg_dump exited 0, read the object back (size, checksum, retention) and check it is the
+//! key's first version (a same-second race is lost here), write the `.sha256` file, the
+//! globals (roles, memberships, settings, read in the dump's snapshot), the manifest's
+//! signature (when a key is configured), and only then the manifest, each create-only and
+//! read back. Any failure before the manifest leaves no manifest; a failure before
+//! completion leaves no object at all.
 
 pub mod clickhouse;
 pub mod deadline;
+pub mod row_counts;
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{self, Action, EventDraft, Outcome};
 use crate::config::{BackupFrom, Config, PostgresConfig};
 use crate::engine::postgres::globals::Globals;
-use crate::engine::postgres::{self, ConnParams, SnapshotSession, TableRows};
+use crate::engine::postgres::{self, ConnParams, SnapshotSession};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, Timestamp};
 use crate::locked_write::WritePolicy;
@@ -228,29 +230,33 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
         progress,
         cancel,
     );
-    let counts = async {
-        // A count stuck behind a lock must not outlive a cancelled run.
-        let counts = tokio::select! {
-            counts = async { Ok((session.row_counts().await?, session.globals().await?)) } => counts,
+    let catalog = async {
+        // A look-up stuck behind a lock must not outlive a cancelled run.
+        tokio::select! {
+            read = async { Ok((session.user_tables().await?, session.globals().await?)) } => read,
             () = cancel.cancelled() => Ok((Vec::new(), Globals::default())),
-        };
-        tracing::debug!(
-            tables = counts.as_ref().map_or(0, |(t, _)| t.len()),
-            "row counts done"
-        );
-        counts
+        }
     };
-    let (staged, counts) = tokio::join!(upload, counts);
+    let (staged, catalog) = tokio::join!(upload, catalog);
     let staged = staged?;
     let finished = child.finish().await;
     tracing::debug!(ok = finished.is_ok(), "pg_dump exited");
-    let (tables, globals): (Vec<TableRows>, Globals) = match (finished, counts) {
-        (Ok(()), Ok(read)) => read,
-        (Err(e), _) | (Ok(()), Err(e)) => {
+    let counted = match (finished, catalog) {
+        (Ok(()), Ok((user_tables, globals))) => {
+            row_counts::count(&session, &user_tables, staged.sections.as_deref(), cancel)
+                .await
+                .map(|tables| (tables, globals))
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+    };
+    let (tables, globals) = match counted {
+        Ok(read) => read,
+        Err(e) => {
             staged.abort().await;
             return Err(lock_wait(e, pg.lock_wait_timeout_seconds));
         }
     };
+    tracing::debug!(tables = tables.len(), "row counts done");
     let snapshot_id = session.snapshot_id.clone();
     let server_version = session.server_version.clone();
     session.close().await;

@@ -189,9 +189,14 @@ pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
 }
 
 /// The tables pg_dump dumps with data: ordinary and partition tables, not catalogs, not
-/// extension members. Columns: schema, table, quoted qualified name.
+/// extension members. Columns: schema, table, quoted qualified name, oid, and the oids of the
+/// tables that inherit from it, directly or not (a `count(*)` on it counts their rows too).
 const USER_TABLES: &str = "SELECT n.nspname::text, c.relname::text, \
-        format('%I.%I', n.nspname, c.relname) \
+        format('%I.%I', n.nspname, c.relname), c.oid, \
+        ARRAY(WITH RECURSIVE below(oid) AS ( \
+                SELECT inhrelid FROM pg_inherits WHERE inhparent = c.oid \
+                UNION SELECT i.inhrelid FROM pg_inherits i JOIN below b ON i.inhparent = b.oid) \
+              SELECT oid FROM below) \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind = 'r' \
        AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -201,15 +206,46 @@ const USER_TABLES: &str = "SELECT n.nspname::text, c.relname::text, \
                          AND d.objid = c.oid AND d.deptype = 'e') \
      ORDER BY 1, 2";
 
-/// `schema.table` of every user table.
-pub async fn user_tables(client: &Client, database: &str) -> Result<Vec<String>, EngineError> {
+/// A table pg_dump dumps with data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserTable {
+    pub schema: String,
+    pub table: String,
+    /// Quoted and schema-qualified, for SQL text.
+    pub qualified: String,
+    pub oid: u32,
+    /// The tables that inherit from it, directly or not: a `count(*)` on it counts their
+    /// rows too.
+    pub descendants: Vec<u32>,
+}
+
+/// Every user table, by schema and name.
+pub async fn list_user_tables(
+    client: &Client,
+    database: &str,
+) -> Result<Vec<UserTable>, EngineError> {
     let rows = client
         .query(USER_TABLES, &[])
         .await
         .map_err(query_error("list tables", database))?;
     Ok(rows
         .iter()
-        .map(|r| format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .map(|r| UserTable {
+            schema: r.get(0),
+            table: r.get(1),
+            qualified: r.get(2),
+            oid: r.get(3),
+            descendants: r.get(4),
+        })
+        .collect())
+}
+
+/// `schema.table` of every user table.
+pub async fn user_tables(client: &Client, database: &str) -> Result<Vec<String>, EngineError> {
+    let tables = list_user_tables(client, database).await?;
+    Ok(tables
+        .into_iter()
+        .map(|t| format!("{}.{}", t.schema, t.table))
         .collect())
 }
 
@@ -247,13 +283,20 @@ pub async fn freezable(
 
 /// Exact row counts of every user table, in the client's current snapshot.
 pub async fn count_rows(client: &Client, database: &str) -> Result<Vec<TableRows>, EngineError> {
-    let tables = client
-        .query(USER_TABLES, &[])
-        .await
-        .map_err(query_error("list tables", database))?;
-    let mut counts = Vec::with_capacity(tables.len());
+    let tables = list_user_tables(client, database).await?;
+    count_tables(client, database, tables.iter()).await
+}
+
+/// Exact row counts of `tables` (`count(*)`, their descendants' rows included), in the
+/// client's current snapshot.
+pub async fn count_tables(
+    client: &Client,
+    database: &str,
+    tables: impl Iterator<Item = &UserTable>,
+) -> Result<Vec<TableRows>, EngineError> {
+    let mut counts = Vec::new();
     for table in tables {
-        let qualified: String = table.get(2);
+        let qualified = &table.qualified;
         let row = client
             .query_one(&format!("SELECT count(*) FROM {qualified}"), &[])
             .await
@@ -263,8 +306,8 @@ pub async fn count_rows(client: &Client, database: &str) -> Result<Vec<TableRows
                 detail: detail(&e),
             })?;
         counts.push(TableRows {
-            schema: table.get(0),
-            table: table.get(1),
+            schema: table.schema.clone(),
+            table: table.table.clone(),
             rows: row.get(0),
         });
     }
@@ -286,8 +329,8 @@ impl SnapshotSession {
     /// wait at most `lock_timeout_seconds` for a table lock.
     pub async fn open(params: &ConnParams, lock_timeout_seconds: u64) -> Result<Self, EngineError> {
         let client = connect(params).await?;
-        // Counting runs beside pg_dump's own COPY; parallel workers would only take cores from
-        // it (and from the application) for a little speed on the counts.
+        // What little counting is left to count(*) (tables the dump's rows do not answer for)
+        // needs no parallel workers taking cores from the application.
         client
             .batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
@@ -313,9 +356,14 @@ impl SnapshotSession {
         })
     }
 
-    /// Exact row counts in the exported snapshot.
-    pub async fn row_counts(&self) -> Result<Vec<TableRows>, EngineError> {
-        count_rows(&self.client, &self.database).await
+    /// The user tables in the exported snapshot.
+    pub async fn user_tables(&self) -> Result<Vec<UserTable>, EngineError> {
+        list_user_tables(&self.client, &self.database).await
+    }
+
+    /// Exact row counts of `tables` in the exported snapshot.
+    pub async fn count(&self, tables: &[&UserTable]) -> Result<Vec<TableRows>, EngineError> {
+        count_tables(&self.client, &self.database, tables.iter().copied()).await
     }
 
     /// Roles, memberships and settings, in the exported snapshot.

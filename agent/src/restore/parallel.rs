@@ -384,6 +384,7 @@ mod tests {
             copy: None,
             ends_in_copy: false,
             tablespace: None,
+            copy_rows: 0,
         }
     }
 

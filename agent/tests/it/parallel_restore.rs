@@ -68,6 +68,13 @@ const AWKWARD_SECTIONS: &str = r#"
     CREATE TABLE public.big (id int PRIMARY KEY, pad text);
     INSERT INTO public.big SELECT i, md5(i::text) || repeat('x', 80) FROM generate_series(1, 600000) i;
     CREATE UNIQUE INDEX big_pad ON public.big (pad);
+    -- Inheritance: the backup counts a parent's rows with its descendants', as count(*) does.
+    CREATE TABLE public.inh_parent (id int, v text);
+    CREATE TABLE public.inh_child (extra int) INHERITS (public.inh_parent);
+    CREATE TABLE public.inh_grandchild () INHERITS (public.inh_child);
+    INSERT INTO public.inh_parent SELECT i, 'p' FROM generate_series(1, 10) i;
+    INSERT INTO public.inh_child SELECT i, 'c', i FROM generate_series(1, 20) i;
+    INSERT INTO public.inh_grandchild SELECT i, 'g', i FROM generate_series(1, 30) i;
     -- Over 1 MiB under a quoted name: truncated and loaded with COPY FREEZE.
     CREATE TABLE "Ünïcode Schema"."Frozen ""Quoted"" Rows" (id int PRIMARY KEY, v text);
     INSERT INTO "Ünïcode Schema"."Frozen ""Quoted"" Rows"

@@ -20,6 +20,7 @@ use crate::on_each_s3;
 
 on_each_s3!(
     backup_is_complete_locked_and_restorable,
+    row_counts_come_from_the_dump_which_reads_each_table_once,
     pg_dump_failing_mid_stream_leaves_nothing_complete,
     bucket_without_object_lock_is_refused,
 );
@@ -178,6 +179,88 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     );
     let still = harness::download(client, &bucket, &report.key, report.version_id.as_deref()).await;
     assert_eq!(still, dump);
+}
+
+/// Sequential scans of each user table so far, by `schema.table`, as the statistics say.
+async fn seq_scans(database: &str) -> Vec<(String, i64)> {
+    let db = harness::admin(database).await;
+    let rows = db
+        .query(
+            "SELECT schemaname || '.' || relname, seq_scan FROM pg_stat_user_tables ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+async fn row_counts_come_from_the_dump_which_reads_each_table_once(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    let mut expected = harness::load_sample(&db).await;
+    // A count(*) of a table counts the rows of the tables that inherit from it.
+    db.batch_execute(
+        "CREATE TABLE public.parent (id int, v text);
+         CREATE TABLE public.child (extra int) INHERITS (public.parent);
+         CREATE TABLE public.grandchild () INHERITS (public.child);
+         INSERT INTO public.parent SELECT i, 'p' FROM generate_series(1, 10) i;
+         INSERT INTO public.child SELECT i, 'c', i FROM generate_series(1, 20) i;
+         INSERT INTO public.grandchild SELECT i, 'g', i FROM generate_series(1, 30) i;",
+    )
+    .await
+    .unwrap();
+    for (table, rows) in [("child", 50), ("grandchild", 30), ("parent", 60)] {
+        expected.push(("public".into(), table.into(), rows));
+    }
+    expected.sort();
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let config = harness::config(&harness::config_yaml(&id, &bucket, "", ""));
+    // The loading session's own scans (its index builds) reach the statistics when it ends.
+    drop(db);
+    let mut before = seq_scans(&id.database()).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = seq_scans(&id.database()).await;
+        if again == before {
+            break;
+        }
+        before = again;
+    }
+
+    let report = harness::backup(&config, &store, None, &Progress::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup on {}: {e}", id.s3.name()));
+
+    let bytes = harness::download(store.client(), &bucket, &report.manifest_key, None).await;
+    let manifest = Manifest::from_bytes(&report.manifest_key, &bytes).unwrap();
+    let mut tables: Vec<(String, String, i64)> = (manifest.postgresql.unwrap().tables.iter())
+        .map(|t| (t.schema.clone(), t.table.clone(), t.rows))
+        .collect();
+    tables.sort();
+    assert_eq!(tables, expected);
+    // pg_dump's COPY read each table once, and nothing else did. Backends report their scans
+    // when they exit, shortly after the backup: wait until every table shows pg_dump's.
+    let scanned = |after: &[(String, i64)]| -> Vec<(String, i64)> {
+        after
+            .iter()
+            .zip(&before)
+            .map(|((table, n), (was, m))| {
+                assert_eq!(table, was);
+                (table.clone(), n - m)
+            })
+            .collect()
+    };
+    let mut waited = 0;
+    while scanned(&seq_scans(&id.database()).await)
+        .iter()
+        .any(|(_, n)| *n == 0)
+    {
+        assert!(waited < 100, "pg_dump's scans never reached the statistics");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let once: Vec<(String, i64)> = before.iter().map(|(t, _)| (t.clone(), 1)).collect();
+    assert_eq!(scanned(&seq_scans(&id.database()).await), once);
 }
 
 async fn pg_dump_failing_mid_stream_leaves_nothing_complete(id: TestId) {

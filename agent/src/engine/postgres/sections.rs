@@ -108,6 +108,7 @@ fn section(kind: SectionKind) -> DumpSection {
         copy: None,
         ends_in_copy: false,
         tablespace: None,
+        copy_rows: 0,
     }
 }
 
@@ -153,6 +154,26 @@ fn qualified(text: &[u8]) -> Option<(String, &[u8])> {
     }
     let name = std::str::from_utf8(&text[..end]).ok()?.to_owned();
     Some((name, &text[end..]))
+}
+
+/// The schema and the table of a schema-qualified name as pg_dump writes it
+/// (`public.t`, `"My ""Schema"""."T"`), unquoted.
+pub fn schema_and_table(name: &str) -> Option<(String, String)> {
+    let first = identifier(name.as_bytes())?;
+    let rest = name[first..].strip_prefix('.')?;
+    (identifier(rest.as_bytes())? == rest.len()).then(|| (unquote(&name[..first]), unquote(rest)))
+}
+
+/// An identifier as PostgreSQL reads it: a quoted one without its quotes (`""` is `"`), a
+/// plain one as it is (pg_dump writes a name plain only when it is exactly that name).
+fn unquote(identifier: &str) -> String {
+    match identifier
+        .strip_prefix('"')
+        .and_then(|i| i.strip_suffix('"'))
+    {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => identifier.to_owned(),
+    }
 }
 
 /// Whether `name` is exactly one possibly schema-qualified identifier as pg_dump writes it.
@@ -240,11 +261,15 @@ impl Sectioner {
             if is_copy_end(head) {
                 return false;
             }
-            if self.position - self.section_start >= self.data_chunk {
+            // COPY text escapes a line break in a value: each line here is one row.
+            let cut = self.position - self.section_start >= self.data_chunk;
+            if cut {
                 self.cut(SectionKind::Data);
-                return true;
             }
-            return false;
+            if let Some(current) = self.sections.last_mut() {
+                current.copy_rows += 1;
+            }
+            return cut;
         }
         self.line_is_sql = true;
         self.line_starts_statement = self.guard.at_statement_boundary();

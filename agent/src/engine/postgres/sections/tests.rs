@@ -209,6 +209,20 @@ fn sections_tile_the_dump_and_each_loads_on_its_own() {
             }
         }
         assert_eq!(loaded, tables, "seed {seed}");
+        // Each table's sections count its rows (the `\\.`-like values and empty tables too).
+        for (table, rows) in &tables {
+            let counted: u64 = sections
+                .iter()
+                .filter(|s| s.kind == SectionKind::Data && s.table.as_deref() == Some(table))
+                .map(|s| s.copy_rows)
+                .sum();
+            assert_eq!(counted, rows.len() as u64, "seed {seed}: {table}");
+        }
+        assert!(
+            sections
+                .iter()
+                .all(|s| s.kind == SectionKind::Data || s.copy_rows == 0)
+        );
         // Indexes and constraints know their table and the tablespace they are built in.
         let index: Vec<&DumpSection> = sections
             .iter()
@@ -326,4 +340,16 @@ fn tables_are_read_from_pg_dump_statements() {
         header_type(b"-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: o\n"),
         Some("TABLE DATA")
     );
+}
+
+#[test]
+fn qualified_names_split_into_schema_and_table_as_postgresql_reads_them() {
+    let split = |name: &str| schema_and_table(name);
+    let pair = |s: &str, t: &str| Some((s.to_owned(), t.to_owned()));
+    assert_eq!(split("public.t"), pair("public", "t"));
+    assert_eq!(split("\"My \"\"S\"\"\".\"T.x\""), pair("My \"S\"", "T.x"));
+    assert_eq!(split("s.\"a b\""), pair("s", "a b"));
+    assert_eq!(split("t"), None);
+    assert_eq!(split("a.b.c"), None);
+    assert_eq!(split("a.b (x)"), None);
 }

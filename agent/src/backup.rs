@@ -259,14 +259,16 @@ async fn dump_and_upload<S: ObjectStore + 'static>(
     tracing::debug!(tables = tables.len(), "row counts done");
     let snapshot_id = session.snapshot_id.clone();
     let server_version = session.server_version.clone();
-    session.close().await;
-
     if cancel.is_cancelled() {
+        // Dropped, not committed: a COMMIT would wait behind a count still running.
+        drop(session);
         staged.abort().await;
         return Err(Error::Cancelled {
             key: store.target(&keys.dump),
         });
     }
+    session.close().await;
+
     let completed = staged.complete().await?;
     let sha256 = hex::encode(completed.sha256);
     let file_name = keys.dump.rsplit('/').next().unwrap_or(&keys.dump);

@@ -131,10 +131,11 @@ pub struct DumpSection {
     /// The dump's `SET default_tablespace = ...;` in effect where the section starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tablespace: Option<String>,
-    /// `data`: the COPY rows it holds, counted while the dump streamed past. Not written to
-    /// the manifest (its `tables` has each table's count, from these).
+    /// The COPY rows it holds, counted while the dump streamed past, by the table each COPY
+    /// names (as the dump writes it). Not written to the manifest (its `tables` has each
+    /// table's count, from these).
     #[serde(skip)]
-    pub copy_rows: u64,
+    pub copy_rows: Vec<(String, u64)>,
 }
 
 /// What a ClickHouse backup holds, as the server and its `.backup` metadata describe it.

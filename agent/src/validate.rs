@@ -1,5 +1,5 @@
-//! Validation after a restore: per-table row counts against the manifest (exact, since both
-//! were counted in the dump's snapshot), configured SQL checks, and HTTP smoke checks against
+//! Validation after a restore: per-table row counts against the manifest (exact: the
+//! manifest's are the rows in the dump), configured SQL checks, and HTTP smoke checks against
 //! the application ([`http`]). Every check becomes a [`CheckResult`] in the restore report; this
 //! module decides pass or fail, the caller decides what a failure means.
 

@@ -4,6 +4,8 @@
 //! is left to a `count(*)` in the backup's snapshot: every table when the dump has no
 //! index, and a table with a descendant that has no rows in the dump (a foreign table that
 //! inherits from it, say), since a `count(*)` on a table counts its descendants' rows too.
+//! On a standby, pg_dump dumps no rows of unlogged tables (the standby cannot read them, nor
+//! count them): the backup holds 0 of their rows, and says so.
 
 use std::collections::HashMap;
 
@@ -12,18 +14,31 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::EngineError;
 use crate::engine::postgres::sections::schema_and_table;
 use crate::engine::postgres::{SnapshotSession, TableRows, UserTable};
-use crate::manifest::{DumpSection, SectionKind};
+use crate::manifest::DumpSection;
 
 /// Rows of each of `tables`, from the dump's `sections` (when it has an index) and, for the
-/// tables those cannot answer for, `count(*)` in `session`'s snapshot (which pg_dump read).
-/// Cancelled, it returns what it has: the caller discards the backup.
+/// tables those cannot answer for, `count(*)` in `session`'s snapshot (which pg_dump read;
+/// the session holds a lock on each table). Cancelled, it returns no counts: the caller
+/// discards the backup.
 pub async fn count(
     session: &SnapshotSession,
     tables: &[UserTable],
     sections: Option<&[DumpSection]>,
     cancel: &CancellationToken,
 ) -> Result<Vec<TableRows>, EngineError> {
-    let counted = from_sections(tables, sections.unwrap_or_default());
+    let standby = session.in_recovery;
+    let skipped: Vec<&str> = (tables.iter())
+        .filter(|t| standby && t.unlogged)
+        .map(|t| t.qualified.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        tracing::warn!(
+            tables = %skipped.join(", "),
+            "unlogged tables: a backup from a standby holds none of their rows (pg_dump \
+             dumps no unlogged data there); they restore empty"
+        );
+    }
+    let counted = from_sections(tables, sections.unwrap_or_default(), standby);
     let left: Vec<&UserTable> = tables
         .iter()
         .zip(&counted)
@@ -35,32 +50,37 @@ pub async fn count(
             "counting rows with count(*): the dump's rows do not answer for these tables"
         );
     }
-    let fallback = tokio::select! {
-        // A count stuck behind a lock must not outlive a cancelled run.
-        rows = session.count(&left) => rows?,
-        () = cancel.cancelled() => Vec::new(),
-    };
-    Ok(merge(tables, counted, fallback))
+    tokio::select! {
+        // A count must not outlive a cancelled run.
+        rows = session.count(&left) => Ok(merge(tables, counted, rows?)),
+        () = cancel.cancelled() => Ok(Vec::new()),
+    }
 }
 
 /// Each of `tables`' rows as the dump's `sections` hold them (its own and its descendants'),
-/// in `tables`' order; `None` for a table they cannot answer for.
-fn from_sections(tables: &[UserTable], sections: &[DumpSection]) -> Vec<Option<i64>> {
+/// in `tables`' order; `None` for a table they cannot answer for. On a `standby`, unlogged
+/// tables hold none.
+fn from_sections(
+    tables: &[UserTable],
+    sections: &[DumpSection],
+    standby: bool,
+) -> Vec<Option<i64>> {
     let by_name: HashMap<(&str, &str), u32> = tables
         .iter()
         .map(|t| ((t.schema.as_str(), t.table.as_str()), t.oid))
         .collect();
-    let mut dumped: HashMap<u32, i64> = HashMap::new();
-    for section in sections.iter().filter(|s| s.kind == SectionKind::Data) {
-        let Some(name) = &section.table else {
-            continue; // sequence values, large objects
-        };
-        // A table the dump has rows for but that is no user table (an extension's
-        // configuration table) is not counted, as `count(*)` did not count it.
+    let mut dumped: HashMap<u32, i64> = (tables.iter())
+        .filter(|t| standby && t.unlogged)
+        .map(|t| (t.oid, 0))
+        .collect();
+    for (name, rows) in sections.iter().flat_map(|s| &s.copy_rows) {
+        // A COPY into what is no user table (an extension's configuration table, a
+        // partitioned table's root) is not counted, as `count(*)` did not count it; its
+        // partitions are then counted with `count(*)`.
         if let Some((schema, table)) = schema_and_table(name)
             && let Some(oid) = by_name.get(&(schema.as_str(), table.as_str()))
         {
-            *dumped.entry(*oid).or_default() += section.copy_rows as i64;
+            *dumped.entry(*oid).or_default() += *rows as i64;
         }
     }
     tables
@@ -99,6 +119,7 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::SectionKind;
 
     fn table(schema: &str, name: &str, oid: u32, descendants: &[u32]) -> UserTable {
         UserTable {
@@ -107,9 +128,11 @@ mod tests {
             qualified: String::new(),
             oid,
             descendants: descendants.to_vec(),
+            unlogged: false,
         }
     }
 
+    /// A section holding `rows` rows of a COPY into `table` (none: sequence values).
     fn data(table: Option<&str>, rows: u64) -> DumpSection {
         DumpSection {
             kind: SectionKind::Data,
@@ -121,7 +144,7 @@ mod tests {
             copy: None,
             ends_in_copy: false,
             tablespace: None,
-            copy_rows: rows,
+            copy_rows: table.map(|t| (t.to_owned(), rows)).into_iter().collect(),
         }
     }
 
@@ -145,7 +168,7 @@ mod tests {
             data(Some("ext.config_table"), 9), // not a user table
         ];
         assert_eq!(
-            from_sections(&tables, &sections),
+            from_sections(&tables, &sections, false),
             [Some(18), Some(16), Some(1), Some(7), Some(0)]
         );
     }
@@ -162,9 +185,13 @@ mod tests {
             data(Some("public.parent"), 2),
             data(Some("public.plain"), 3),
         ];
-        let counted = from_sections(&tables, &sections);
+        let counted = from_sections(&tables, &sections, false);
         assert_eq!(counted, [None, Some(3), None]);
-        assert!(from_sections(&tables, &[]).iter().all(Option::is_none));
+        assert!(
+            from_sections(&tables, &[], false)
+                .iter()
+                .all(Option::is_none)
+        );
         let rows = |t: &str, rows| TableRows {
             schema: "public".into(),
             table: t.into(),
@@ -178,5 +205,34 @@ mod tests {
             ),
             [rows("parent", 40), rows("plain", 3), rows("missing", 0)]
         );
+    }
+
+    #[test]
+    fn rows_count_for_the_table_their_copy_names_whatever_the_section() {
+        // A section taken for an index (a table named like a header) that holds a COPY.
+        let mut odd = data(Some("public.t"), 0);
+        odd.kind = SectionKind::Index;
+        odd.table = Some("public.other".into());
+        odd.copy_rows = vec![("public.t".into(), 5), ("public.u".into(), 1)];
+        let tables = [table("public", "t", 1, &[]), table("public", "u", 2, &[])];
+        let sections = [odd, data(Some("public.t"), 2)];
+        assert_eq!(from_sections(&tables, &sections, false), [Some(7), Some(1)]);
+    }
+
+    #[test]
+    fn on_a_standby_unlogged_tables_hold_no_rows() {
+        let unlogged = |oid| UserTable {
+            unlogged: true,
+            ..table("public", "cache", oid, &[])
+        };
+        // pg_dump on a standby writes no COPY for an unlogged table, even under a parent.
+        let tables = [table("public", "parent", 1, &[2]), unlogged(2), unlogged(3)];
+        let sections = [data(Some("public.parent"), 4)];
+        assert_eq!(
+            from_sections(&tables, &sections, true),
+            [Some(4), Some(0), Some(0)]
+        );
+        // On a primary they are dumped like any table: no section, no count.
+        assert_eq!(from_sections(&tables, &sections, false), [None, None, None]);
     }
 }

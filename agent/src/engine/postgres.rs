@@ -189,14 +189,16 @@ pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
 }
 
 /// The tables pg_dump dumps with data: ordinary and partition tables, not catalogs, not
-/// extension members. Columns: schema, table, quoted qualified name, oid, and the oids of the
-/// tables that inherit from it, directly or not (a `count(*)` on it counts their rows too).
+/// extension members. Columns: schema, table, quoted qualified name, oid, the oids of the
+/// tables that inherit from it, directly or not (a `count(*)` on it counts their rows too),
+/// and whether it is unlogged.
 const USER_TABLES: &str = "SELECT n.nspname::text, c.relname::text, \
         format('%I.%I', n.nspname, c.relname), c.oid, \
         ARRAY(WITH RECURSIVE below(oid) AS ( \
                 SELECT inhrelid FROM pg_inherits WHERE inhparent = c.oid \
                 UNION SELECT i.inhrelid FROM pg_inherits i JOIN below b ON i.inhparent = b.oid) \
-              SELECT oid FROM below) \
+              SELECT oid FROM below), \
+        c.relpersistence = 'u' \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind = 'r' \
        AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -217,6 +219,8 @@ pub struct UserTable {
     /// The tables that inherit from it, directly or not: a `count(*)` on it counts their
     /// rows too.
     pub descendants: Vec<u32>,
+    /// `UNLOGGED`: a standby cannot read it, and pg_dump there dumps none of its rows.
+    pub unlogged: bool,
 }
 
 /// Every user table, by schema and name.
@@ -236,6 +240,7 @@ pub async fn list_user_tables(
             qualified: r.get(2),
             oid: r.get(3),
             descendants: r.get(4),
+            unlogged: r.get(5),
         })
         .collect())
 }
@@ -356,9 +361,23 @@ impl SnapshotSession {
         })
     }
 
-    /// The user tables in the exported snapshot.
+    /// The user tables in the exported snapshot, each locked `ACCESS SHARE` (as pg_dump locks
+    /// them) until the transaction ends, so that a table counted after pg_dump has finished
+    /// cannot be truncated, rewritten or dropped under the count.
     pub async fn user_tables(&self) -> Result<Vec<UserTable>, EngineError> {
-        list_user_tables(&self.client, &self.database).await
+        let tables = list_user_tables(&self.client, &self.database).await?;
+        for table in &tables {
+            let qualified = &table.qualified;
+            self.client
+                .batch_execute(&format!("LOCK TABLE ONLY {qualified} IN ACCESS SHARE MODE"))
+                .await
+                .map_err(|e| EngineError::Query {
+                    what: "lock table",
+                    database: format!("{} (table {qualified})", self.database),
+                    detail: detail(&e),
+                })?;
+        }
+        Ok(tables)
     }
 
     /// Exact row counts of `tables` in the exported snapshot.

@@ -384,7 +384,7 @@ mod tests {
             copy: None,
             ends_in_copy: false,
             tablespace: None,
-            copy_rows: 0,
+            copy_rows: Vec::new(),
         }
     }
 

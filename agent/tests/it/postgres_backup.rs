@@ -21,6 +21,7 @@ use crate::on_each_s3;
 on_each_s3!(
     backup_is_complete_locked_and_restorable,
     row_counts_come_from_the_dump_which_reads_each_table_once,
+    a_backup_from_a_standby_holds_no_unlogged_rows_and_says_so,
     pg_dump_failing_mid_stream_leaves_nothing_complete,
     bucket_without_object_lock_is_refused,
 );
@@ -181,17 +182,53 @@ async fn backup_is_complete_locked_and_restorable(id: TestId) {
     assert_eq!(still, dump);
 }
 
-/// Sequential scans of each user table so far, by `schema.table`, as the statistics say.
-async fn seq_scans(database: &str) -> Vec<(String, i64)> {
-    let db = harness::admin(database).await;
-    let rows = db
-        .query(
-            "SELECT schemaname || '.' || relname, seq_scan FROM pg_stat_user_tables ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap();
-    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+/// Sequential scans of each user table of `database` so far, by `schema.table`, once every
+/// other session on it has ended (a backend reports its scans when it ends).
+async fn seq_scans(watcher: &tokio_postgres::Client, database: &str) -> Vec<(String, i64)> {
+    let start = std::time::Instant::now();
+    loop {
+        let others: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&database],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{others} sessions stay on {database}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What an ending backend reported is there once it has left pg_stat_activity; wait for
+    // the figures to hold still as well.
+    let read = || async {
+        let rows = watcher
+            .query(
+                "SELECT schemaname || '.' || relname, seq_scan FROM pg_stat_user_tables \
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect::<Vec<(String, i64)>>()
+    };
+    let mut figures = read().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = read().await;
+        if again == figures {
+            return figures;
+        }
+        figures = again;
+    }
 }
 
 async fn row_counts_come_from_the_dump_which_reads_each_table_once(id: TestId) {
@@ -214,17 +251,10 @@ async fn row_counts_come_from_the_dump_which_reads_each_table_once(id: TestId) {
     expected.sort();
     let (bucket, store) = harness::bucket(&id, true).await;
     let config = harness::config(&harness::config_yaml(&id, &bucket, "", ""));
-    // The loading session's own scans (its index builds) reach the statistics when it ends.
+    // The loading session's own scans (its index builds) count from before the backup.
     drop(db);
-    let mut before = seq_scans(&id.database()).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let again = seq_scans(&id.database()).await;
-        if again == before {
-            break;
-        }
-        before = again;
-    }
+    let watcher = harness::admin(&id.database()).await;
+    let before = seq_scans(&watcher, &id.database()).await;
 
     let report = harness::backup(&config, &store, None, &Progress::default())
         .await
@@ -237,30 +267,57 @@ async fn row_counts_come_from_the_dump_which_reads_each_table_once(id: TestId) {
         .collect();
     tables.sort();
     assert_eq!(tables, expected);
-    // pg_dump's COPY read each table once, and nothing else did. Backends report their scans
-    // when they exit, shortly after the backup: wait until every table shows pg_dump's.
-    let scanned = |after: &[(String, i64)]| -> Vec<(String, i64)> {
-        after
-            .iter()
-            .zip(&before)
-            .map(|((table, n), (was, m))| {
-                assert_eq!(table, was);
-                (table.clone(), n - m)
-            })
-            .collect()
-    };
-    let mut waited = 0;
-    while scanned(&seq_scans(&id.database()).await)
-        .iter()
-        .any(|(_, n)| *n == 0)
-    {
-        assert!(waited < 100, "pg_dump's scans never reached the statistics");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // pg_dump's COPY read each table once, and nothing else did.
+    let after = seq_scans(&watcher, &id.database()).await;
+    let scanned: Vec<(String, i64)> = (after.iter().zip(&before))
+        .map(|((table, n), (was, m))| {
+            assert_eq!(table, was);
+            (table.clone(), n - m)
+        })
+        .collect();
     let once: Vec<(String, i64)> = before.iter().map(|(t, _)| (t.clone(), 1)).collect();
-    assert_eq!(scanned(&seq_scans(&id.database()).await), once);
+    assert_eq!(scanned, once);
+}
+
+/// pg_dump on a standby dumps no rows of unlogged tables (the standby cannot read them): the
+/// backup succeeds, and its manifest says it holds none of them.
+async fn a_backup_from_a_standby_holds_no_unlogged_rows_and_says_so(id: TestId) {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(
+        "CREATE TABLE public.kept (x int); INSERT INTO public.kept SELECT generate_series(1, 7);
+         CREATE UNLOGGED TABLE public.cache (x int); INSERT INTO public.cache VALUES (1), (2);",
+    )
+    .await
+    .unwrap();
+    let standby = harness::standby();
+    let start = std::time::Instant::now();
+    while !standby.has_table(&id.database(), "kept").await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the standby never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (bucket, store) = harness::bucket(&id, true).await;
+    let primary = harness::pg();
+    let yaml = harness::config_yaml(&id, &bucket, "", "  backup_from: any\n")
+        .replace(&primary.socket_dir, &standby.socket_dir)
+        .replace(
+            &format!("port: {}", primary.port),
+            &format!("port: {}", standby.port),
+        );
+    let config = harness::config(&yaml);
+
+    let report = harness::backup(&config, &store, None, &Progress::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup from the standby on {}: {e}", id.s3.name()));
+
+    let bytes = harness::download(store.client(), &bucket, &report.manifest_key, None).await;
+    let manifest = Manifest::from_bytes(&report.manifest_key, &bytes).unwrap();
+    let tables: Vec<(String, i64)> = (manifest.postgresql.unwrap().tables.iter())
+        .map(|t| (t.table.clone(), t.rows))
+        .collect();
+    assert_eq!(tables, [("cache".to_owned(), 0), ("kept".to_owned(), 7)]);
 }
 
 async fn pg_dump_failing_mid_stream_leaves_nothing_complete(id: TestId) {

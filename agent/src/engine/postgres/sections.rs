@@ -60,6 +60,8 @@ pub struct Sectioner {
     section_start: u64,
     /// Inside a COPY's rows: that COPY statement.
     copy: Option<String>,
+    /// Inside a COPY's rows: the table it names, as written.
+    copy_target: String,
     /// The last `SET default_tablespace` line.
     tablespace: Option<String>,
     /// The current line's first bytes, once decided: whether it is SQL that the guard reads.
@@ -85,6 +87,7 @@ impl Default for Sectioner {
             position: 0,
             section_start: 0,
             copy: None,
+            copy_target: String::new(),
             tablespace: None,
             line_is_sql: true,
             line_starts_statement: true,
@@ -108,7 +111,7 @@ fn section(kind: SectionKind) -> DumpSection {
         copy: None,
         ends_in_copy: false,
         tablespace: None,
-        copy_rows: 0,
+        copy_rows: Vec::new(),
     }
 }
 
@@ -235,6 +238,7 @@ impl Sectioner {
         if let Some(copy) = &self.copy {
             next.copy = Some(copy.clone());
             next.table = copy_table(copy.as_bytes());
+            next.copy_rows.push((self.copy_target.clone(), 0));
         }
         if matches!(kind, SectionKind::Index | SectionKind::PostData) {
             next.tablespace = self.tablespace.clone();
@@ -266,8 +270,13 @@ impl Sectioner {
             if cut {
                 self.cut(SectionKind::Data);
             }
-            if let Some(current) = self.sections.last_mut() {
-                current.copy_rows += 1;
+            // Counted for the COPY being read, whatever the section was taken for.
+            if let Some((_, rows)) = self
+                .sections
+                .last_mut()
+                .and_then(|s| s.copy_rows.last_mut())
+            {
+                *rows += 1;
             }
             return cut;
         }
@@ -367,11 +376,12 @@ impl Sectioner {
                 return;
             }
             self.copy = Some(String::from_utf8_lossy(statement).into_owned());
-            if let Some(current) = self.sections.last_mut()
-                && current.kind == SectionKind::Data
-                && current.table.is_none()
-            {
-                current.table = copy_table(statement);
+            self.copy_target = copy_table(statement).unwrap_or_default();
+            if let Some(current) = self.sections.last_mut() {
+                current.copy_rows.push((self.copy_target.clone(), 0));
+                if current.kind == SectionKind::Data && current.table.is_none() {
+                    current.table = copy_table(statement);
+                }
             }
         }
         self.line = line;

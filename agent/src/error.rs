@@ -142,6 +142,20 @@ pub enum Error {
         staging: String,
         detail: String,
     },
+    /// The restored copy does not hold the rows the manifest counts: it was not committed.
+    #[error(
+        "the restored copy of {snapshot} does not hold the rows its manifest counts \
+         ({differences}); nothing was committed{staging}: {database} is as it was. The dump \
+         matched its signed manifest's SHA-256, so the backup's counts and its dump disagree: \
+         keep this backup, load it by hand into a scratch database with the runbook's \
+         `gunzip | psql` to compare, and restore an older backup if this one is short of rows"
+    )]
+    RowCountsDiffer {
+        snapshot: String,
+        database: String,
+        differences: String,
+        staging: String,
+    },
     /// SIGTERM or SIGINT stopped a PostgreSQL restore before it committed any data.
     #[error(
         "the restore into {database} was stopped by a signal (SIGTERM or SIGINT) before it \

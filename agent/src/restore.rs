@@ -3,9 +3,11 @@
 //! The snapshot key is checked before any request; the manifest is fetched and authenticated;
 //! the dump is read by the VersionId the manifest pins and streamed through SHA-256, gunzip and
 //! the SQL-only guard into psql, inside the agent's own transaction, which [`psql_load`]
-//! commits only after the hash and size matched the manifest. Then row counts, SQL checks and
-//! HTTP smoke checks run, and the report is printed and stored, locked, under
-//! `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
+//! commits only after the hash and size matched the manifest and every table held the rows the
+//! manifest counts. A dump with a section index loads in parallel ([`parallel`]) into a
+//! staging database ([`staging`]) that takes the target's place only once its rows were
+//! counted against the manifest. Then SQL checks and HTTP smoke checks run, and the report is
+//! printed and stored, locked, under `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
 
 pub mod abandoned;
 pub mod clickhouse;
@@ -336,13 +338,24 @@ pub async fn restore_postgres<S: ObjectStore>(
             None => None,
         };
         let key = &snapshot.keys.dump;
-        let (unpacked, parallel) = match index {
+        let (unpacked, parallel, counted) = match index {
             Some(sections) => {
                 // Into the staging database: nothing of it is visible before the swap, so the
                 // whole load may be stopped (its psql sessions are killed).
                 let load = parallel::load(store, config, &load_params, &manifest, key, sections);
                 let (loaded, how) = unless_stopped(options.stop.as_ref(), &database, load).await?;
-                (loaded, Some(how))
+                // Verify before commit: the staging copy takes the target's place only if it
+                // holds every table's rows as the manifest counts them.
+                let counting = Instant::now();
+                let counts = verified_row_counts(
+                    &load_params,
+                    &details.tables,
+                    config.restore.sessions(),
+                    &snapshot.keys.dump,
+                    &database,
+                );
+                let counts = unless_stopped(options.stop.as_ref(), &database, counts).await?;
+                (loaded, Some(how), Some((counts, counting.elapsed())))
             }
             None => (
                 psql_load::load(
@@ -351,16 +364,22 @@ pub async fn restore_postgres<S: ObjectStore>(
                     &params,
                     &manifest,
                     key,
+                    &details.tables,
                     options.stop.as_ref(),
                 )
                 .await?,
                 None,
+                // psql committed only after the row-count guard passed.
+                Some((
+                    validate::guarded_row_counts(&details.tables),
+                    Duration::ZERO,
+                )),
             ),
         };
-        Ok::<_, Error>((globals, unpacked, parallel))
+        Ok::<_, Error>((globals, unpacked, parallel, counted))
     }
     .await;
-    let (globals, unpacked, parallel) = match (loaded, staging) {
+    let (globals, unpacked, parallel, counted) = match (loaded, staging) {
         (Ok(loaded), Some(staging)) => {
             warnings.extend(staging.replace(&database).await?);
             loaded
@@ -370,23 +389,36 @@ pub async fn restore_postgres<S: ObjectStore>(
         (Err(e), Some(staging)) => {
             let name = staging.name.clone();
             let problem = staging.discard().await;
+            let dropped = problem.map_or_else(
+                || format!(" (its staging database {name} was dropped)"),
+                |p| format!(" ({p})"),
+            );
             return Err(match e {
                 Error::RestoreStopped { database, .. } => Error::RestoreStopped {
                     database,
-                    staging: problem.map_or_else(
-                        || format!(" (its staging database {name} was dropped)"),
-                        |p| format!(" ({p})"),
-                    ),
+                    staging: dropped,
+                },
+                Error::RowCountsDiffer {
+                    snapshot,
+                    database,
+                    differences,
+                    ..
+                } => Error::RowCountsDiffer {
+                    snapshot,
+                    database,
+                    differences,
+                    staging: dropped,
                 },
                 e => e,
             });
         }
     };
-    let load_seconds = started.elapsed().as_secs_f64();
+    let counting = counted.as_ref().map_or(Duration::ZERO, |(_, took)| *took);
+    let load_seconds = (started.elapsed() - counting).as_secs_f64();
 
     let validation_started = Instant::now();
-    let mut checks = postgres_checks(config, &params, &details.tables).await;
-    let validation_seconds = validation_started.elapsed().as_secs_f64();
+    let mut checks = postgres_checks(config, &params, &details.tables, counted.map(|c| c.0)).await;
+    let validation_seconds = (validation_started.elapsed() + counting).as_secs_f64();
     let smoke_seconds = smoke_checks(config, options, &mut checks).await;
 
     let passed = checks.iter().all(|c| c.passed);
@@ -426,32 +458,70 @@ pub async fn restore_postgres<S: ObjectStore>(
     Ok(report)
 }
 
-/// Row counts against the manifest, then the configured SQL checks. The dump is committed by
-/// now, so a database that cannot be counted is a failed check in the report, not an error
-/// that would lose the report.
+/// The row counts of the restored copy in `staging`, all as the manifest counts them, or the
+/// error that keeps it from being committed.
+async fn verified_row_counts(
+    staging: &ConnParams,
+    tables: &[postgres::TableRows],
+    sessions: usize,
+    snapshot: &str,
+    database: &str,
+) -> Result<Vec<CheckResult>> {
+    let checks = validate::row_counts(staging, tables, sessions).await?;
+    if checks.iter().all(|c| c.passed) {
+        return Ok(checks);
+    }
+    Err(Error::RowCountsDiffer {
+        snapshot: snapshot.to_owned(),
+        database: database.to_owned(),
+        differences: validate::differences(&checks, 5),
+        staging: String::new(),
+    })
+}
+
+/// Row counts against the manifest (`counted`, when they were verified before commit), then
+/// the configured SQL checks. The dump is committed by now, so a database that cannot be
+/// counted or queried is a failed check in the report, not an error that would lose the report.
 async fn postgres_checks(
     config: &Config,
     params: &ConnParams,
     tables: &[postgres::TableRows],
+    counted: Option<Vec<CheckResult>>,
 ) -> Vec<CheckResult> {
-    let counted = async {
-        let client = postgres::connect(params).await?;
-        let checks = validate::row_counts(&client, &params.database, tables).await?;
-        Ok::<_, Error>((client, checks))
+    let failed = |kind, name: String, expected: String, e: &dyn std::fmt::Display| CheckResult {
+        kind,
+        name,
+        expected,
+        actual: format!("failed: {e}"),
+        passed: false,
     };
-    match counted.await {
-        Ok((client, mut checks)) => {
-            checks.extend(validate::sql_checks(&client, &config.restore.validation.sql).await);
-            checks
-        }
-        Err(e) => vec![CheckResult {
-            kind: validate::CheckKind::RowCount,
-            name: format!("row counts of {}", params.database),
-            expected: format!("{} tables counted", tables.len()),
-            actual: format!("counting failed: {e}"),
-            passed: false,
-        }],
+    let mut checks = match counted {
+        Some(checks) => checks,
+        None => validate::row_counts(params, tables, config.restore.sessions())
+            .await
+            .unwrap_or_else(|e| {
+                vec![failed(
+                    validate::CheckKind::RowCount,
+                    format!("row counts of {}", params.database),
+                    format!("{} tables counted", tables.len()),
+                    &e,
+                )]
+            }),
+    };
+    let sql = &config.restore.validation.sql;
+    if sql.is_empty() {
+        return checks;
     }
+    match postgres::connect(params).await {
+        Ok(client) => checks.extend(validate::sql_checks(&client, sql).await),
+        Err(e) => checks.push(failed(
+            validate::CheckKind::Sql,
+            format!("SQL checks on {}", params.database),
+            format!("{} checks run", sql.len()),
+            &e,
+        )),
+    }
+    checks
 }
 
 /// Local checks for a restore of `engine` (its config section, passwords, options), so a bad

@@ -10,7 +10,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::config::{Expectation, SqlCheck};
 use crate::engine::EngineError;
-use crate::engine::postgres::{TableRows, count_rows};
+use crate::engine::postgres::{self, ConnParams, TableRows, UserTable};
 
 /// What kind of check produced a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,28 +33,140 @@ pub struct CheckResult {
     pub passed: bool,
 }
 
-/// Every table in the manifest must be in the restored database with exactly its row count.
+/// Every table in the manifest must be in `params`' database with exactly its row count.
+/// The tables are counted over up to `sessions` connections at once, the biggest spread first.
 pub async fn row_counts(
-    client: &Client,
-    database: &str,
+    params: &ConnParams,
     expected: &[TableRows],
+    sessions: usize,
 ) -> Result<Vec<CheckResult>, EngineError> {
-    let actual = count_rows(client, database).await?;
-    Ok(expected
+    let database = &params.database;
+    let client = postgres::connect(params).await?;
+    let present = postgres::list_user_tables(&client, database).await?;
+    let found: Vec<Option<&UserTable>> = expected
         .iter()
         .map(|want| {
-            let found = actual
+            present
                 .iter()
-                .find(|t| t.schema == want.schema && t.table == want.table);
-            CheckResult {
-                kind: CheckKind::RowCount,
-                name: format!("rows in {}.{}", want.schema, want.table),
-                expected: want.rows.to_string(),
-                actual: found.map_or("table missing".into(), |t| t.rows.to_string()),
-                passed: found.is_some_and(|t| t.rows == want.rows),
-            }
+                .find(|t| t.schema == want.schema && t.table == want.table)
+        })
+        .collect();
+    let lanes = spread(expected, &found, sessions);
+    let mut clients = vec![client];
+    for _ in 1..lanes.len() {
+        clients.push(postgres::connect(params).await?);
+    }
+    let counted = futures::future::try_join_all(clients.iter().zip(&lanes).map(|(c, lane)| {
+        postgres::count_tables(c, database, lane.iter().filter_map(|&i| found[i]))
+    }))
+    .await?;
+    let mut actual: Vec<Option<i64>> = vec![None; expected.len()];
+    for (lane, counts) in lanes.iter().zip(counted) {
+        for (&i, count) in lane.iter().zip(counts) {
+            actual[i] = Some(count.rows);
+        }
+    }
+    Ok(expected
+        .iter()
+        .zip(actual)
+        .map(|(want, rows)| CheckResult {
+            kind: CheckKind::RowCount,
+            name: format!("rows in {}.{}", want.schema, want.table),
+            expected: want.rows.to_string(),
+            actual: rows.map_or("table missing".into(), |r| r.to_string()),
+            passed: rows == Some(want.rows),
         })
         .collect())
+}
+
+/// The indexes of `expected`'s tables that `found`, dealt into at most `sessions` lanes of
+/// about equal rows: each table, biggest first, to the lane with the fewest rows so far.
+fn spread(
+    expected: &[TableRows],
+    found: &[Option<&UserTable>],
+    sessions: usize,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..expected.len())
+        .filter(|&i| found[i].is_some())
+        .collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(expected[i].rows));
+    let mut lanes: Vec<(i64, Vec<usize>)> =
+        vec![(0, Vec::new()); sessions.clamp(1, order.len().max(1))];
+    for i in order {
+        let lane = lanes
+            .iter_mut()
+            .min_by_key(|(rows, _)| *rows)
+            .expect("one lane");
+        lane.0 += expected[i].rows.max(1);
+        lane.1.push(i);
+    }
+    lanes.into_iter().map(|(_, lane)| lane).collect()
+}
+
+/// The row counts that did not match, as one line for an error: `schema.table: expected N,
+/// found M` (or `table missing`), the first `limit` of them and how many more.
+pub fn differences(checks: &[CheckResult], limit: usize) -> String {
+    let failed: Vec<&CheckResult> = checks.iter().filter(|c| !c.passed).collect();
+    let mut line = failed
+        .iter()
+        .take(limit)
+        .map(|c| format!("{}: expected {}, found {}", c.name, c.expected, c.actual))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if failed.len() > limit {
+        line.push_str(&format!("; and {} more", failed.len() - limit));
+    }
+    line
+}
+
+/// Starts the error a [`row_count_guard`] raises; the rest of its line is what differed.
+pub const GUARD_MARK: &str = "strongroom row counts differ: ";
+
+/// A `DO` block that raises an error, which aborts its transaction, unless every table of
+/// `expected` holds exactly its rows. psql runs it before the agent's `COMMIT`, so a copy that
+/// does not hold the manifest's rows is never committed.
+pub fn row_count_guard(expected: &[TableRows]) -> String {
+    let mut body = String::from("DECLARE found bigint; wrong text[] := '{}';\nBEGIN\n");
+    for t in expected {
+        let name = format!("rows in {}.{}", t.schema, t.table);
+        body.push_str(&format!(
+            "SELECT count(*) INTO found FROM {}.{};\nIF found <> {rows} THEN wrong := wrong || \
+             format('%s: expected %s, found %s', {name}, {rows}, found); END IF;\n",
+            postgres::quote_ident(&t.schema),
+            postgres::quote_ident(&t.table),
+            rows = t.rows,
+            name = quote_literal(&name),
+        ));
+    }
+    body.push_str(&format!(
+        "IF cardinality(wrong) > 0 THEN RAISE EXCEPTION '{GUARD_MARK}%', \
+         array_to_string(wrong, '; '); END IF;\nEND"
+    ));
+    let mut tag = String::from("$strongroom_counts$");
+    while body.contains(&tag) {
+        tag.insert(tag.len() - 1, 'x');
+    }
+    format!("\nDO {tag}\n{body}\n{tag};\n")
+}
+
+/// The row-count checks of a load whose [`row_count_guard`] passed before its `COMMIT`: every
+/// table held exactly the manifest's rows in the transaction that committed them.
+pub fn guarded_row_counts(expected: &[TableRows]) -> Vec<CheckResult> {
+    expected
+        .iter()
+        .map(|want| CheckResult {
+            kind: CheckKind::RowCount,
+            name: format!("rows in {}.{}", want.schema, want.table),
+            expected: want.rows.to_string(),
+            actual: format!("{} (counted before commit)", want.rows),
+            passed: true,
+        })
+        .collect()
+}
+
+/// `text` as an SQL string literal (standard_conforming_strings, which pg_dump sets).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Runs each query and checks the first column of its first row.
@@ -139,5 +251,67 @@ mod tests {
             describe(&expect(Some("a"), Some(1.0), None)),
             "= \"a\" and >= 1"
         );
+    }
+
+    #[test]
+    fn tables_are_spread_biggest_first_and_differences_name_each_table() {
+        let rows = |table: &str, rows| TableRows {
+            schema: "public".into(),
+            table: table.into(),
+            rows,
+        };
+        let expected = [rows("a", 10), rows("b", 60), rows("gone", 5), rows("c", 40)];
+        let table = UserTable {
+            schema: "public".into(),
+            table: "x".into(),
+            qualified: "public.x".into(),
+            oid: 1,
+            descendants: Vec::new(),
+            unlogged: false,
+        };
+        let found = [Some(&table), Some(&table), None, Some(&table)];
+        assert_eq!(spread(&expected, &found, 2), vec![vec![1], vec![3, 0]]);
+        assert_eq!(spread(&expected, &found, 8).len(), 3);
+        assert_eq!(spread(&expected, &[None; 4], 2), vec![Vec::<usize>::new()]);
+        let check = |name: &str, passed| CheckResult {
+            kind: CheckKind::RowCount,
+            name: name.into(),
+            expected: "1".into(),
+            actual: "2".into(),
+            passed,
+        };
+        let checks = [
+            check("a", false),
+            check("b", true),
+            check("c", false),
+            check("d", false),
+        ];
+        assert_eq!(
+            differences(&checks, 2),
+            "a: expected 1, found 2; c: expected 1, found 2; and 1 more"
+        );
+    }
+
+    #[test]
+    fn the_row_count_guard_quotes_every_name_and_keeps_its_dollar_tag_unique() {
+        let tables = [
+            TableRows {
+                schema: "public".into(),
+                table: "it's \"odd\" $strongroom_counts$".into(),
+                rows: 3,
+            },
+            TableRows {
+                schema: "Ünï".into(),
+                table: "t".into(),
+                rows: 0,
+            },
+        ];
+        let sql = row_count_guard(&tables);
+        assert!(sql.starts_with("\nDO $strongroom_countsx$\n"), "{sql}");
+        assert!(sql.ends_with("\n$strongroom_countsx$;\n"), "{sql}");
+        assert_eq!(sql.matches("$strongroom_countsx$").count(), 2);
+        assert!(sql.contains(r#"FROM "public"."it's ""odd"" $strongroom_counts$";"#));
+        assert!(sql.contains(r#"'rows in public.it''s "odd" $strongroom_counts$', 3, found)"#));
+        assert!(sql.contains(r#"FROM "Ünï"."t";"#) && sql.contains("IF found <> 0 THEN"));
     }
 }

@@ -286,12 +286,6 @@ pub async fn freezable(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Exact row counts of every user table, in the client's current snapshot.
-pub async fn count_rows(client: &Client, database: &str) -> Result<Vec<TableRows>, EngineError> {
-    let tables = list_user_tables(client, database).await?;
-    count_tables(client, database, tables.iter()).await
-}
-
 /// Exact row counts of `tables` (`count(*)`, their descendants' rows included), in the
 /// client's current snapshot.
 pub async fn count_tables(

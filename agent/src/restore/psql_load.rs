@@ -2,13 +2,15 @@
 //!
 //! psql gets the agent's prologue (its own `\restrict` key, then `BEGIN`), then the dump as the
 //! [`ScriptGuard`] lets it through (SQL only; pg_dump's own `BEGIN;`/`COMMIT;` lines blanked),
-//! and `COMMIT` only once the dump's SHA-256 and size matched the manifest and the guard saw
-//! it end cleanly. Every other way out kills psql while its input is still open (psql runs
-//! what is left in its buffer when its input ends; the guard never lets a statement's first word
-//! through before it knows that word is no `COMMIT`), and an input that just ends (the agent died:
-//! psql also gets SIGKILL through `PR_SET_PDEATHSIG`) leaves the transaction open, which the
-//! server rolls back when psql's session ends. psql ends a COPY at the end of its input as if
-//! it were complete and, without `--single-transaction`, commits nothing at that point.
+//! and, only once the dump's SHA-256 and size matched the manifest and the guard saw it end
+//! cleanly, a `DO` block that fails unless every table holds the manifest's rows
+//! ([`validate::row_count_guard`]), then `COMMIT`. Every other way out kills psql while its
+//! input is still open (psql runs what is left in its buffer when its input ends; the guard
+//! never lets a statement's first word through before it knows that word is no `COMMIT`), and
+//! an input that just ends (the agent died: psql also gets SIGKILL through `PR_SET_PDEATHSIG`)
+//! leaves the transaction open, which the server rolls back when psql's session ends. psql
+//! ends a COPY at the end of its input as if it were complete and, without
+//! `--single-transaction`, commits nothing at that point.
 
 use std::io::Write;
 
@@ -16,12 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::FetchedManifest;
 use crate::config::Config;
+use crate::engine::EngineError;
 use crate::engine::postgres::script::{PushError, Refusal, ScriptGuard};
-use crate::engine::postgres::{self, ConnParams, PsqlInput};
+use crate::engine::postgres::{self, ConnParams, PsqlInput, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::Codec;
 use crate::store::ObjectStore;
 use crate::unpack::{self, UnpackError};
+use crate::validate;
 
 /// What the load read and wrote.
 #[derive(Debug, Clone, Copy)]
@@ -70,14 +74,31 @@ pub(super) fn refused(
     }
 }
 
+/// psql's failure, or [`Error::RowCountsDiffer`] if what failed was the row-count guard.
+fn guard_failure(e: EngineError, key: &str, database: &str) -> Error {
+    if let EngineError::Failed { stderr_tail, .. } = &e
+        && let Some(at) = stderr_tail.find(validate::GUARD_MARK)
+    {
+        let rest = &stderr_tail[at + validate::GUARD_MARK.len()..];
+        return Error::RowCountsDiffer {
+            snapshot: key.to_owned(),
+            database: database.to_owned(),
+            differences: rest.lines().next().unwrap_or_default().to_owned(),
+            staging: String::new(),
+        };
+    }
+    e.into()
+}
+
 /// Streams the manifest's pinned version of `key` into psql for `params`' database and lets
-/// psql commit only if it matches the manifest.
+/// psql commit only if it matches the manifest and its tables then hold `tables`' rows.
 pub async fn load<S: ObjectStore>(
     store: &S,
     config: &Config,
     params: &ConnParams,
     manifest: &FetchedManifest,
     key: &str,
+    tables: &[TableRows],
     stop: Option<&CancellationToken>,
 ) -> Result<Loaded> {
     let entry = manifest.object(key)?;
@@ -152,12 +173,15 @@ pub async fn load<S: ObjectStore>(
                 }
             }
             tracing::info!(key, sha256 = %actual, neutralised = guard.neutralised(),
-                "dump matches its manifest and is SQL only; committing");
+                "dump matches its manifest and is SQL only; counting its rows, then committing");
             let committed = stdin
-                .write_all(postgres::RESTORE_COMMIT)
+                .write_all(validate::row_count_guard(tables).as_bytes())
+                .and_then(|()| stdin.write_all(postgres::RESTORE_COMMIT))
                 .and_then(|()| stdin.flush());
             drop((stdin, open_input));
-            psql.finish().await?;
+            psql.finish()
+                .await
+                .map_err(|e| guard_failure(e, key, &database))?;
             committed.map_err(sink_error)?;
             Ok(Loaded {
                 sha256: unpacked.sha256,

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strongroom::config::Config;
+use strongroom::error::Error;
 use strongroom::layout::Engine;
 use strongroom::manifest::{Manifest, SectionKind};
 use strongroom::pipeline::Progress;
@@ -33,6 +34,7 @@ on_each_s3!(
     a_section_index_that_does_not_check_out_restores_in_one_session,
     staging_databases_interrupted_restores_left_are_dropped_unless_in_use,
     a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment,
+    a_copy_without_the_manifests_rows_is_never_committed,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -662,4 +664,79 @@ async fn a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment
     let comment = harness::database_comment(&target).await;
     assert_eq!(comment.as_deref(), Some("the map's data"));
     drop_database(&aside).await;
+}
+
+/// A signed manifest whose row counts its dump does not hold (the backup's counts and its
+/// dump disagree): neither load commits, in parallel through the staging database or in one
+/// session, and the target keeps what it had.
+async fn a_copy_without_the_manifests_rows_is_never_committed(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let (store, config, signer, key) = indexed_backup(&id, keys.path()).await;
+    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
+    let miscount = |manifest: &mut Manifest| {
+        let tables = &mut manifest.postgresql.as_mut().unwrap().tables;
+        let tricky = tables.iter_mut().find(|t| t.table == "tricky").unwrap();
+        tricky.rows += 1;
+        let big = tables.iter_mut().find(|t| t.table == "big").unwrap();
+        big.rows -= 1;
+    };
+    let target = format!("{}_miscounted", id.database());
+    drop_database(&target).await;
+    harness::create_database(&target, "the map's data").await;
+    harness::admin(&target)
+        .await
+        .batch_execute("CREATE VIEW v AS SELECT 1 AS one;")
+        .await
+        .unwrap();
+    for (claim, days, parallel) in [
+        (Claim::OriginalIndexed, 1, true),
+        (Claim::Original, 2, false),
+    ] {
+        let planted = harness::plant_backup_with(
+            &store,
+            &config,
+            &key,
+            bytes.clone(),
+            claim,
+            Some(&signer),
+            days,
+            miscount,
+        )
+        .await;
+        let indexed = manifest_of(&store, &planted)
+            .await
+            .postgresql
+            .unwrap()
+            .sections
+            .is_some();
+        assert_eq!(indexed, parallel);
+        let err = harness::restore(&config, &store, &planted, &target)
+            .await
+            .expect_err("a copy short of the manifest's rows is refused");
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::RowCountsDiffer { .. })
+                && message.contains("rows in public.tricky: expected 6, found 5")
+                && message.contains("rows in public.big: expected 599999, found 600000")
+                && message.contains("nothing was committed"),
+            "parallel {parallel}: {message}"
+        );
+        assert_eq!(message.contains("staging database"), parallel, "{message}");
+        assert!(harness::tables_of(&target).await.is_empty(), "{message}");
+        let views: i64 = harness::admin(&target)
+            .await
+            .query_one("SELECT count(*) FROM pg_views WHERE viewname = 'v'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(views, 1, "the target is the one it was");
+        assert_eq!(
+            harness::staging_databases(&target).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            harness::database_comment(&target).await.as_deref(),
+            Some("the map's data")
+        );
+    }
 }

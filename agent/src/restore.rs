@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, SignatureStatus};
 use crate::config::Config;
-use crate::engine::postgres::{self, ConnParams};
+use crate::engine::postgres::{self, ConnParams, per_table};
 use crate::error::{Error, Result};
 use crate::layout::{self, Engine, SnapshotRef, Timestamp};
 use crate::locked_write::WritePolicy;
@@ -82,6 +82,10 @@ pub struct RestoreOptions {
 pub struct Phases {
     pub download_seconds: f64,
     pub load_seconds: f64,
+    /// `ANALYZE` of a parallel restore's staging copy before the swap (a one-session load
+    /// analyzes inside its transaction: in `load_seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analyze_seconds: Option<f64>,
     pub validation_seconds: f64,
     pub smoke_seconds: f64,
     pub total_seconds: f64,
@@ -319,6 +323,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     tracing::info!(snapshot = %snapshot.keys.dump, version_id = ?entry.version_id,
         database = %database, staging = ?staging.as_ref().map(|s| &s.name),
         signature = %manifest.signature, "restore started");
+    let mut analyze_seconds = None;
     let loaded = async {
         let globals = match options.with_globals {
             Some(fidelity) => {
@@ -355,7 +360,25 @@ pub async fn restore_postgres<S: ObjectStore>(
                     &database,
                 );
                 let counts = unless_stopped(options.stop.as_ref(), &database, counts).await?;
-                (loaded, Some(how), Some((counts, counting.elapsed())))
+                let counting = counting.elapsed();
+                if config.restore.analyze {
+                    let analyzing = Instant::now();
+                    let analyzed = per_table::analyze(&load_params, config.restore.sessions());
+                    match unless_stopped(options.stop.as_ref(), &database, async {
+                        Ok(analyzed.await)
+                    })
+                    .await?
+                    {
+                        Ok(relations) => tracing::info!(relations, "restored copy analyzed"),
+                        Err(e) => warnings.push(format!(
+                            "ANALYZE of the restored copy failed ({e}); the planner has no \
+                             statistics for some tables until autovacuum analyzes them: run \
+                             ANALYZE in {database}"
+                        )),
+                    }
+                    analyze_seconds = Some(analyzing.elapsed().as_secs_f64());
+                }
+                (loaded, Some(how), Some((counts, counting)))
             }
             None => (
                 psql_load::load(
@@ -414,7 +437,8 @@ pub async fn restore_postgres<S: ObjectStore>(
         }
     };
     let counting = counted.as_ref().map_or(Duration::ZERO, |(_, took)| *took);
-    let load_seconds = (started.elapsed() - counting).as_secs_f64();
+    let load_seconds =
+        (started.elapsed() - counting).as_secs_f64() - analyze_seconds.unwrap_or(0.0);
 
     let validation_started = Instant::now();
     let mut checks = postgres_checks(config, &params, &details.tables, counted.map(|c| c.0)).await;
@@ -442,6 +466,7 @@ pub async fn restore_postgres<S: ObjectStore>(
         phases: Phases {
             download_seconds: unpacked.download_seconds,
             load_seconds,
+            analyze_seconds,
             validation_seconds,
             smoke_seconds,
             total_seconds: started.elapsed().as_secs_f64(),

@@ -10,7 +10,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::config::{Expectation, SqlCheck};
 use crate::engine::EngineError;
-use crate::engine::postgres::{self, ConnParams, TableRows, UserTable};
+use crate::engine::postgres::per_table::{self, TableStatement};
+use crate::engine::postgres::{self, ConnParams, TableRows};
 
 /// What kind of check produced a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,37 +35,38 @@ pub struct CheckResult {
 }
 
 /// Every table in the manifest must be in `params`' database with exactly its row count.
-/// The tables are counted over up to `sessions` connections at once, the biggest spread first.
+/// The tables are counted over up to `sessions` connections at once, biggest first.
 pub async fn row_counts(
     params: &ConnParams,
     expected: &[TableRows],
     sessions: usize,
 ) -> Result<Vec<CheckResult>, EngineError> {
     let database = &params.database;
-    let client = postgres::connect(params).await?;
-    let present = postgres::list_user_tables(&client, database).await?;
-    let found: Vec<Option<&UserTable>> = expected
-        .iter()
-        .map(|want| {
-            present
-                .iter()
-                .find(|t| t.schema == want.schema && t.table == want.table)
-        })
-        .collect();
-    let lanes = spread(expected, &found, sessions);
-    let mut clients = vec![client];
-    for _ in 1..lanes.len() {
-        clients.push(postgres::connect(params).await?);
-    }
-    let counted = futures::future::try_join_all(clients.iter().zip(&lanes).map(|(c, lane)| {
-        postgres::count_tables(c, database, lane.iter().filter_map(|&i| found[i]))
-    }))
-    .await?;
-    let mut actual: Vec<Option<i64>> = vec![None; expected.len()];
-    for (lane, counts) in lanes.iter().zip(counted) {
-        for (&i, count) in lane.iter().zip(counts) {
-            actual[i] = Some(count.rows);
+    let present = {
+        let client = postgres::connect(params).await?;
+        postgres::list_user_tables(&client, database).await?
+    };
+    let mut counted: Vec<usize> = Vec::new();
+    let mut statements = Vec::new();
+    let mut order: Vec<usize> = (0..expected.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(expected[i].rows));
+    for i in order {
+        let want = &expected[i];
+        if let Some(table) = present
+            .iter()
+            .find(|t| t.schema == want.schema && t.table == want.table)
+        {
+            counted.push(i);
+            statements.push(TableStatement {
+                table: table.qualified.clone(),
+                sql: format!("SELECT count(*) FROM {}", table.qualified),
+            });
         }
+    }
+    let answers = per_table::run(params, &statements, sessions, "count rows").await?;
+    let mut actual: Vec<Option<i64>> = vec![None; expected.len()];
+    for (i, answer) in counted.into_iter().zip(answers) {
+        actual[i] = answer.and_then(|text| text.parse().ok());
     }
     Ok(expected
         .iter()
@@ -77,30 +79,6 @@ pub async fn row_counts(
             passed: rows == Some(want.rows),
         })
         .collect())
-}
-
-/// The indexes of `expected`'s tables that `found`, dealt into at most `sessions` lanes of
-/// about equal rows: each table, biggest first, to the lane with the fewest rows so far.
-fn spread(
-    expected: &[TableRows],
-    found: &[Option<&UserTable>],
-    sessions: usize,
-) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..expected.len())
-        .filter(|&i| found[i].is_some())
-        .collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(expected[i].rows));
-    let mut lanes: Vec<(i64, Vec<usize>)> =
-        vec![(0, Vec::new()); sessions.clamp(1, order.len().max(1))];
-    for i in order {
-        let lane = lanes
-            .iter_mut()
-            .min_by_key(|(rows, _)| *rows)
-            .expect("one lane");
-        lane.0 += expected[i].rows.max(1);
-        lane.1.push(i);
-    }
-    lanes.into_iter().map(|(_, lane)| lane).collect()
 }
 
 /// The row counts that did not match, as one line for an error: `schema.table: expected N,
@@ -254,25 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn tables_are_spread_biggest_first_and_differences_name_each_table() {
-        let rows = |table: &str, rows| TableRows {
-            schema: "public".into(),
-            table: table.into(),
-            rows,
-        };
-        let expected = [rows("a", 10), rows("b", 60), rows("gone", 5), rows("c", 40)];
-        let table = UserTable {
-            schema: "public".into(),
-            table: "x".into(),
-            qualified: "public.x".into(),
-            oid: 1,
-            descendants: Vec::new(),
-            unlogged: false,
-        };
-        let found = [Some(&table), Some(&table), None, Some(&table)];
-        assert_eq!(spread(&expected, &found, 2), vec![vec![1], vec![3, 0]]);
-        assert_eq!(spread(&expected, &found, 8).len(), 3);
-        assert_eq!(spread(&expected, &[None; 4], 2), vec![Vec::<usize>::new()]);
+    fn differences_name_each_table_up_to_the_limit() {
         let check = |name: &str, passed| CheckResult {
             kind: CheckKind::RowCount,
             name: name.into(),

@@ -35,6 +35,11 @@ pub struct RestoreConfig {
     /// core. 1 still loads through the staging database; older dumps load in one session.
     #[serde(default)]
     pub jobs: usize,
+    /// `ANALYZE` the restored database before it becomes visible (before the staging copy's
+    /// swap, or in the one session's transaction before its `COMMIT`), so the planner has
+    /// statistics from the first query instead of from autovacuum's first pass.
+    #[serde(default = "defaults::yes")]
+    pub analyze: bool,
     /// Restore backups without a verified signature. Off: without `signing.public_key_file`
     /// nothing tells a backup the agent wrote from one planted by whoever holds the writer
     /// role (the database pod).
@@ -63,6 +68,7 @@ impl Default for RestoreConfig {
             sslrootcert: None,
             psql: defaults::psql(),
             jobs: 0,
+            analyze: true,
             allow_unsigned: false,
             validation: ValidationConfig::default(),
             clickhouse: ClickHouseRestoreConfig::default(),

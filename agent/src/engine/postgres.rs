@@ -24,6 +24,7 @@ pub use databases::{
 pub mod databases;
 pub mod globals;
 pub mod messages;
+pub mod per_table;
 pub mod script;
 pub mod sections;
 pub mod tls;

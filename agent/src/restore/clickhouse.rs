@@ -412,6 +412,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
         phases: Phases {
             download_seconds,
             load_seconds,
+            analyze_seconds: None,
             validation_seconds,
             smoke_seconds,
             total_seconds: started.elapsed().as_secs_f64(),

@@ -4,7 +4,7 @@
 //! [`ScriptGuard`] lets it through (SQL only; pg_dump's own `BEGIN;`/`COMMIT;` lines blanked),
 //! and, only once the dump's SHA-256 and size matched the manifest and the guard saw it end
 //! cleanly, a `DO` block that fails unless every table holds the manifest's rows
-//! ([`validate::row_count_guard`]), then `COMMIT`. Every other way out kills psql while its
+//! ([`validate::row_count_guard`]), `ANALYZE` (unless `restore.analyze` is off), then `COMMIT`. Every other way out kills psql while its
 //! input is still open (psql runs what is left in its buffer when its input ends; the guard
 //! never lets a statement's first word through before it knows that word is no `COMMIT`), and
 //! an input that just ends (the agent died: psql also gets SIGKILL through `PR_SET_PDEATHSIG`)
@@ -174,8 +174,14 @@ pub async fn load<S: ObjectStore>(
             }
             tracing::info!(key, sha256 = %actual, neutralised = guard.neutralised(),
                 "dump matches its manifest and is SQL only; counting its rows, then committing");
+            let analyze: &[u8] = if config.restore.analyze {
+                b"ANALYZE;\n"
+            } else {
+                b""
+            };
             let committed = stdin
                 .write_all(validate::row_count_guard(tables).as_bytes())
+                .and_then(|()| stdin.write_all(analyze))
                 .and_then(|()| stdin.write_all(postgres::RESTORE_COMMIT))
                 .and_then(|()| stdin.flush());
             drop((stdin, open_input));

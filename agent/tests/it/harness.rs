@@ -409,6 +409,30 @@ pub async fn tables_of(database: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// The tables and partitioned tables of `database` that no `ANALYZE` by hand has analyzed
+/// (autovacuum's own count for nothing, and it never analyzes a partitioned table), sorted.
+pub async fn unanalyzed(database: &str) -> Vec<String> {
+    admin(database)
+        .await
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_' \
+               AND CASE c.relkind WHEN 'p' THEN NOT EXISTS \
+                   (SELECT 1 FROM pg_statistic st WHERE st.starelid = c.oid) \
+                   ELSE s.last_analyze IS NULL END \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Content a faithful restore must reproduce exactly: several schemas, quoted identifiers with
 /// embedded quotes, unicode, large text and bytea values, sequences with advanced values,
 /// views, a materialized view, a function, comments, an empty table, `storage_records`.

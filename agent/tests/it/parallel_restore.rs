@@ -250,6 +250,9 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
         first_difference(&ours, &source)
     );
     assert!(harness::staging_databases(&restored).await.is_empty());
+    // Analyzed before the swap: every table, and the partitioned one autovacuum never analyzes.
+    assert_eq!(harness::unanalyzed(&restored).await, Vec::<String>::new());
+    assert!(report.phases.analyze_seconds.is_some());
     // COPY FREEZE wrote every page of the big tables frozen (and all-visible); a small table
     // was loaded without it.
     let db = harness::admin(&restored).await;
@@ -347,6 +350,9 @@ async fn a_manifest_without_a_section_index_restores_in_one_session(id: TestId) 
     );
     let report = restore_in_one_session(&id, &config, &store, &older, "old").await;
     assert_eq!(report.expected_sha256, report.actual_sha256);
+    // Analyzed in the load's transaction, before its COMMIT.
+    let restored = format!("{}_old", id.database());
+    assert_eq!(harness::unanalyzed(&restored).await, Vec::<String>::new());
 }
 
 async fn a_zstd_backup_verifies_deep_and_restores_in_parallel(id: TestId) {

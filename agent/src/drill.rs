@@ -450,14 +450,18 @@ fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
     let at = |s: f64| r.started_at + time::Duration::seconds_f64(s);
     let p = &r.phases;
     let loaded = at(p.load_seconds);
-    let validated = loaded + time::Duration::seconds_f64(p.validation_seconds);
+    let analyzed = loaded + time::Duration::seconds_f64(p.analyze_seconds.unwrap_or(0.0));
+    let validated = analyzed + time::Duration::seconds_f64(p.validation_seconds);
     let healthy = validated + time::Duration::seconds_f64(p.smoke_seconds);
     report
         .phases
         .push(Phase::new(LOAD_PHASE, r.started_at, loaded));
+    if p.analyze_seconds.is_some() {
+        report.phases.push(Phase::new("analyze", loaded, analyzed));
+    }
     report
         .phases
-        .push(Phase::new("validation", loaded, validated));
+        .push(Phase::new("validation", analyzed, validated));
     report
         .phases
         .push(Phase::new("smoke checks healthy", validated, healthy));

@@ -156,6 +156,19 @@ pub enum Error {
         differences: String,
         staging: String,
     },
+    /// The restored copy could not be counted, so it was not committed.
+    #[error(
+        "the restored copy for {database} could not be counted against its manifest \
+         ({source}); nothing was committed{staging}: {database} is as it was. Fix what the \
+         error names (the restore role must be able to read every table: own it, or be a \
+         superuser; a table with FORCE ROW LEVEL SECURITY needs a role with BYPASSRLS) and run \
+         the restore again"
+    )]
+    CountFailed {
+        database: String,
+        source: Box<EngineError>,
+        staging: String,
+    },
     /// SIGTERM or SIGINT stopped a PostgreSQL restore before it committed any data.
     #[error(
         "the restore into {database} was stopped by a signal (SIGTERM or SIGINT) before it \

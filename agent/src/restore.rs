@@ -77,15 +77,18 @@ pub struct RestoreOptions {
 }
 
 /// Durations of the restore's phases. Download and load overlap (one pass): download ends
-/// when the last byte arrived, load when psql committed.
+/// when the last byte arrived, load when the data was in place (a one-session load's row
+/// counts and `ANALYZE` run in its transaction, before psql commits: they are part of it).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Phases {
     pub download_seconds: f64,
     pub load_seconds: f64,
-    /// `ANALYZE` of a parallel restore's staging copy before the swap (a one-session load
-    /// analyzes inside its transaction: in `load_seconds`).
+    /// `ANALYZE` of a parallel restore's staging copy before the swap, failed or not (a
+    /// failure is in the warnings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analyze_seconds: Option<f64>,
+    /// The row counts (a parallel restore's, of its staging copy before the swap) and the SQL
+    /// checks.
     pub validation_seconds: f64,
     pub smoke_seconds: f64,
     pub total_seconds: f64,
@@ -432,6 +435,13 @@ pub async fn restore_postgres<S: ObjectStore>(
                     differences,
                     staging: dropped,
                 },
+                Error::CountFailed {
+                    database, source, ..
+                } => Error::CountFailed {
+                    database,
+                    source,
+                    staging: dropped,
+                },
                 e => e,
             });
         }
@@ -492,14 +502,20 @@ async fn verified_row_counts(
     snapshot: &str,
     database: &str,
 ) -> Result<Vec<CheckResult>> {
-    let checks = validate::row_counts(staging, tables, sessions).await?;
+    let checks = validate::row_counts(staging, tables, sessions)
+        .await
+        .map_err(|source| Error::CountFailed {
+            database: database.to_owned(),
+            source: Box::new(source),
+            staging: String::new(),
+        })?;
     if checks.iter().all(|c| c.passed) {
         return Ok(checks);
     }
     Err(Error::RowCountsDiffer {
         snapshot: snapshot.to_owned(),
         database: database.to_owned(),
-        differences: validate::differences(&checks, 5),
+        differences: validate::differences(&checks, validate::DIFFERENCES_NAMED),
         staging: String::new(),
     })
 }

@@ -5,6 +5,8 @@
 
 pub mod http;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -46,37 +48,48 @@ pub async fn row_counts(
         let client = postgres::connect(params).await?;
         postgres::list_user_tables(&client, database).await?
     };
+    let present: HashMap<(&str, &str), &str> = present
+        .iter()
+        .map(|t| ((t.schema.as_str(), t.table.as_str()), t.qualified.as_str()))
+        .collect();
     let mut counted: Vec<usize> = Vec::new();
     let mut statements = Vec::new();
     let mut order: Vec<usize> = (0..expected.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(expected[i].rows));
     for i in order {
         let want = &expected[i];
-        if let Some(table) = present
-            .iter()
-            .find(|t| t.schema == want.schema && t.table == want.table)
-        {
+        if let Some(qualified) = present.get(&(want.schema.as_str(), want.table.as_str())) {
             counted.push(i);
             statements.push(TableStatement {
-                table: table.qualified.clone(),
-                sql: format!("SELECT count(*) FROM {}", table.qualified),
+                table: (*qualified).to_owned(),
+                sql: format!("SELECT count(*) FROM {qualified}"),
             });
         }
     }
     let answers = per_table::run(params, &statements, sessions, "count rows").await?;
-    let mut actual: Vec<Option<i64>> = vec![None; expected.len()];
+    let mut actual: Vec<Option<Option<String>>> = vec![None; expected.len()];
     for (i, answer) in counted.into_iter().zip(answers) {
-        actual[i] = answer.and_then(|text| text.parse().ok());
+        actual[i] = Some(answer);
     }
     Ok(expected
         .iter()
         .zip(actual)
-        .map(|(want, rows)| CheckResult {
-            kind: CheckKind::RowCount,
-            name: format!("rows in {}.{}", want.schema, want.table),
-            expected: want.rows.to_string(),
-            actual: rows.map_or("table missing".into(), |r| r.to_string()),
-            passed: rows == Some(want.rows),
+        .map(|(want, answer)| {
+            let (actual, passed) = match answer {
+                None => ("table missing".to_owned(), false),
+                Some(Some(text)) => {
+                    let passed = text.parse::<i64>().is_ok_and(|rows| rows == want.rows);
+                    (text, passed)
+                }
+                Some(None) => ("no count returned".to_owned(), false),
+            };
+            CheckResult {
+                kind: CheckKind::RowCount,
+                name: format!("rows in {}.{}", want.schema, want.table),
+                expected: want.rows.to_string(),
+                actual,
+                passed,
+            }
         })
         .collect())
 }
@@ -100,31 +113,45 @@ pub fn differences(checks: &[CheckResult], limit: usize) -> String {
 /// Starts the error a [`row_count_guard`] raises; the rest of its line is what differed.
 pub const GUARD_MARK: &str = "strongroom row counts differ: ";
 
+/// How many differing tables an error names before it says how many more.
+pub const DIFFERENCES_NAMED: usize = 5;
+
 /// A `DO` block that raises an error, which aborts its transaction, unless every table of
-/// `expected` holds exactly its rows. psql runs it before the agent's `COMMIT`, so a copy that
-/// does not hold the manifest's rows is never committed.
+/// `expected` holds exactly its rows (naming the first [`DIFFERENCES_NAMED`] that do not, as
+/// [`differences`] does). psql runs it before the agent's `COMMIT`, so a copy that does not
+/// hold the manifest's rows is never committed. It first sets the client encoding to UTF8 (the
+/// block's own; the dump's may be another) and standard-conforming strings.
 pub fn row_count_guard(expected: &[TableRows]) -> String {
-    let mut body = String::from("DECLARE found bigint; wrong text[] := '{}';\nBEGIN\n");
+    let mut body = String::from("DECLARE n bigint; wrong text[] := '{}';\nBEGIN\n");
     for t in expected {
-        let name = format!("rows in {}.{}", t.schema, t.table);
-        body.push_str(&format!(
-            "SELECT count(*) INTO found FROM {}.{};\nIF found <> {rows} THEN wrong := wrong || \
-             format('%s: expected %s, found %s', {name}, {rows}, found); END IF;\n",
+        let name = quote_literal(&format!("rows in {}.{}", t.schema, t.table));
+        let qualified = format!(
+            "{}.{}",
             postgres::quote_ident(&t.schema),
-            postgres::quote_ident(&t.table),
+            postgres::quote_ident(&t.table)
+        );
+        body.push_str(&format!(
+            "IF to_regclass({regclass}) IS NULL THEN wrong := wrong || \
+             format('%s: expected %s, found table missing', {name}, {rows}); ELSE \
+             SELECT count(*) INTO n FROM {qualified}; IF n <> {rows} THEN wrong := wrong || \
+             format('%s: expected %s, found %s', {name}, {rows}, n); END IF; END IF;\n",
+            regclass = quote_literal(&qualified),
             rows = t.rows,
-            name = quote_literal(&name),
         ));
     }
     body.push_str(&format!(
         "IF cardinality(wrong) > 0 THEN RAISE EXCEPTION '{GUARD_MARK}%', \
-         array_to_string(wrong, '; '); END IF;\nEND"
+         array_to_string(wrong[1:{DIFFERENCES_NAMED}], '; ') || CASE WHEN cardinality(wrong) > \
+         {DIFFERENCES_NAMED} THEN format('; and %s more', cardinality(wrong) - \
+         {DIFFERENCES_NAMED}) ELSE '' END; END IF;\nEND"
     ));
     let mut tag = String::from("$strongroom_counts$");
     while body.contains(&tag) {
         tag.insert(tag.len() - 1, 'x');
     }
-    format!("\nDO {tag}\n{body}\n{tag};\n")
+    format!(
+        "\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nDO {tag}\n{body}\n{tag};\n"
+    )
 }
 
 /// The row-count checks of a load whose [`row_count_guard`] passed before its `COMMIT`: every
@@ -267,11 +294,23 @@ mod tests {
             },
         ];
         let sql = row_count_guard(&tables);
-        assert!(sql.starts_with("\nDO $strongroom_countsx$\n"), "{sql}");
+        assert!(
+            sql.starts_with(
+                "\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n\
+                 DO $strongroom_countsx$\n"
+            ),
+            "{sql}"
+        );
         assert!(sql.ends_with("\n$strongroom_countsx$;\n"), "{sql}");
         assert_eq!(sql.matches("$strongroom_countsx$").count(), 2);
+        assert!(
+            sql.contains(
+                r#"IF to_regclass('"public"."it''s ""odd"" $strongroom_counts$"') IS NULL"#
+            )
+        );
         assert!(sql.contains(r#"FROM "public"."it's ""odd"" $strongroom_counts$";"#));
-        assert!(sql.contains(r#"'rows in public.it''s "odd" $strongroom_counts$', 3, found)"#));
-        assert!(sql.contains(r#"FROM "Ünï"."t";"#) && sql.contains("IF found <> 0 THEN"));
+        assert!(sql.contains(r#"'rows in public.it''s "odd" $strongroom_counts$', 3, n)"#));
+        assert!(sql.contains(r#"FROM "Ünï"."t";"#) && sql.contains("IF n <> 0 THEN"));
+        assert!(sql.contains("array_to_string(wrong[1:5], '; ')"));
     }
 }

@@ -4,7 +4,8 @@
 //! [`ScriptGuard`] lets it through (SQL only; pg_dump's own `BEGIN;`/`COMMIT;` lines blanked),
 //! and, only once the dump's SHA-256 and size matched the manifest and the guard saw it end
 //! cleanly, a `DO` block that fails unless every table holds the manifest's rows
-//! ([`validate::row_count_guard`]), `ANALYZE` (unless `restore.analyze` is off), then `COMMIT`. Every other way out kills psql while its
+//! ([`validate::row_count_guard`]), `ANALYZE` (unless `restore.analyze` is off; a failure of
+//! it only warns), then `COMMIT`. Every other way out kills psql while its
 //! input is still open (psql runs what is left in its buffer when its input ends; the guard
 //! never lets a statement's first word through before it knows that word is no `COMMIT`), and
 //! an input that just ends (the agent died: psql also gets SIGKILL through `PR_SET_PDEATHSIG`)
@@ -73,6 +74,13 @@ pub(super) fn refused(
         refusal: r.to_string(),
     }
 }
+
+/// `ANALYZE` of the whole database, in the load's transaction: a failure is a warning on
+/// psql's stderr, not a rollback of the load it follows.
+const ANALYZE: &[u8] = b"DO $strongroom_analyze$ BEGIN ANALYZE; EXCEPTION WHEN OTHERS THEN \
+    RAISE WARNING 'strongroom: ANALYZE of the restored database failed (%); the planner has \
+    no statistics until autovacuum analyzes its tables: run ANALYZE', SQLERRM; END \
+    $strongroom_analyze$;\n";
 
 /// psql's failure, or [`Error::RowCountsDiffer`] if what failed was the row-count guard.
 fn guard_failure(e: EngineError, key: &str, database: &str) -> Error {
@@ -174,11 +182,7 @@ pub async fn load<S: ObjectStore>(
             }
             tracing::info!(key, sha256 = %actual, neutralised = guard.neutralised(),
                 "dump matches its manifest and is SQL only; counting its rows, then committing");
-            let analyze: &[u8] = if config.restore.analyze {
-                b"ANALYZE;\n"
-            } else {
-                b""
-            };
+            let analyze: &[u8] = if config.restore.analyze { ANALYZE } else { b"" };
             let committed = stdin
                 .write_all(validate::row_count_guard(tables).as_bytes())
                 .and_then(|()| stdin.write_all(analyze))

@@ -35,6 +35,7 @@ on_each_s3!(
     staging_databases_interrupted_restores_left_are_dropped_unless_in_use,
     a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment,
     a_copy_without_the_manifests_rows_is_never_committed,
+    a_latin1_dump_is_counted_before_commit_under_its_unicode_names,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -745,4 +746,66 @@ async fn a_copy_without_the_manifests_rows_is_never_committed(id: TestId) {
             Some("the map's data")
         );
     }
+}
+
+/// A LATIN1 database's dump sets that client encoding; the count guard that follows it in the
+/// one session names the tables in UTF-8 and must say so, or a table named in non-ASCII
+/// letters reads as missing and no such backup could be restored.
+async fn a_latin1_dump_is_counted_before_commit_under_its_unicode_names(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let name = id.database();
+    let root = harness::admin("postgres").await;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'LATIN1' \
+             LC_COLLATE 'C' LC_CTYPE 'C'"
+        ),
+    ] {
+        root.batch_execute(&statement).await.unwrap();
+    }
+    harness::admin(&name)
+        .await
+        .batch_execute(
+            "CREATE SCHEMA \"Ünï\"; CREATE TABLE \"Ünï\".\"Çà\" (id int PRIMARY KEY, v text);
+             INSERT INTO \"Ünï\".\"Çà\" SELECT i, 'é ' || i FROM generate_series(1, 7) i;",
+        )
+        .await
+        .unwrap();
+    let (store, config, signer, key) = signed_backup(&id, keys.path(), "").await;
+    let text = {
+        let dump = harness::download(store.client(), store.bucket(), &key, None).await;
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&dump[..]), &mut raw)
+            .unwrap();
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    assert!(
+        text.contains("SET client_encoding = 'LATIN1';"),
+        "a LATIN1 dump"
+    );
+    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
+    let older = harness::plant_backup(
+        &store,
+        &config,
+        &key,
+        bytes,
+        Claim::Original,
+        Some(&signer),
+        1,
+    )
+    .await;
+    let restored = format!("{name}_latin1");
+    drop_database(&restored).await;
+    let report = harness::restore(&config, &store, &older, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_none());
+    let counted = report
+        .checks
+        .iter()
+        .find(|c| c.name == "rows in Ünï.Çà")
+        .unwrap_or_else(|| panic!("{:#?}", report.checks));
+    assert!(counted.passed && counted.expected == "7", "{counted:?}");
+    assert_eq!(harness::tables_of(&restored).await, ["Ünï.Çà"]);
 }

@@ -4,6 +4,7 @@
 //! way before the copy takes the target's place.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_postgres::SimpleQueryMessage;
 
@@ -20,7 +21,14 @@ pub struct TableStatement {
 
 /// Runs every statement over up to `sessions` connections to `params`' database; returns the
 /// first column of each one's first row (as text, `None` without one), in the statements'
-/// order. `what` says what the statements do, for errors, which also name the table.
+/// order. `what` says what the statements do, for errors, which also name the table. After an
+/// error no session starts another statement, and each finishes the one it runs before this
+/// returns: no statement of it is still running on the server then (a staging database with
+/// sessions in it could not be renamed).
+///
+/// The sessions run without a statement timeout (the role's would cut a big table's count
+/// short) and with `row_security` off: a table whose row-level security would filter what
+/// the role sees fails with the server's error instead of giving a short count.
 pub async fn run(
     params: &ConnParams,
     statements: &[TableStatement],
@@ -31,9 +39,19 @@ pub async fn run(
         return Ok(Vec::new());
     }
     let queue = Mutex::new(statements.iter().enumerate());
-    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-    let workers = (0..sessions.clamp(1, statements.len())).map(|_| async {
+    let failed = AtomicBool::new(false);
+    let next = || {
+        if failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        queue.lock().unwrap_or_else(|p| p.into_inner()).next()
+    };
+    let worker = || async {
         let client = connect(params).await?;
+        client
+            .batch_execute("SET statement_timeout = 0; SET row_security = off")
+            .await
+            .map_err(query_error("set up a session", &params.database))?;
         let mut answers = Vec::new();
         while let Some((i, statement)) = next() {
             let database = format!("{} (table {})", params.database, statement.table);
@@ -48,33 +66,39 @@ pub async fn run(
             answers.push((i, first.flatten()));
         }
         Ok::<_, EngineError>(answers)
+    };
+    let workers = (0..sessions.clamp(1, statements.len())).map(|_| async {
+        let done = worker().await;
+        if done.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        done
     });
     let mut answers: Vec<Option<String>> = vec![None; statements.len()];
-    for (i, answer) in futures::future::try_join_all(workers)
-        .await?
-        .into_iter()
-        .flatten()
-    {
-        answers[i] = answer;
+    for done in futures::future::join_all(workers).await {
+        for (i, answer) in done? {
+            answers[i] = answer;
+        }
     }
     Ok(answers)
 }
 
-/// The relations a database-wide `ANALYZE` would analyze (tables, partitioned tables,
-/// materialized views; not foreign tables, catalogs or extension members), quoted and
-/// qualified, biggest first.
+/// What a database-wide `ANALYZE` would analyze, but each partitioned tree once, by its root
+/// (which analyzes its partitions too): plain tables and materialized views that are no
+/// partition, and partitioned roots; not foreign tables or catalogs. Quoted and qualified,
+/// biggest first (a root by the size of its tree).
 const ANALYZABLE: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE c.relkind IN ('r', 'm', 'p') \
+     WHERE c.relkind IN ('r', 'm', 'p') AND NOT c.relispartition \
        AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
        AND n.nspname !~ '^pg_(toast|temp_)' \
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                       WHERE d.classid = 'pg_catalog.pg_class'::regclass \
-                         AND d.objid = c.oid AND d.deptype = 'e') \
-     ORDER BY pg_catalog.pg_total_relation_size(c.oid) DESC, 1";
+     ORDER BY CASE c.relkind WHEN 'p' THEN \
+         (SELECT sum(pg_catalog.pg_total_relation_size(t.relid)) \
+          FROM pg_catalog.pg_partition_tree(c.oid) t) \
+       ELSE pg_catalog.pg_total_relation_size(c.oid) END DESC NULLS LAST, 1";
 
-/// `ANALYZE`s every relation of `params`' database that a database-wide `ANALYZE` would, over
-/// up to `sessions` connections; returns how many. (A relation the role may not analyze is
+/// `ANALYZE`s what a database-wide `ANALYZE` of `params`' database would, over up to
+/// `sessions` connections; returns how many relations it named. (A relation the role may not analyze is
 /// skipped with a server warning, as by `ANALYZE` itself.)
 pub async fn analyze(params: &ConnParams, sessions: usize) -> Result<usize, EngineError> {
     let client = connect(params).await?;

@@ -6,8 +6,9 @@
 //! commits only after the hash and size matched the manifest and every table held the rows the
 //! manifest counts. A dump with a section index loads in parallel ([`parallel`]) into a
 //! staging database ([`staging`]) that takes the target's place only once its rows were
-//! counted against the manifest. Then SQL checks and HTTP smoke checks run, and the report is
-//! printed and stored, locked, under `<prefix>/reports/`. [`clickhouse`] restores ClickHouse backups with the same report.
+//! counted against the manifest (and analyzed). Then SQL checks and HTTP smoke checks run, and
+//! the report is printed and stored, locked, under `<prefix>/reports/`. [`clickhouse`]
+//! restores ClickHouse backups with the same report.
 
 pub mod abandoned;
 pub mod clickhouse;
@@ -346,7 +347,7 @@ pub async fn restore_postgres<S: ObjectStore>(
             None => None,
         };
         let key = &snapshot.keys.dump;
-        let (unpacked, parallel, counted) = match index {
+        let (unpacked, parallel, counted, counting) = match index {
             Some(sections) => {
                 // Into the staging database: nothing of it is visible before the swap, so the
                 // whole load may be stopped (its psql sessions are killed).
@@ -365,23 +366,12 @@ pub async fn restore_postgres<S: ObjectStore>(
                 let counts = unless_stopped(options.stop.as_ref(), &database, counts).await?;
                 let counting = counting.elapsed();
                 if config.restore.analyze {
-                    let analyzing = Instant::now();
-                    let analyzed = per_table::analyze(&load_params, config.restore.sessions());
-                    match unless_stopped(options.stop.as_ref(), &database, async {
-                        Ok(analyzed.await)
-                    })
-                    .await?
-                    {
-                        Ok(relations) => tracing::info!(relations, "restored copy analyzed"),
-                        Err(e) => warnings.push(format!(
-                            "ANALYZE of the restored copy failed ({e}); the planner has no \
-                             statistics for some tables until autovacuum analyzes them: run \
-                             ANALYZE in {database}"
-                        )),
-                    }
-                    analyze_seconds = Some(analyzing.elapsed().as_secs_f64());
+                    let analyzed = analyze_staging(config, &load_params, &database, options);
+                    let (seconds, warning) = analyzed.await?;
+                    analyze_seconds = Some(seconds);
+                    warnings.extend(warning);
                 }
-                (loaded, Some(how), Some((counts, counting)))
+                (loaded, Some(how), counts, counting)
             }
             None => (
                 psql_load::load(
@@ -395,17 +385,15 @@ pub async fn restore_postgres<S: ObjectStore>(
                 )
                 .await?,
                 None,
-                // psql committed only after the row-count guard passed.
-                Some((
-                    validate::guarded_row_counts(&details.tables),
-                    Duration::ZERO,
-                )),
+                // psql committed only after the row-count guard passed; its time is the load's.
+                validate::guarded_row_counts(&details.tables),
+                Duration::ZERO,
             ),
         };
-        Ok::<_, Error>((globals, unpacked, parallel, counted))
+        Ok::<_, Error>((globals, unpacked, parallel, counted, counting))
     }
     .await;
-    let (globals, unpacked, parallel, counted) = match (loaded, staging) {
+    let (globals, unpacked, parallel, counted, counting) = match (loaded, staging) {
         (Ok(loaded), Some(staging)) => {
             warnings.extend(staging.replace(&database).await?);
             loaded
@@ -446,12 +434,12 @@ pub async fn restore_postgres<S: ObjectStore>(
             });
         }
     };
-    let counting = counted.as_ref().map_or(Duration::ZERO, |(_, took)| *took);
     let load_seconds =
         (started.elapsed() - counting).as_secs_f64() - analyze_seconds.unwrap_or(0.0);
 
     let validation_started = Instant::now();
-    let mut checks = postgres_checks(config, &params, &details.tables, counted.map(|c| c.0)).await;
+    let mut checks = counted;
+    sql_checks(config, &params, &mut checks).await;
     let validation_seconds = (validation_started.elapsed() + counting).as_secs_f64();
     let smoke_seconds = smoke_checks(config, options, &mut checks).await;
 
@@ -520,49 +508,50 @@ async fn verified_row_counts(
     })
 }
 
-/// Row counts against the manifest (`counted`, when they were verified before commit), then
-/// the configured SQL checks. The dump is committed by now, so a database that cannot be
-/// counted or queried is a failed check in the report, not an error that would lose the report.
-async fn postgres_checks(
+/// `ANALYZE`s the staging copy (stoppable, as the load); returns how long it took and, if it
+/// failed, the warning that says so (statistics are not worth failing a verified restore for).
+async fn analyze_staging(
     config: &Config,
-    params: &ConnParams,
-    tables: &[postgres::TableRows],
-    counted: Option<Vec<CheckResult>>,
-) -> Vec<CheckResult> {
-    let failed = |kind, name: String, expected: String, e: &dyn std::fmt::Display| CheckResult {
-        kind,
-        name,
-        expected,
-        actual: format!("failed: {e}"),
-        passed: false,
+    staging: &ConnParams,
+    database: &str,
+    options: &RestoreOptions,
+) -> Result<(f64, Option<String>)> {
+    let started = Instant::now();
+    let analyzed = per_table::analyze(staging, config.restore.sessions());
+    let analyzed = unless_stopped(options.stop.as_ref(), database, async {
+        Ok(analyzed.await)
+    })
+    .await?;
+    let warning = match analyzed {
+        Ok(relations) => {
+            tracing::info!(relations, "restored copy analyzed");
+            None
+        }
+        Err(e) => Some(format!(
+            "ANALYZE of the restored copy failed ({e}); the planner has no statistics for some \
+             tables until autovacuum analyzes them: run ANALYZE in {database}"
+        )),
     };
-    let mut checks = match counted {
-        Some(checks) => checks,
-        None => validate::row_counts(params, tables, config.restore.sessions())
-            .await
-            .unwrap_or_else(|e| {
-                vec![failed(
-                    validate::CheckKind::RowCount,
-                    format!("row counts of {}", params.database),
-                    format!("{} tables counted", tables.len()),
-                    &e,
-                )]
-            }),
-    };
+    Ok((started.elapsed().as_secs_f64(), warning))
+}
+
+/// Adds the configured SQL checks to `checks`. The dump is committed by now, so a database
+/// that cannot be queried is a failed check in the report, not an error that would lose it.
+async fn sql_checks(config: &Config, params: &ConnParams, checks: &mut Vec<CheckResult>) {
     let sql = &config.restore.validation.sql;
     if sql.is_empty() {
-        return checks;
+        return;
     }
     match postgres::connect(params).await {
         Ok(client) => checks.extend(validate::sql_checks(&client, sql).await),
-        Err(e) => checks.push(failed(
-            validate::CheckKind::Sql,
-            format!("SQL checks on {}", params.database),
-            format!("{} checks run", sql.len()),
-            &e,
-        )),
+        Err(e) => checks.push(CheckResult {
+            kind: validate::CheckKind::Sql,
+            name: format!("SQL checks on {}", params.database),
+            expected: format!("{} checks run", sql.len()),
+            actual: format!("failed: {e}"),
+            passed: false,
+        }),
     }
-    checks
 }
 
 /// Local checks for a restore of `engine` (its config section, passwords, options), so a bad

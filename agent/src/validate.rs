@@ -1,7 +1,9 @@
-//! Validation after a restore: per-table row counts against the manifest (exact: the
-//! manifest's are the rows in the dump), configured SQL checks, and HTTP smoke checks against
-//! the application ([`http`]). Every check becomes a [`CheckResult`] in the restore report; this
-//! module decides pass or fail, the caller decides what a failure means.
+//! Validation of a restore: per-table row counts against the manifest (exact: the manifest's
+//! are the rows in the dump), checked before the load commits ([`row_count_guard`] in a
+//! one-session load's transaction, [`row_counts`] of a parallel load's staging copy); then
+//! configured SQL checks, and HTTP smoke checks against the application ([`http`]). Every check
+//! becomes a [`CheckResult`] in the restore report; this module decides pass or fail, the
+//! caller decides what a failure means.
 
 pub mod http;
 
@@ -169,7 +171,7 @@ pub fn guarded_row_counts(expected: &[TableRows]) -> Vec<CheckResult> {
         .collect()
 }
 
-/// `text` as an SQL string literal (standard_conforming_strings, which pg_dump sets).
+/// `text` as an SQL string literal (with standard_conforming_strings on, as the guard sets it).
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }

@@ -5,13 +5,13 @@
 //! and, only once the dump's SHA-256 and size matched the manifest and the guard saw it end
 //! cleanly, a `DO` block that fails unless every table holds the manifest's rows
 //! ([`validate::row_count_guard`]), `ANALYZE` (unless `restore.analyze` is off; a failure of
-//! it only warns), then `COMMIT`. Every other way out kills psql while its
-//! input is still open (psql runs what is left in its buffer when its input ends; the guard
-//! never lets a statement's first word through before it knows that word is no `COMMIT`), and
-//! an input that just ends (the agent died: psql also gets SIGKILL through `PR_SET_PDEATHSIG`)
-//! leaves the transaction open, which the server rolls back when psql's session ends. psql
-//! ends a COPY at the end of its input as if it were complete and, without
-//! `--single-transaction`, commits nothing at that point.
+//! it only warns), then `COMMIT`. Every other way out kills psql while its input is still open
+//! (psql runs what is left in its buffer when its input ends; the guard never lets a
+//! statement's first word through before it knows that word is no `COMMIT`), and an input
+//! that just ends (the agent died: psql also gets SIGKILL through `PR_SET_PDEATHSIG`) leaves
+//! the transaction open, which the server rolls back when psql's session ends. psql ends a
+//! COPY at the end of its input as if it were complete and, without `--single-transaction`,
+//! commits nothing at that point.
 
 use std::io::Write;
 

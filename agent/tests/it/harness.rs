@@ -569,6 +569,29 @@ pub async fn plant_backup(
     plant_backup_with(store, config, key, bytes, claim, signer, days_later, |_| {}).await
 }
 
+/// [`plant_backup`] of a backup whose signed manifest claims the original dump's hash and size
+/// (so, wherever `bytes` differ, only the bytes are wrong) and has no section index, as an
+/// agent before manifest format 3 wrote it.
+pub async fn plant_signed_original(
+    store: &S3Store,
+    config: &Config,
+    key: &str,
+    bytes: Vec<u8>,
+    signer: &ManifestSigner,
+    days_later: i64,
+) -> String {
+    plant_backup(
+        store,
+        config,
+        key,
+        bytes,
+        Claim::Original,
+        Some(signer),
+        days_later,
+    )
+    .await
+}
+
 /// [`plant_backup`], with `edit` applied to the manifest before it is signed and written.
 #[allow(clippy::too_many_arguments)]
 pub async fn plant_backup_with(

@@ -36,6 +36,7 @@ on_each_s3!(
     a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment,
     a_copy_without_the_manifests_rows_is_never_committed,
     a_latin1_dump_is_counted_before_commit_under_its_unicode_names,
+    an_analyze_that_fails_is_a_warning_and_the_restore_goes_on,
 );
 
 /// More of what a section index must get right, on top of [`harness::load_awkward`].
@@ -330,17 +331,7 @@ async fn a_manifest_without_a_section_index_restores_in_one_session(id: TestId) 
     let keys = tempfile::tempdir().unwrap();
     let (store, config, signer, key) = indexed_backup(&id, keys.path()).await;
     let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
-    // The same dump under a manifest as an agent before format 3 wrote it.
-    let older = harness::plant_backup(
-        &store,
-        &config,
-        &key,
-        bytes,
-        Claim::Original,
-        Some(&signer),
-        1,
-    )
-    .await;
+    let older = harness::plant_signed_original(&store, &config, &key, bytes, &signer, 1).await;
     assert!(
         manifest_of(&store, &older)
             .await
@@ -773,28 +764,18 @@ async fn a_latin1_dump_is_counted_before_commit_under_its_unicode_names(id: Test
         .await
         .unwrap();
     let (store, config, signer, key) = signed_backup(&id, keys.path(), "").await;
-    let text = {
-        let dump = harness::download(store.client(), store.bucket(), &key, None).await;
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&dump[..]), &mut raw)
-            .unwrap();
-        String::from_utf8_lossy(&raw).into_owned()
-    };
+    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+        &mut text,
+    )
+    .unwrap();
     assert!(
-        text.contains("SET client_encoding = 'LATIN1';"),
+        String::from_utf8_lossy(&text).contains("SET client_encoding = 'LATIN1';"),
         "a LATIN1 dump"
     );
-    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
-    let older = harness::plant_backup(
-        &store,
-        &config,
-        &key,
-        bytes,
-        Claim::Original,
-        Some(&signer),
-        1,
-    )
-    .await;
+    let older = harness::plant_signed_original(&store, &config, &key, bytes, &signer, 1).await;
     let restored = format!("{name}_latin1");
     drop_database(&restored).await;
     let report = harness::restore(&config, &store, &older, &restored)
@@ -808,4 +789,53 @@ async fn a_latin1_dump_is_counted_before_commit_under_its_unicode_names(id: Test
         .unwrap_or_else(|| panic!("{:#?}", report.checks));
     assert!(counted.passed && counted.expected == "7", "{counted:?}");
     assert_eq!(harness::tables_of(&restored).await, ["Ünï.Çà"]);
+}
+
+/// Statistics are not worth failing a verified restore for: an `ANALYZE` that fails (here an
+/// expression index whose function refuses to run under `ANALYZE`) leaves a warning, and the
+/// restore commits, in parallel and in one session.
+async fn an_analyze_that_fails_is_a_warning_and_the_restore_goes_on(id: TestId) {
+    let keys = tempfile::tempdir().unwrap();
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(
+        "CREATE FUNCTION public.picky(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+         BEGIN
+           IF current_query() ILIKE 'analyze%' OR current_query() ILIKE 'do $strongroom_analyze$%'
+           THEN RAISE EXCEPTION 'picky refuses to be analyzed'; END IF;
+           RETURN i;
+         END $$;
+         CREATE TABLE public.t (id int PRIMARY KEY);
+         CREATE INDEX t_picky ON public.t (public.picky(id));
+         INSERT INTO public.t SELECT generate_series(1, 100);",
+    )
+    .await
+    .expect("fixture loads");
+    let (store, config, signer, key) = signed_backup(&id, keys.path(), "").await;
+    let restored = format!("{}_picky", id.database());
+    drop_database(&restored).await;
+    let report = harness::restore(&config, &store, &key, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("parallel restore: {e}"));
+    assert!(report.parallel.is_some() && report.passed, "{report:#?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("ANALYZE of the restored copy failed")
+                && w.contains("picky refuses to be analyzed")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(harness::tables_of(&restored).await, ["public.t"]);
+    assert!(harness::staging_databases(&restored).await.is_empty());
+
+    let bytes = harness::download(store.client(), store.bucket(), &key, None).await;
+    let older = harness::plant_signed_original(&store, &config, &key, bytes, &signer, 1).await;
+    let restored = format!("{}_picky1", id.database());
+    drop_database(&restored).await;
+    let report = harness::restore(&config, &store, &older, &restored)
+        .await
+        .unwrap_or_else(|e| panic!("one-session restore: {e}"));
+    assert!(report.parallel.is_none() && report.passed, "{report:#?}");
+    assert_eq!(harness::tables_of(&restored).await, ["public.t"]);
 }

@@ -154,28 +154,6 @@ async fn a_newer_version_under_the_key_is_never_restored(id: TestId) {
     );
 }
 
-/// A second backup whose signed manifest claims the original dump's hash and size: only the
-/// bytes are wrong.
-async fn forged_backup(
-    store: &S3Store,
-    config: &Config,
-    key: &str,
-    bytes: Vec<u8>,
-    signer: &ManifestSigner,
-    days_later: i64,
-) -> String {
-    harness::plant_backup(
-        store,
-        config,
-        key,
-        bytes,
-        harness::Claim::Original,
-        Some(signer),
-        days_later,
-    )
-    .await
-}
-
 async fn bytes_that_do_not_match_the_manifest_are_never_committed(id: TestId) {
     let keys = tempfile::tempdir().unwrap();
     let (store, config, key) = signed_backup(&id, keys.path(), "").await;
@@ -192,7 +170,9 @@ async fn bytes_that_do_not_match_the_manifest_are_never_committed(id: TestId) {
     assert_ne!(altered, sql);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     gz.write_all(altered.as_bytes()).unwrap();
-    let forged = forged_backup(&store, &config, &key, gz.finish().unwrap(), &signer, 1).await;
+    let forged =
+        harness::plant_signed_original(&store, &config, &key, gz.finish().unwrap(), &signer, 1)
+            .await;
     let restored = target(&id, "altered");
     drop_database(&restored).await;
     let err = harness::restore(&config, &store, &forged, &restored)
@@ -215,7 +195,7 @@ async fn bytes_that_do_not_match_the_manifest_are_never_committed(id: TestId) {
     let mut flipped = original.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x55;
-    let forged = forged_backup(&store, &config, &key, flipped, &signer, 2).await;
+    let forged = harness::plant_signed_original(&store, &config, &key, flipped, &signer, 2).await;
     let restored = target(&id, "flipped");
     drop_database(&restored).await;
     let err = harness::restore(&config, &store, &forged, &restored)

@@ -98,8 +98,8 @@ const ANALYZABLE: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
        ELSE pg_catalog.pg_total_relation_size(c.oid) END DESC NULLS LAST, 1";
 
 /// `ANALYZE`s what a database-wide `ANALYZE` of `params`' database would, over up to
-/// `sessions` connections; returns how many relations it named. (A relation the role may not analyze is
-/// skipped with a server warning, as by `ANALYZE` itself.)
+/// `sessions` connections; returns how many relations it named. (A relation the role may not
+/// analyze is skipped with a server warning, as by `ANALYZE` itself.)
 pub async fn analyze(params: &ConnParams, sessions: usize) -> Result<usize, EngineError> {
     let client = connect(params).await?;
     let relations: Vec<String> = client

@@ -407,31 +407,7 @@ pub async fn restore_postgres<S: ObjectStore>(
                 || format!(" (its staging database {name} was dropped)"),
                 |p| format!(" ({p})"),
             );
-            return Err(match e {
-                Error::RestoreStopped { database, .. } => Error::RestoreStopped {
-                    database,
-                    staging: dropped,
-                },
-                Error::RowCountsDiffer {
-                    snapshot,
-                    database,
-                    differences,
-                    ..
-                } => Error::RowCountsDiffer {
-                    snapshot,
-                    database,
-                    differences,
-                    staging: dropped,
-                },
-                Error::CountFailed {
-                    database, source, ..
-                } => Error::CountFailed {
-                    database,
-                    source,
-                    staging: dropped,
-                },
-                e => e,
-            });
+            return Err(e.with_staging(dropped));
         }
     };
     let load_seconds =

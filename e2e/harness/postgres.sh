@@ -84,6 +84,10 @@ if [ -n "$standby_port" ]; then
   cat >>"$dir/standby/postgresql.conf" <<CONF
 port = $standby_port
 unix_socket_directories = '$dir/standby-socket'
+# The tests create, rename and drop databases all the time: without feedback, replaying the
+# primary's pruning of pg_database (a shared catalog) conflicts with every long query here
+# (a backup's pg_dump) and holds replay for max_standby_streaming_delay (30 s).
+hot_standby_feedback = on
 CONF
   as_pg "'$bindir/pg_ctl' -D '$dir/standby' -l '$dir/standby.log' -w -t 60 start" >/dev/null
 fi

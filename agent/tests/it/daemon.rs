@@ -258,15 +258,7 @@ async fn a_standby_backs_up_nothing_and_says_why(id: TestId) {
         .await
         .unwrap();
     let standby = harness::standby();
-    // The standby replays the new database within moments.
-    let start = Instant::now();
-    while !standby.has_table(&id.database(), "t").await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the standby never caught up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    standby.wait_for_table(&id.database(), "t").await;
     let (bucket, store) = harness::bucket(&id, true).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

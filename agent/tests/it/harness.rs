@@ -144,6 +144,21 @@ pub fn standby() -> Pg {
 }
 
 impl Pg {
+    /// Waits until `database` exists here and holds `table` (a standby replays the primary's
+    /// WAL with some lag, more while the other tests load theirs); panics after two minutes.
+    pub async fn wait_for_table(&self, database: &str, table: &str) {
+        let start = std::time::Instant::now();
+        while !self.has_table(database, table).await {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "{table} of {database} did not reach the server at {}:{} in two minutes",
+                self.socket_dir,
+                self.port
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Whether `database` exists here and holds `table` (a standby may lag).
     pub async fn has_table(&self, database: &str, table: &str) -> bool {
         let Ok((client, connection)) = tokio_postgres::Config::new()

@@ -290,14 +290,7 @@ async fn a_backup_from_a_standby_holds_no_unlogged_rows_and_says_so(id: TestId) 
     .await
     .unwrap();
     let standby = harness::standby();
-    let start = std::time::Instant::now();
-    while !standby.has_table(&id.database(), "kept").await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the standby never caught up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    standby.wait_for_table(&id.database(), "kept").await;
     let (bucket, store) = harness::bucket(&id, true).await;
     let primary = harness::pg();
     let yaml = harness::config_yaml(&id, &bucket, "", "  backup_from: any\n")

@@ -80,14 +80,14 @@ SQL
 if [ -n "$standby_port" ]; then
   mkdir -p "$dir/standby-socket"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir/standby-socket"
-  as_pg "'$bindir/pg_basebackup' -D '$dir/standby' -R -X stream -h '$dir/socket' -p $port -U postgres"
+  # A replication slot: the primary keeps the WAL the standby has not replayed yet. Without
+  # one, a standby that falls behind while the tests load gigabytes of WAL finds the segment
+  # it needs recycled by a checkpoint ("requested WAL segment ... has already been removed")
+  # and never catches up again.
+  as_pg "'$bindir/pg_basebackup' -D '$dir/standby' -R -C -S strongroom_standby -X stream -h '$dir/socket' -p $port -U postgres"
   cat >>"$dir/standby/postgresql.conf" <<CONF
 port = $standby_port
 unix_socket_directories = '$dir/standby-socket'
-# The tests create, rename and drop databases all the time: without feedback, replaying the
-# primary's pruning of pg_database (a shared catalog) conflicts with every long query here
-# (a backup's pg_dump) and holds replay for max_standby_streaming_delay (30 s).
-hot_standby_feedback = on
 CONF
   as_pg "'$bindir/pg_ctl' -D '$dir/standby' -l '$dir/standby.log' -w -t 60 start" >/dev/null
 fi

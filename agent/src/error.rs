@@ -366,32 +366,14 @@ pub enum Error {
 impl Error {
     /// This error with what became of a restore's staging database (`note`, e.g. ` (its
     /// staging database x was dropped)`), where its message has room for it.
-    pub(crate) fn with_staging(self, note: String) -> Error {
-        match self {
-            Error::RestoreStopped { database, .. } => Error::RestoreStopped {
-                database,
-                staging: note,
-            },
-            Error::RowCountsDiffer {
-                snapshot,
-                database,
-                differences,
-                ..
-            } => Error::RowCountsDiffer {
-                snapshot,
-                database,
-                differences,
-                staging: note,
-            },
-            Error::CountFailed {
-                database, source, ..
-            } => Error::CountFailed {
-                database,
-                source,
-                staging: note,
-            },
-            e => e,
+    pub(crate) fn with_staging(mut self, note: String) -> Error {
+        if let Error::RestoreStopped { staging, .. }
+        | Error::RowCountsDiffer { staging, .. }
+        | Error::CountFailed { staging, .. } = &mut self
+        {
+            *staging = note;
         }
+        self
     }
 
     /// The process exit code for this error.

@@ -54,24 +54,24 @@ pub async fn row_counts(
         .iter()
         .map(|t| ((t.schema.as_str(), t.table.as_str()), t.qualified.as_str()))
         .collect();
-    let mut counted: Vec<usize> = Vec::new();
-    let mut statements = Vec::new();
-    let mut order: Vec<usize> = (0..expected.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(expected[i].rows));
-    for i in order {
-        let want = &expected[i];
-        if let Some(qualified) = present.get(&(want.schema.as_str(), want.table.as_str())) {
-            counted.push(i);
-            statements.push(TableStatement {
-                table: (*qualified).to_owned(),
-                sql: format!("SELECT count(*) FROM {qualified}"),
-            });
-        }
-    }
+    // The manifest's tables that are there, by index, biggest first.
+    let mut found: Vec<(usize, &str)> = (expected.iter().enumerate())
+        .filter_map(|(i, want)| {
+            let qualified = present.get(&(want.schema.as_str(), want.table.as_str()))?;
+            Some((i, *qualified))
+        })
+        .collect();
+    found.sort_by_key(|&(i, _)| std::cmp::Reverse(expected[i].rows));
+    let statements: Vec<TableStatement> = (found.iter())
+        .map(|(_, qualified)| TableStatement {
+            table: (*qualified).to_owned(),
+            sql: format!("SELECT count(*) FROM {qualified}"),
+        })
+        .collect();
     let answers = per_table::run(params, &statements, sessions, "count rows").await?;
     let mut actual: Vec<Option<Option<String>>> = vec![None; expected.len()];
-    for (i, answer) in counted.into_iter().zip(answers) {
-        actual[i] = Some(answer);
+    for ((i, _), answer) in found.iter().zip(answers) {
+        actual[*i] = Some(answer);
     }
     Ok(expected
         .iter()

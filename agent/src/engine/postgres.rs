@@ -366,11 +366,10 @@ impl SnapshotSession {
             self.client
                 .batch_execute(&format!("LOCK TABLE ONLY {qualified} IN ACCESS SHARE MODE"))
                 .await
-                .map_err(|e| EngineError::Query {
-                    what: "lock table",
-                    database: format!("{} (table {qualified})", self.database),
-                    detail: detail(&e),
-                })?;
+                .map_err(query_error(
+                    "lock table",
+                    &format!("{} (table {qualified})", self.database),
+                ))?;
         }
         Ok(tables)
     }

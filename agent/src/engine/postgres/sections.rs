@@ -60,7 +60,7 @@ pub struct Sectioner {
     section_start: u64,
     /// Inside a COPY's rows: that COPY statement.
     copy: Option<String>,
-    /// Inside a COPY's rows: the table it names, as written.
+    /// Inside a COPY's rows: the table it names, as written (`copy`'s, parsed once).
     copy_target: String,
     /// The last `SET default_tablespace` line.
     tablespace: Option<String>,
@@ -237,7 +237,7 @@ impl Sectioner {
         let mut next = section(kind);
         if let Some(copy) = &self.copy {
             next.copy = Some(copy.clone());
-            next.table = copy_table(copy.as_bytes());
+            next.table = Some(self.copy_target.clone());
             next.copy_rows.push((self.copy_target.clone(), 0));
         }
         if matches!(kind, SectionKind::Index | SectionKind::PostData) {
@@ -364,25 +364,24 @@ impl Sectioner {
             // statement then spans lines, and its last line is no COPY statement (or reads as
             // one of another table). Such a dump gets no index (it loads in one session) rather
             // than a wrong table or COPY line.
-            if !self.line_starts_statement
-                || copy_table(statement).is_none()
-                || !statement.ends_with(b" FROM stdin;")
-            {
+            let target = copy_table(statement)
+                .filter(|_| self.line_starts_statement && statement.ends_with(b" FROM stdin;"));
+            let Some(target) = target else {
                 self.failed = Some(
                     "a COPY statement is not one `COPY <table> ... FROM stdin;` line (a column \
                      name with a line break in it?); no section index"
                         .into(),
                 );
                 return;
-            }
+            };
             self.copy = Some(String::from_utf8_lossy(statement).into_owned());
-            self.copy_target = copy_table(statement).unwrap_or_default();
             if let Some(current) = self.sections.last_mut() {
-                current.copy_rows.push((self.copy_target.clone(), 0));
+                current.copy_rows.push((target.clone(), 0));
                 if current.kind == SectionKind::Data && current.table.is_none() {
-                    current.table = copy_table(statement);
+                    current.table = Some(target.clone());
                 }
             }
+            self.copy_target = target;
         }
         self.line = line;
         self.line.clear();

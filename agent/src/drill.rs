@@ -34,7 +34,7 @@ use crate::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice, abando
 use crate::signing::ManifestVerifier;
 use crate::store::ObjectStore;
 pub use report::{DrillReport, DrillSummary, Mode, Verdict};
-use report::{LOAD_PHASE, Phase};
+use report::{LOAD_PHASE, Phase, ROW_COUNT_PHASE};
 
 /// What `strongroom drill` was asked.
 #[derive(Debug, Clone)]
@@ -449,15 +449,25 @@ async fn interrupted() -> &'static str {
 fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
     let at = |s: f64| r.started_at + time::Duration::seconds_f64(s);
     let p = &r.phases;
+    let after = |t: OffsetDateTime, s: f64| t + time::Duration::seconds_f64(s);
     let loaded = at(p.load_seconds);
-    let analyzed = loaded + time::Duration::seconds_f64(p.analyze_seconds.unwrap_or(0.0));
-    let validated = analyzed + time::Duration::seconds_f64(p.validation_seconds);
-    let healthy = validated + time::Duration::seconds_f64(p.smoke_seconds);
+    // A parallel restore counts its staging copy's rows, then analyzes it, then swaps it in and
+    // runs the SQL checks (the rest of its validation).
+    let counting = p.row_count_seconds.unwrap_or(0.0);
+    let counted = after(loaded, counting);
+    let analyzed = after(counted, p.analyze_seconds.unwrap_or(0.0));
+    let validated = after(analyzed, (p.validation_seconds - counting).max(0.0));
+    let healthy = after(validated, p.smoke_seconds);
     report
         .phases
         .push(Phase::new(LOAD_PHASE, r.started_at, loaded));
+    if p.row_count_seconds.is_some() {
+        report
+            .phases
+            .push(Phase::new(ROW_COUNT_PHASE, loaded, counted));
+    }
     if p.analyze_seconds.is_some() {
-        report.phases.push(Phase::new("analyze", loaded, analyzed));
+        report.phases.push(Phase::new("analyze", counted, analyzed));
     }
     report
         .phases

@@ -91,6 +91,11 @@ pub struct Phases {
     /// The row counts (a parallel restore's, of its staging copy before the swap) and the SQL
     /// checks.
     pub validation_seconds: f64,
+    /// Of `validation_seconds`: a parallel restore's row counts of its staging copy, a read of
+    /// every table, so they grow with the database as the load does (a one-session load counts
+    /// in its transaction, within `load_seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_count_seconds: Option<f64>,
     pub smoke_seconds: f64,
     pub total_seconds: f64,
 }
@@ -442,6 +447,7 @@ pub async fn restore_postgres<S: ObjectStore>(
             load_seconds,
             analyze_seconds,
             validation_seconds,
+            row_count_seconds: parallel.is_some().then_some(counting.as_secs_f64()),
             smoke_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
         },

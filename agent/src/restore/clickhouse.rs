@@ -414,6 +414,7 @@ pub async fn restore_clickhouse<S: ObjectStore>(
             load_seconds,
             analyze_seconds: None,
             validation_seconds,
+            row_count_seconds: None,
             smoke_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
         },

@@ -195,6 +195,7 @@ async fn scratch_drill_measures_passes_fails_and_leaves_the_source_alone(id: Tes
         [
             "choose snapshot",
             "download+verify+load",
+            "row counts",
             "analyze",
             "validation",
             "smoke checks healthy"

@@ -447,10 +447,9 @@ async fn interrupted() -> &'static str {
 
 /// Phases, sizes and health from the restore's own report.
 fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
-    let at = |s: f64| r.started_at + time::Duration::seconds_f64(s);
     let p = &r.phases;
     let after = |t: OffsetDateTime, s: f64| t + time::Duration::seconds_f64(s);
-    let loaded = at(p.load_seconds);
+    let loaded = after(r.started_at, p.load_seconds);
     // A parallel restore counts its staging copy's rows, then analyzes it, then swaps it in and
     // runs the SQL checks (the rest of its validation).
     let counting = p.row_count_seconds.unwrap_or(0.0);

@@ -30,11 +30,11 @@ use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix as suf
 use crate::error::{Error, Result};
 use crate::layout::{Engine, Timestamp};
 use crate::locked_write::WritePolicy;
-use crate::restore::{self, RestoreOptions, RestoreReport, SnapshotChoice, abandoned};
+use crate::restore::{self, RestoreOptions, SnapshotChoice, abandoned};
 use crate::signing::ManifestVerifier;
 use crate::store::ObjectStore;
+use report::Phase;
 pub use report::{DrillReport, DrillSummary, Mode, Verdict};
-use report::{LOAD_PHASE, Phase, ROW_COUNT_PHASE};
 
 /// What `strongroom drill` was asked.
 #[derive(Debug, Clone)]
@@ -412,7 +412,7 @@ async fn drill<S: ObjectStore>(
     };
     let passed = match &restored {
         Some(Ok(r)) => {
-            record_restore(report, r);
+            report.record_restore(r);
             r.passed
         }
         Some(Err(e)) => {
@@ -442,46 +442,6 @@ async fn interrupted() -> &'static str {
     match crate::signals::Stops::watch() {
         Some(mut signals) => signals.next().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Phases, sizes and health from the restore's own report.
-fn record_restore(report: &mut DrillReport, r: &RestoreReport) {
-    let p = &r.phases;
-    let after = |t: OffsetDateTime, s: f64| t + time::Duration::seconds_f64(s);
-    let loaded = after(r.started_at, p.load_seconds);
-    // A parallel restore counts its staging copy's rows, then analyzes it, then swaps it in and
-    // runs the SQL checks (the rest of its validation).
-    let counting = p.row_count_seconds.unwrap_or(0.0);
-    let counted = after(loaded, counting);
-    let analyzed = after(counted, p.analyze_seconds.unwrap_or(0.0));
-    let validated = after(analyzed, (p.validation_seconds - counting).max(0.0));
-    let healthy = after(validated, p.smoke_seconds);
-    report
-        .phases
-        .push(Phase::new(LOAD_PHASE, r.started_at, loaded));
-    if p.row_count_seconds.is_some() {
-        report
-            .phases
-            .push(Phase::new(ROW_COUNT_PHASE, loaded, counted));
-    }
-    if p.analyze_seconds.is_some() {
-        report.phases.push(Phase::new("analyze", counted, analyzed));
-    }
-    report
-        .phases
-        .push(Phase::new("validation", analyzed, validated));
-    report
-        .phases
-        .push(Phase::new("smoke checks healthy", validated, healthy));
-    report.size_bytes = Some(r.size_bytes);
-    report.uncompressed_size_bytes = Some(r.uncompressed_size_bytes);
-    if r.passed {
-        report.healthy_at = Some(healthy);
-    } else {
-        report
-            .failures
-            .push(format!("checks failed: {}", r.failed_checks().join(", ")));
     }
 }
 

@@ -178,6 +178,41 @@ impl DrillReport {
         }
     }
 
+    /// Phases, sizes and health from the restore's own report.
+    pub fn record_restore(&mut self, r: &RestoreReport) {
+        let p = &r.phases;
+        let after = |t: OffsetDateTime, s: f64| t + time::Duration::seconds_f64(s);
+        let loaded = after(r.started_at, p.load_seconds);
+        // A parallel restore counts its staging copy's rows, then analyzes it, then swaps it in
+        // and runs the SQL checks (the rest of its validation).
+        let counting = p.row_count_seconds.unwrap_or(0.0);
+        let counted = after(loaded, counting);
+        let analyzed = after(counted, p.analyze_seconds.unwrap_or(0.0));
+        let validated = after(analyzed, (p.validation_seconds - counting).max(0.0));
+        let healthy = after(validated, p.smoke_seconds);
+        self.phases
+            .push(Phase::new(LOAD_PHASE, r.started_at, loaded));
+        if p.row_count_seconds.is_some() {
+            self.phases
+                .push(Phase::new(ROW_COUNT_PHASE, loaded, counted));
+        }
+        if p.analyze_seconds.is_some() {
+            self.phases.push(Phase::new("analyze", counted, analyzed));
+        }
+        self.phases
+            .push(Phase::new("validation", analyzed, validated));
+        self.phases
+            .push(Phase::new("smoke checks healthy", validated, healthy));
+        self.size_bytes = Some(r.size_bytes);
+        self.uncompressed_size_bytes = Some(r.uncompressed_size_bytes);
+        if r.passed {
+            self.healthy_at = Some(healthy);
+        } else {
+            self.failures
+                .push(format!("checks failed: {}", r.failed_checks().join(", ")));
+        }
+    }
+
     /// Sets RTO, RPO, throughput, the verdict and the projection from what was recorded.
     pub fn conclude(&mut self, production_size_gib: Option<f64>) {
         self.rto_seconds = self
@@ -327,10 +362,10 @@ impl DrillReport {
 }
 
 /// The name of the phase that downloads, verifies and loads (the throughput's).
-pub const LOAD_PHASE: &str = "download+verify+load";
+const LOAD_PHASE: &str = "download+verify+load";
 
 /// The name of the phase that counts a parallel restore's rows before its swap.
-pub const ROW_COUNT_PHASE: &str = "row counts";
+const ROW_COUNT_PHASE: &str = "row counts";
 
 fn clock(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

@@ -14,12 +14,14 @@ pub mod abandoned;
 pub mod clickhouse;
 mod copy_freeze;
 pub mod globals;
+pub mod landed;
 pub mod parallel;
 pub mod psql_load;
 pub mod run_once;
 pub mod session;
 pub mod staging;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -85,15 +87,17 @@ pub struct Phases {
     pub download_seconds: f64,
     pub load_seconds: f64,
     /// `ANALYZE` of a parallel restore's staging copy before the swap, failed or not (a
-    /// failure is in the warnings).
+    /// failure is in the warnings): of what was not analyzed as it landed, within
+    /// `load_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analyze_seconds: Option<f64>,
     /// The row counts (a parallel restore's, of its staging copy before the swap) and the SQL
     /// checks.
     pub validation_seconds: f64,
-    /// Of `validation_seconds`: a parallel restore's row counts of its staging copy, a read of
-    /// every table, so they grow with the database as the load does (a one-session load counts
-    /// in its transaction, within `load_seconds`).
+    /// Of `validation_seconds`: a parallel restore's row counts of its staging copy after the
+    /// load, a read of every table not counted as it landed (those are within
+    /// `load_seconds`), so they grow with the database as the load does (a one-session load
+    /// counts in its transaction, within `load_seconds`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row_count_seconds: Option<f64>,
     pub smoke_seconds: f64,
@@ -356,14 +360,25 @@ pub async fn restore_postgres<S: ObjectStore>(
             Some(sections) => {
                 // Into the staging database: nothing of it is visible before the swap, so the
                 // whole load may be stopped (its psql sessions are killed).
-                let load = parallel::load(store, config, &load_params, &manifest, key, sections);
-                let (loaded, how) = unless_stopped(options.stop.as_ref(), &database, load).await?;
+                let load = parallel::load(
+                    store,
+                    config,
+                    &load_params,
+                    &manifest,
+                    key,
+                    sections,
+                    &details.tables,
+                );
+                let (loaded, how, checked) =
+                    unless_stopped(options.stop.as_ref(), &database, load).await?;
                 // Verify before commit: the staging copy takes the target's place only if it
-                // holds every table's rows as the manifest counts them.
+                // holds every table's rows as the manifest counts them (those counted as they
+                // landed are not counted again).
                 let counting = Instant::now();
                 let counts = verified_row_counts(
                     &load_params,
                     &details.tables,
+                    &checked.counted,
                     config.restore.sessions(),
                     &snapshot.keys.dump,
                     &database,
@@ -371,7 +386,13 @@ pub async fn restore_postgres<S: ObjectStore>(
                 let counts = unless_stopped(options.stop.as_ref(), &database, counts).await?;
                 let counting = counting.elapsed();
                 if config.restore.analyze {
-                    let analyzed = analyze_staging(config, &load_params, &database, options);
+                    let analyzed = analyze_staging(
+                        config,
+                        &load_params,
+                        &checked.analyzed,
+                        &database,
+                        options,
+                    );
                     let (seconds, warning) = analyzed.await?;
                     analyze_seconds = Some(seconds);
                     warnings.extend(warning);
@@ -464,15 +485,17 @@ pub async fn restore_postgres<S: ObjectStore>(
 }
 
 /// The row counts of the restored copy in `staging`, all as the manifest counts them, or the
-/// error that keeps it from being committed.
+/// error that keeps it from being committed. The tables (by index) in `counted` were counted
+/// as they landed.
 async fn verified_row_counts(
     staging: &ConnParams,
     tables: &[postgres::TableRows],
+    counted: &HashSet<usize>,
     sessions: usize,
     snapshot: &str,
     database: &str,
 ) -> Result<Vec<CheckResult>> {
-    let checks = validate::row_counts(staging, tables, sessions)
+    let checks = validate::row_counts(staging, tables, counted, sessions)
         .await
         .map_err(|source| Error::CountFailed {
             database: database.to_owned(),
@@ -490,16 +513,18 @@ async fn verified_row_counts(
     })
 }
 
-/// `ANALYZE`s the staging copy (stoppable, as the load); returns how long it took and, if it
-/// failed, the warning that says so (statistics are not worth failing a verified restore for).
+/// `ANALYZE`s the staging copy but the tables (by oid) `analyzed` as they landed (stoppable,
+/// as the load); returns how long it took and, if it failed, the warning that says so
+/// (statistics are not worth failing a verified restore for).
 async fn analyze_staging(
     config: &Config,
     staging: &ConnParams,
+    analyzed: &HashSet<u32>,
     database: &str,
     options: &RestoreOptions,
 ) -> Result<(f64, Option<String>)> {
     let started = Instant::now();
-    let analyzed = per_table::analyze(staging, config.restore.sessions());
+    let analyzed = per_table::analyze(staging, analyzed, config.restore.sessions());
     let analyzed = unless_stopped(options.stop.as_ref(), database, async {
         Ok(analyzed.await)
     })

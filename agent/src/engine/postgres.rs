@@ -287,6 +287,60 @@ pub async fn freezable(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// A table a parallel restore checks as soon as its own load committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandingTable {
+    pub oid: u32,
+    pub schema: String,
+    pub table: String,
+    /// Quoted and schema-qualified, for SQL text.
+    pub qualified: String,
+    /// A partition: `ANALYZE` of its root analyzes it.
+    pub partition: bool,
+}
+
+/// Which of `tables` (names as pg_dump writes them) hold only rows that their own load puts
+/// there, in the order given: plain tables that no table inherits from (a `count(*)` on a
+/// parent counts rows loaded elsewhere). `None` for any other.
+pub async fn landing_tables(
+    client: &Client,
+    database: &str,
+    tables: &[&str],
+) -> Result<Vec<Option<LandingTable>>, EngineError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, \
+                 pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), \
+                 c.relispartition \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
+             LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(t.name) \
+                 AND c.relkind = 'r' \
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h \
+                                 WHERE h.inhparent = c.oid) \
+             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             ORDER BY t.i",
+            &[&tables],
+        )
+        .await
+        .map_err(query_error(
+            "look up the tables to check as they load",
+            database,
+        ))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let oid: Option<u32> = r.get(0);
+            oid.map(|oid| LandingTable {
+                oid,
+                schema: r.get(1),
+                table: r.get(2),
+                qualified: r.get(3),
+                partition: r.get(4),
+            })
+        })
+        .collect())
+}
+
 /// Exact row counts of `tables` (`count(*)`, their descendants' rows included), in the
 /// client's current snapshot.
 pub async fn count_tables(

@@ -8,18 +8,23 @@
 //! still load; a table is not split across sessions: that measured no faster for a whole
 //! restore, and a split table cannot be loaded with COPY FREEZE, see the README); then the
 //! rest of the post-data (foreign keys, index attachments, triggers, grants...) in one session,
-//! in the dump's order. The staging database ([`super::staging`]) takes the target's place
-//! when everything loaded; any failure drops it. Either way the target is as it was.
+//! in the dump's order. Beside the sessions, each table is counted (and analyzed) as soon as
+//! its session sent its COMMIT ([`super::landed`]), while the others still load. The staging
+//! database ([`super::staging`]) takes the target's place when everything loaded and every
+//! count matched; any failure drops it. Either way the target is as it was.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use tokio::sync::mpsc;
+
+use super::landed::{self, Checked, Landing};
 use super::psql_load::Loaded;
 use super::session::{Session, SessionSetup, Source};
 use crate::catalog::FetchedManifest;
 use crate::config::Config;
-use crate::engine::postgres::{self, ConnParams};
+use crate::engine::postgres::{self, ConnParams, TableRows};
 use crate::error::{Error, Result};
 use crate::layout::Codec;
 use crate::manifest::{DumpSection, ManifestObject, PostgresDetails, SectionKind};
@@ -115,6 +120,8 @@ struct Item<'a> {
     data_bytes: u64,
     /// Truncate the table first and load it with COPY FREEZE.
     freeze: bool,
+    /// The table, to be checked once its load was sent.
+    landing: Option<Landing>,
 }
 
 /// One item of `sections` that are no table's (none if there are none).
@@ -171,6 +178,18 @@ fn plan(sections: &[DumpSection]) -> Plan<'_> {
     }
 }
 
+/// The items whose table names can be looked up over the agent's UTF-8 connection: all
+/// qualified names in a UTF-8 dump, the ASCII ones in a dump in another client encoding.
+fn named_tables(items: &[Item<'_>], dump_is_utf8: bool) -> Vec<usize> {
+    (0..items.len())
+        .filter(|&i| {
+            items[i].table.is_some_and(|t| {
+                (dump_is_utf8 || t.is_ascii()) && postgres::sections::is_qualified_name(t)
+            })
+        })
+        .collect()
+}
+
 /// Marks the items whose table can be loaded with COPY FREEZE, once the pre-data created
 /// them: frozen rows are written once, and neither the index builds nor the row counts nor
 /// the first VACUUM after the restore rewrite every page to set hint bits or freeze them
@@ -178,13 +197,9 @@ fn plan(sections: &[DumpSection]) -> Plan<'_> {
 /// UTF-8 connection, so a dump in another client encoding gets FREEZE for ASCII names only.
 /// FREEZE is an optimisation: if the lookup fails, every table loads without it.
 async fn choose_freeze(staging: &ConnParams, items: &mut [Item<'_>], dump_is_utf8: bool) {
-    let candidates: Vec<usize> = (0..items.len())
-        .filter(|&i| {
-            items[i].data_bytes >= FREEZE_MIN_BYTES
-                && items[i].table.is_some_and(|t| {
-                    (dump_is_utf8 || t.is_ascii()) && postgres::sections::is_qualified_name(t)
-                })
-        })
+    let candidates: Vec<usize> = named_tables(items, dump_is_utf8)
+        .into_iter()
+        .filter(|&i| items[i].data_bytes >= FREEZE_MIN_BYTES)
         .collect();
     if candidates.is_empty() {
         return;
@@ -202,6 +217,48 @@ async fn choose_freeze(staging: &ConnParams, items: &mut [Item<'_>], dump_is_utf
         }
         Err(e) => tracing::warn!(staging = %staging.database, error = %e,
             "could not look up which tables can be loaded with COPY FREEZE; loading all without"),
+    }
+}
+
+/// Gives each item whose table the manifest counts rows in, and that holds only rows its own
+/// load puts there, what [`landed::check`] needs to check it once its load was sent. An
+/// optimisation, as FREEZE: if the lookup fails, every table is counted after the load.
+async fn choose_landings(
+    staging: &ConnParams,
+    items: &mut [Item<'_>],
+    expected: &[TableRows],
+    dump_is_utf8: bool,
+) {
+    let candidates = named_tables(items, dump_is_utf8);
+    if candidates.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = candidates.iter().filter_map(|&i| items[i].table).collect();
+    let looked_up = async {
+        let client = postgres::connect(staging).await?;
+        postgres::landing_tables(&client, &staging.database, &names).await
+    };
+    let tables = match looked_up.await {
+        Ok(tables) => tables,
+        Err(e) => {
+            tracing::info!(staging = %staging.database, error = %e,
+                "could not look up which tables to check as they load; counting all after");
+            return;
+        }
+    };
+    for (i, table) in candidates.into_iter().zip(tables) {
+        let Some(table) = table else { continue };
+        let counted = expected
+            .iter()
+            .position(|t| t.schema == table.schema && t.table == table.table);
+        if let Some(at) = counted.filter(|&at| expected[at].rows > 0) {
+            items[i].landing = Some(Landing {
+                table,
+                manifest_index: at,
+                rows: expected[at].rows,
+                last: false,
+            });
+        }
     }
 }
 
@@ -250,20 +307,28 @@ async fn preamble<S: ObjectStore>(source: Source<'_, S>, section: &DumpSection) 
 }
 
 /// Runs `work` in up to `jobs` sessions, each item in one transaction of one session, its
-/// sections in order, items in the order given; the first error stops them all (their psql is
-/// killed).
+/// sections in order, items in the order given; sends each item's landing on `landed` once its
+/// COMMIT was sent. The first error stops them all (their psql is killed).
 async fn run<S: ObjectStore>(
     source: Source<'_, S>,
     setup: &SessionSetup<'_>,
     work: Vec<Item<'_>>,
     jobs: usize,
+    landed: Option<&mpsc::UnboundedSender<Landing>>,
 ) -> Result<u64> {
     if work.is_empty() {
         return Ok(0);
     }
     let sessions = jobs.clamp(1, work.len());
-    let queue = Mutex::new(work.into_iter());
-    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+    // The items not yet taken, and how many sessions are loading one.
+    let queue = Mutex::new((work.into_iter(), 0usize));
+    let lock = || queue.lock().unwrap_or_else(|p| p.into_inner());
+    let next = || {
+        let mut queue = lock();
+        let item = queue.0.next();
+        queue.1 += usize::from(item.is_some());
+        item
+    };
     let workers = (0..sessions).map(|_| async {
         let mut session = Session::open(setup).await?;
         let mut loaded = 0;
@@ -272,6 +337,13 @@ async fn run<S: ObjectStore>(
             loaded += session
                 .load_in_transaction(source, &item.sections, freeze)
                 .await?;
+            let mut queue = lock();
+            if let (Some(landed), Some(mut landing)) = (landed, item.landing) {
+                landing.last = queue.0.len() == 0 && queue.1 == 1;
+                // Closed only if the checks stopped early: the counts after the load decide.
+                let _ = landed.send(landing);
+            }
+            queue.1 -= 1;
         }
         session.close().await?;
         Ok::<_, Error>(loaded)
@@ -286,13 +358,19 @@ pub struct ParallelLoad {
     pub sections: usize,
     /// Tables loaded with COPY FREEZE.
     pub frozen_tables: usize,
+    /// Tables whose rows were counted (and matched) as they landed, while others loaded.
+    pub counted_while_loading: usize,
+    /// Tables analyzed as they landed.
+    pub analyzed_while_loading: usize,
     pub pre_data_seconds: f64,
     /// The tables' data and indexes.
     pub tables_seconds: f64,
     pub post_data_seconds: f64,
 }
 
-/// Loads every section into `staging` (see the module documentation).
+/// Loads every section into `staging` (see the module documentation), counting the rows of
+/// the manifest's `expected` tables (and analyzing them, if the config says so) as they land;
+/// returns what the load settled.
 pub async fn load<S: ObjectStore>(
     store: &S,
     config: &Config,
@@ -300,7 +378,8 @@ pub async fn load<S: ObjectStore>(
     manifest: &FetchedManifest,
     key: &str,
     sections: &[DumpSection],
-) -> Result<(Loaded, ParallelLoad)> {
+    expected: &[TableRows],
+) -> Result<(Loaded, ParallelLoad, Checked)> {
     let started = Instant::now();
     let entry = manifest.object(key)?;
     let source = Source {
@@ -321,18 +400,28 @@ pub async fn load<S: ObjectStore>(
     let mut plan = plan(sections);
     let mut loaded = preamble.len() as u64;
     let phase = Instant::now();
-    loaded += run(source, &setup, one(plan.pre_data), 1).await?;
+    loaded += run(source, &setup, one(plan.pre_data), 1, None).await?;
     let pre_data_seconds = phase.elapsed().as_secs_f64();
     let phase = Instant::now();
     let dump_is_utf8 = preamble
         .split(|&b| b == b'\n')
         .any(|line| line == b"SET client_encoding = 'UTF8';");
     choose_freeze(staging, &mut plan.tables, dump_is_utf8).await;
+    choose_landings(staging, &mut plan.tables, expected, dump_is_utf8).await;
     let frozen = plan.tables.iter().filter(|item| item.freeze).count();
-    loaded += run(source, &setup, plan.tables, jobs).await?;
+    let (landed, landings) = mpsc::unbounded_channel();
+    let loading = async {
+        let landed = landed;
+        run(source, &setup, plan.tables, jobs, Some(&landed)).await
+    };
+    // The checks end with the load (the channel closes); an error drops them, mid-statement
+    // (the staging database is then dropped WITH (FORCE)).
+    let checking = async { Ok(landed::check(staging, config.restore.analyze, landings).await) };
+    let (tables, checked) = futures::future::try_join(loading, checking).await?;
+    loaded += tables;
     let tables_seconds = phase.elapsed().as_secs_f64();
     let phase = Instant::now();
-    loaded += run(source, &setup, one(plan.post_data), 1).await?;
+    loaded += run(source, &setup, one(plan.post_data), 1, None).await?;
     let post_data_seconds = phase.elapsed().as_secs_f64();
     tracing::info!(
         key,
@@ -345,6 +434,8 @@ pub async fn load<S: ObjectStore>(
         jobs,
         sections: sections.len(),
         frozen_tables: frozen,
+        counted_while_loading: checked.counted.len(),
+        analyzed_while_loading: checked.analyzed.len(),
         pre_data_seconds,
         tables_seconds,
         post_data_seconds,
@@ -366,6 +457,7 @@ pub async fn load<S: ObjectStore>(
             download_seconds: started.elapsed().as_secs_f64(),
         },
         details,
+        checked,
     ))
 }
 

@@ -72,6 +72,8 @@ const AWKWARD_SECTIONS: &str = r#"
     CREATE TABLE public.big (id int PRIMARY KEY, pad text);
     INSERT INTO public.big SELECT i, md5(i::text) || repeat('x', 80) FROM generate_series(1, 600000) i;
     CREATE UNIQUE INDEX big_pad ON public.big (pad);
+    -- Extended statistics come in the post-data, after the table was analyzed as it landed.
+    CREATE STATISTICS public.big_stats (ndistinct) ON id, pad FROM public.big;
     -- Inheritance: the backup counts a parent's rows with its descendants', as count(*) does.
     CREATE TABLE public.inh_parent (id int, v text);
     CREATE TABLE public.inh_child (extra int) INHERITS (public.inh_parent);
@@ -240,6 +242,12 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
     // Over 1 MiB of COPY text: public.big (two chunks), public.tricky, the quoted table and
     // public.storage_records.
     assert_eq!(parallel.frozen_tables, 4);
+    // Counted (and analyzed) as they landed, beside the load: at least the frozen ones, whose
+    // counts wait for their COMMIT (TRUNCATE locked them in their transaction).
+    assert!(
+        parallel.counted_while_loading >= 4 && parallel.analyzed_while_loading >= 4,
+        "{parallel:?}"
+    );
     assert!(report.passed, "{:#?}", report.checks);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let (ours, source) = (
@@ -252,8 +260,19 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
         first_difference(&ours, &source)
     );
     assert!(harness::staging_databases(&restored).await.is_empty());
-    // Analyzed before the swap: every table, and the partitioned one autovacuum never analyzes.
+    // Analyzed before the swap: every table, and the partitioned one autovacuum never analyzes;
+    // public.big again once its extended statistics existed.
     assert_eq!(harness::unanalyzed(&restored).await, Vec::<String>::new());
+    let built: i64 = harness::admin(&restored)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stats_ext WHERE statistics_name = 'big_stats'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(built, 1, "big_stats has data");
     assert!(report.phases.analyze_seconds.is_some());
     // Its row counts are timed on their own: a drill's projection scales them with the load.
     assert!(report.phases.row_count_seconds.is_some_and(|s| s > 0.0));

@@ -3,6 +3,7 @@
 //! finish is a small one). A restore counts the rows of its staging copy and analyzes it this
 //! way before the copy takes the target's place.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -86,8 +87,10 @@ pub async fn run(
 /// What a database-wide `ANALYZE` would analyze, but each partitioned tree once, by its root
 /// (which analyzes its partitions too): plain tables and materialized views that are no
 /// partition, and partitioned roots; not foreign tables or catalogs. Quoted and qualified,
-/// biggest first (a root by the size of its tree).
-const ANALYZABLE: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
+/// biggest first (a root by the size of its tree); with its oid, and whether it has extended
+/// statistics.
+const ANALYZABLE: &str = "SELECT format('%I.%I', n.nspname, c.relname), c.oid, \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_statistic_ext e WHERE e.stxrelid = c.oid) \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.relkind IN ('r', 'm', 'p') AND NOT c.relispartition \
        AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -98,9 +101,15 @@ const ANALYZABLE: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
        ELSE pg_catalog.pg_total_relation_size(c.oid) END DESC NULLS LAST, 1";
 
 /// `ANALYZE`s what a database-wide `ANALYZE` of `params`' database would, over up to
-/// `sessions` connections; returns how many relations it named. (A relation the role may not
-/// analyze is skipped with a server warning, as by `ANALYZE` itself.)
-pub async fn analyze(params: &ConnParams, sessions: usize) -> Result<usize, EngineError> {
+/// `sessions` connections, but the relations (by oid) in `analyzed` without extended
+/// statistics (those were analyzed before theirs existed); returns how many relations it
+/// named. (A relation the role may not analyze is skipped with a server warning, as by
+/// `ANALYZE` itself.)
+pub async fn analyze(
+    params: &ConnParams,
+    analyzed: &HashSet<u32>,
+    sessions: usize,
+) -> Result<usize, EngineError> {
     let client = connect(params).await?;
     let relations: Vec<String> = client
         .query(ANALYZABLE, &[])
@@ -110,6 +119,7 @@ pub async fn analyze(params: &ConnParams, sessions: usize) -> Result<usize, Engi
             &params.database,
         ))?
         .iter()
+        .filter(|r| !analyzed.contains(&r.get::<_, u32>(1)) || r.get::<_, bool>(2))
         .map(|r| r.get(0))
         .collect();
     drop(client);

@@ -337,13 +337,13 @@ async fn run<S: ObjectStore>(
             loaded += session
                 .load_in_transaction(source, &item.sections, freeze)
                 .await?;
-            let mut queue = lock();
+            let mut left = lock();
             if let (Some(landed), Some(mut landing)) = (landed, item.landing) {
-                landing.last = queue.0.len() == 0 && queue.1 == 1;
+                landing.last = left.0.len() == 0 && left.1 == 1;
                 // Closed only if the checks stopped early: the counts after the load decide.
                 let _ = landed.send(landing);
             }
-            queue.1 -= 1;
+            left.1 -= 1;
         }
         session.close().await?;
         Ok::<_, Error>(loaded)

@@ -139,6 +139,16 @@ pub(crate) fn query_error(
     }
 }
 
+/// Asks the server to cancel what `client` (connected with `params`) is running; best
+/// effort: the caller still waits for the statement to end.
+pub async fn cancel_running(client: &Client, params: &ConnParams) {
+    if let Ok(tls) = params.tls.connector()
+        && let Err(e) = client.cancel_token().cancel_query(tls).await
+    {
+        tracing::debug!(error = %detail(&e), "cancelling a statement failed");
+    }
+}
+
 /// Opens a connection, over TLS as `params.tls` says.
 pub async fn connect(params: &ConnParams) -> Result<Client, EngineError> {
     let mut config = tokio_postgres::Config::new();

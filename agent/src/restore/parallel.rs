@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::landed::{self, Checked, Landing};
 use super::psql_load::Loaded;
@@ -256,7 +257,6 @@ async fn choose_landings(
                 table,
                 manifest_index: at,
                 rows: expected[at].rows,
-                last: false,
             });
         }
     }
@@ -320,15 +320,8 @@ async fn run<S: ObjectStore>(
         return Ok(0);
     }
     let sessions = jobs.clamp(1, work.len());
-    // The items not yet taken, and how many sessions are loading one.
-    let queue = Mutex::new((work.into_iter(), 0usize));
-    let lock = || queue.lock().unwrap_or_else(|p| p.into_inner());
-    let next = || {
-        let mut queue = lock();
-        let item = queue.0.next();
-        queue.1 += usize::from(item.is_some());
-        item
-    };
+    let queue = Mutex::new(work.into_iter());
+    let next = || queue.lock().unwrap_or_else(|p| p.into_inner()).next();
     let workers = (0..sessions).map(|_| async {
         let mut session = Session::open(setup).await?;
         let mut loaded = 0;
@@ -337,13 +330,10 @@ async fn run<S: ObjectStore>(
             loaded += session
                 .load_in_transaction(source, &item.sections, freeze)
                 .await?;
-            let mut left = lock();
-            if let (Some(landed), Some(mut landing)) = (landed, item.landing) {
-                landing.last = left.0.len() == 0 && left.1 == 1;
+            if let (Some(landed), Some(landing)) = (landed, item.landing) {
                 // Closed only if the checks stopped early: the counts after the load decide.
                 let _ = landed.send(landing);
             }
-            left.1 -= 1;
         }
         session.close().await?;
         Ok::<_, Error>(loaded)
@@ -410,13 +400,18 @@ pub async fn load<S: ObjectStore>(
     choose_landings(staging, &mut plan.tables, expected, dump_is_utf8).await;
     let frozen = plan.tables.iter().filter(|item| item.freeze).count();
     let (landed, landings) = mpsc::unbounded_channel();
+    let loaded_all = CancellationToken::new();
     let loading = async {
-        let landed = landed;
-        run(source, &setup, plan.tables, jobs, Some(&landed)).await
+        let tables = run(source, &setup, plan.tables, jobs, Some(&landed)).await;
+        loaded_all.cancel();
+        tables
     };
-    // The checks end with the load (the channel closes); an error drops them, mid-statement
-    // (the staging database is then dropped WITH (FORCE)).
-    let checking = async { Ok(landed::check(staging, config.restore.analyze, landings).await) };
+    // The checks end with the load; an error drops them, mid-statement (the staging database
+    // is then dropped WITH (FORCE)).
+    let checking = async {
+        let analyze = config.restore.analyze;
+        Ok(landed::check(staging, analyze, landings, &loaded_all).await)
+    };
     let (tables, checked) = futures::future::try_join(loading, checking).await?;
     loaded += tables;
     let tables_seconds = phase.elapsed().as_secs_f64();

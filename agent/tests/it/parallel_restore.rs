@@ -242,10 +242,12 @@ async fn a_parallel_restore_of_an_awkward_database_equals_the_source(id: TestId)
     // Over 1 MiB of COPY text: public.big (two chunks), public.tricky, the quoted table and
     // public.storage_records.
     assert_eq!(parallel.frozen_tables, 4);
-    // Counted (and analyzed) as they landed, beside the load: at least the frozen ones, whose
-    // counts wait for their COMMIT (TRUNCATE locked them in their transaction).
+    // Counted (and analyzed) as they landed, beside the load: at least the frozen ones the
+    // second session loads while the first still loads public.big (their counts wait for their
+    // COMMIT: TRUNCATE locked them in their transaction); public.big lands last, when the
+    // checks stop, and is counted after the load.
     assert!(
-        parallel.counted_while_loading >= 4 && parallel.analyzed_while_loading >= 4,
+        parallel.counted_while_loading >= 2 && parallel.analyzed_while_loading >= 2,
         "{parallel:?}"
     );
     assert!(report.passed, "{:#?}", report.checks);

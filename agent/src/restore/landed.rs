@@ -5,7 +5,8 @@
 //! still takes the target's place only once every table's count matched.
 //!
 //! A table loads in one transaction, so a count sees none of its rows or all of them. A count
-//! that matches the manifest is final: nothing else writes to the staging database, the dump's
+//! that matches the manifest is final: only the restore writes to its staging database (a new
+//! one, under a name no one else uses), the dump's
 //! triggers and rules are created after the tables, and only tables that no table inherits
 //! from come here (a parent's count takes in rows loaded elsewhere). A count that does not
 //! match (the COMMIT has not run yet, or the rows are wrong) leaves the table to the counts
@@ -16,7 +17,7 @@
 //! Partitions are counted but not analyzed (`ANALYZE` of their root analyzes them), and a table
 //! with extended statistics is analyzed again after the post-data created them. The checks run
 //! only while the load goes on, one statement at a time and without parallel workers; once
-//! the last session sent its last COMMIT, what they have not settled is left to the checks
+//! every session has ended (its last COMMIT ran), what they have not settled is left to the checks
 //! after the load, which run over all the sessions with the server's parallel workers. Their
 //! connection is opened when the first table lands; if the server refuses it (its connection
 //! limit), every table is counted after the load.
@@ -51,7 +52,7 @@ pub struct Checked {
 
 /// Checks each table sent on `landed` while the load goes on (see the module documentation);
 /// with `analyze`, analyzes each one whose count matched. Once `loaded` is cancelled (every
-/// session has sent its last COMMIT) it takes no more tables, and the statement it is running
+/// session has ended) it takes no more tables, and the statement it is running
 /// is cancelled and waited for: what is left, the checks after the load do over all the
 /// sessions, with the server's parallel workers.
 pub async fn check(

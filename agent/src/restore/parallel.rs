@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::landed::{self, Checked, Landing};
@@ -191,63 +192,77 @@ fn named_tables(items: &[Item<'_>], dump_is_utf8: bool) -> Vec<usize> {
         .collect()
 }
 
-/// Marks the items whose table can be loaded with COPY FREEZE, once the pre-data created
-/// them: frozen rows are written once, and neither the index builds nor the row counts nor
-/// the first VACUUM after the restore rewrite every page to set hint bits or freeze them
-/// (PostgreSQL >= 14 also sets their pages all-visible). Names are looked up over the agent's
-/// UTF-8 connection, so a dump in another client encoding gets FREEZE for ASCII names only.
-/// FREEZE is an optimisation: if the lookup fails, every table loads without it.
-async fn choose_freeze(staging: &ConnParams, items: &mut [Item<'_>], dump_is_utf8: bool) {
-    let candidates: Vec<usize> = named_tables(items, dump_is_utf8)
-        .into_iter()
+/// Looks up, over one connection to `staging` once the pre-data created the tables, which
+/// items load with COPY FREEZE ([`choose_freeze`]) and which are checked as they land
+/// ([`choose_landings`]). Names are looked up over the agent's UTF-8 connection, so a dump in
+/// another client encoding gets either for ASCII names only. Both are optimisations: if a
+/// lookup fails, the tables load without FREEZE, or are all counted after the load.
+async fn choose_freeze_and_landings(
+    staging: &ConnParams,
+    items: &mut [Item<'_>],
+    expected: &[TableRows],
+    dump_is_utf8: bool,
+) {
+    let named = named_tables(items, dump_is_utf8);
+    if named.is_empty() {
+        return;
+    }
+    let client = match postgres::connect(staging).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(staging = %staging.database, error = %e,
+                "could not look up which tables can be loaded with COPY FREEZE or counted as \
+                 they land; loading all without FREEZE and counting all after the load");
+            return;
+        }
+    };
+    choose_freeze(&client, &staging.database, items, &named).await;
+    choose_landings(&client, &staging.database, items, &named, expected).await;
+}
+
+/// Marks the `named` items with at least [`FREEZE_MIN_BYTES`] of data whose table can be
+/// loaded with COPY FREEZE: frozen rows are written once, and neither the index builds nor the
+/// row counts nor the first VACUUM after the restore rewrite every page to set hint bits or
+/// freeze them (PostgreSQL >= 14 also sets their pages all-visible).
+async fn choose_freeze(client: &Client, staging: &str, items: &mut [Item<'_>], named: &[usize]) {
+    let candidates: Vec<usize> = (named.iter().copied())
         .filter(|&i| items[i].data_bytes >= FREEZE_MIN_BYTES)
         .collect();
     if candidates.is_empty() {
         return;
     }
     let names: Vec<&str> = candidates.iter().filter_map(|&i| items[i].table).collect();
-    let looked_up = async {
-        let client = postgres::connect(staging).await?;
-        postgres::freezable(&client, &staging.database, &names).await
-    };
-    match looked_up.await {
+    match postgres::freezable(client, staging, &names).await {
         Ok(freezable) => {
             for (i, freeze) in candidates.into_iter().zip(freezable) {
                 items[i].freeze = freeze;
             }
         }
-        Err(e) => tracing::warn!(staging = %staging.database, error = %e,
+        Err(e) => tracing::warn!(staging, error = %e,
             "could not look up which tables can be loaded with COPY FREEZE; loading all without"),
     }
 }
 
-/// Gives each item whose table the manifest counts rows in, and that holds only rows its own
-/// load puts there, what [`landed::check`] needs to check it once its load was sent. An
-/// optimisation, as FREEZE: if the lookup fails, every table is counted after the load.
+/// Gives each of the `named` items whose table the manifest counts rows in, and that holds
+/// only rows its own load puts there, what [`landed::check`] needs to check it once its load
+/// was sent.
 async fn choose_landings(
-    staging: &ConnParams,
+    client: &Client,
+    staging: &str,
     items: &mut [Item<'_>],
+    named: &[usize],
     expected: &[TableRows],
-    dump_is_utf8: bool,
 ) {
-    let candidates = named_tables(items, dump_is_utf8);
-    if candidates.is_empty() {
-        return;
-    }
-    let names: Vec<&str> = candidates.iter().filter_map(|&i| items[i].table).collect();
-    let looked_up = async {
-        let client = postgres::connect(staging).await?;
-        postgres::landing_tables(&client, &staging.database, &names).await
-    };
-    let tables = match looked_up.await {
+    let names: Vec<&str> = named.iter().filter_map(|&i| items[i].table).collect();
+    let tables = match postgres::landing_tables(client, staging, &names).await {
         Ok(tables) => tables,
         Err(e) => {
-            tracing::info!(staging = %staging.database, error = %e,
+            tracing::info!(staging, error = %e,
                 "could not look up which tables to check as they load; counting all after");
             return;
         }
     };
-    for (i, table) in candidates.into_iter().zip(tables) {
+    for (&i, table) in named.iter().zip(tables) {
         let Some(table) = table else { continue };
         let counted = expected
             .iter()
@@ -396,8 +411,7 @@ pub async fn load<S: ObjectStore>(
     let dump_is_utf8 = preamble
         .split(|&b| b == b'\n')
         .any(|line| line == b"SET client_encoding = 'UTF8';");
-    choose_freeze(staging, &mut plan.tables, dump_is_utf8).await;
-    choose_landings(staging, &mut plan.tables, expected, dump_is_utf8).await;
+    choose_freeze_and_landings(staging, &mut plan.tables, expected, dump_is_utf8).await;
     let frozen = plan.tables.iter().filter(|item| item.freeze).count();
     let (landed, landings) = mpsc::unbounded_channel();
     let loaded_all = CancellationToken::new();

@@ -87,8 +87,8 @@ pub struct Phases {
     pub download_seconds: f64,
     pub load_seconds: f64,
     /// `ANALYZE` of a parallel restore's staging copy before the swap, failed or not (a
-    /// failure is in the warnings): of what was not analyzed as it landed, within
-    /// `load_seconds`.
+    /// failure is in the warnings), at the same time as its row counts after the load (both
+    /// outside `load_seconds`; what was analyzed as it landed is within it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analyze_seconds: Option<f64>,
     /// The row counts (a parallel restore's, of its staging copy before the swap) and the SQL
@@ -337,6 +337,8 @@ pub async fn restore_postgres<S: ObjectStore>(
         database = %database, staging = ?staging.as_ref().map(|s| &s.name),
         signature = %manifest.signature, "restore started");
     let mut analyze_seconds = None;
+    // The counts and the ANALYZE after a parallel load, which run at the same time.
+    let mut checks_seconds = Duration::ZERO;
     let loaded = async {
         let globals = match options.with_globals {
             Some(fidelity) => {
@@ -373,19 +375,26 @@ pub async fn restore_postgres<S: ObjectStore>(
                     unless_stopped(options.stop.as_ref(), &database, load).await?;
                 // Verify before commit: the staging copy takes the target's place only if it
                 // holds every table's rows as the manifest counts them (those counted as they
-                // landed are not counted again).
-                let counting = Instant::now();
-                let counts = verified_row_counts(
-                    &load_params,
-                    &details.tables,
-                    &checked.counted,
-                    config.restore.sessions(),
-                    &snapshot.keys.dump,
-                    &database,
-                );
-                let counts = unless_stopped(options.stop.as_ref(), &database, counts).await?;
-                let counting = counting.elapsed();
-                if config.restore.analyze {
+                // landed are not counted again). The ANALYZE runs at the same time (the load is
+                // over, so they share the cores; neither blocks the other): a count that does
+                // not match drops the staging copy, analyzed or not.
+                let checking = Instant::now();
+                let counts = async {
+                    let counts = verified_row_counts(
+                        &load_params,
+                        &details.tables,
+                        &checked.counted,
+                        config.restore.sessions(),
+                        &snapshot.keys.dump,
+                        &database,
+                    );
+                    let counts = unless_stopped(options.stop.as_ref(), &database, counts).await?;
+                    Ok((counts, checking.elapsed()))
+                };
+                let analyzed = async {
+                    if !config.restore.analyze {
+                        return Ok(None);
+                    }
                     let analyzed = analyze_staging(
                         config,
                         &load_params,
@@ -393,7 +402,12 @@ pub async fn restore_postgres<S: ObjectStore>(
                         &database,
                         options,
                     );
-                    let (seconds, warning) = analyzed.await?;
+                    analyzed.await.map(Some)
+                };
+                let ((counts, counting), analyzed) =
+                    futures::future::try_join(counts, analyzed).await?;
+                checks_seconds = checking.elapsed();
+                if let Some((seconds, warning)) = analyzed {
                     analyze_seconds = Some(seconds);
                     warnings.extend(warning);
                 }
@@ -436,8 +450,7 @@ pub async fn restore_postgres<S: ObjectStore>(
             return Err(e.with_staging(dropped));
         }
     };
-    let load_seconds =
-        (started.elapsed() - counting).as_secs_f64() - analyze_seconds.unwrap_or(0.0);
+    let load_seconds = (started.elapsed() - checks_seconds).as_secs_f64();
 
     let validation_started = Instant::now();
     let mut checks = counted;

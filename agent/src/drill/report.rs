@@ -183,12 +183,13 @@ impl DrillReport {
         let p = &r.phases;
         let after = |t: OffsetDateTime, s: f64| t + time::Duration::seconds_f64(s);
         let loaded = after(r.started_at, p.load_seconds);
-        // A parallel restore counts its staging copy's rows, then analyzes it, then swaps it in
-        // and runs the SQL checks (the rest of its validation).
+        // A parallel restore counts its staging copy's rows and analyzes it at the same time,
+        // then swaps it in and runs the SQL checks (the rest of its validation).
         let counting = p.row_count_seconds.unwrap_or(0.0);
         let counted = after(loaded, counting);
-        let analyzed = after(counted, p.analyze_seconds.unwrap_or(0.0));
-        let validated = after(analyzed, (p.validation_seconds - counting).max(0.0));
+        let analyzed = after(loaded, p.analyze_seconds.unwrap_or(0.0));
+        let checked = counted.max(analyzed);
+        let validated = after(checked, (p.validation_seconds - counting).max(0.0));
         let healthy = after(validated, p.smoke_seconds);
         self.phases
             .push(Phase::new(LOAD_PHASE, r.started_at, loaded));
@@ -197,10 +198,10 @@ impl DrillReport {
                 .push(Phase::new(ROW_COUNT_PHASE, loaded, counted));
         }
         if p.analyze_seconds.is_some() {
-            self.phases.push(Phase::new("analyze", counted, analyzed));
+            self.phases.push(Phase::new("analyze", loaded, analyzed));
         }
         self.phases
-            .push(Phase::new("validation", analyzed, validated));
+            .push(Phase::new("validation", checked, validated));
         self.phases
             .push(Phase::new("smoke checks healthy", validated, healthy));
         self.size_bytes = Some(r.size_bytes);

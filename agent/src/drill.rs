@@ -372,7 +372,13 @@ async fn drill<S: ObjectStore>(
             report.cleanup.push(format!(
                 "the live database {database} was renamed to {aside}"
             ));
-            if let Err(e) = postgres::create_database_like(&maintenance, database, aside).await {
+            if let Err(e) = postgres::create_database_like(
+                &maintenance,
+                database,
+                postgres::Like::Database(aside),
+            )
+            .await
+            {
                 report
                     .failures
                     .push(format!("creating {database} failed: {e}"));

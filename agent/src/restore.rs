@@ -171,20 +171,37 @@ pub async fn resolve_snapshot<S: ObjectStore>(
 
 /// What [`prepare_target`] found.
 struct PreparedTarget {
-    /// The restore created the database.
+    /// The restore created the database, or will (`absent`).
     created: bool,
+    /// It does not exist: a parallel restore's staging database takes its name.
+    absent: bool,
     /// It has tables of its own (only possible with `--force`).
     has_tables: bool,
 }
 
-/// Creates the target if asked, and refuses a non-empty one unless forced.
-async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result<PreparedTarget> {
+/// Creates the target if asked, and refuses a non-empty one unless forced. A missing target
+/// that a parallel load's staging database can become (`parallel`; not a scratch drill's,
+/// which is marked and held under its own name) is left absent, if the role may create
+/// databases: its staging database takes the name at the end, and a failed restore leaves
+/// nothing behind.
+async fn prepare_target(
+    params: &ConnParams,
+    options: &RestoreOptions,
+    parallel: bool,
+) -> Result<PreparedTarget> {
     let maintenance = params.with_database("postgres");
     let mut created = false;
     if !postgres::database_exists(&maintenance, &params.database).await? {
         if !options.create {
             return Err(Error::TargetMissing {
                 database: params.database.clone(),
+            });
+        }
+        if parallel && !options.mark_created && postgres::can_create_database(&maintenance).await? {
+            return Ok(PreparedTarget {
+                created: true,
+                absent: true,
+                has_tables: false,
             });
         }
         postgres::create_database(&maintenance, &params.database).await?;
@@ -210,6 +227,7 @@ async fn prepare_target(params: &ConnParams, options: &RestoreOptions) -> Result
     }
     Ok(PreparedTarget {
         created,
+        absent: false,
         has_tables: !tables.is_empty(),
     })
 }
@@ -295,9 +313,6 @@ pub async fn restore_postgres<S: ObjectStore>(
     let entry = manifest.object(&snapshot.keys.dump)?.clone();
     let mut warnings =
         version_warnings(store, &snapshot.keys.dump, entry.version_id.as_deref()).await?;
-    stop_point(options, &database)?;
-    let target = prepare_target(&params, options).await?;
-    let created = target.created;
     // An index that does not check out (an earlier agent wrote a multi-line COPY statement's
     // last line into it) costs the parallel load, not the restore: the one-session load checks
     // the whole object against its SHA-256 in the manifest and needs no index.
@@ -307,6 +322,9 @@ pub async fn restore_postgres<S: ObjectStore>(
         ));
         None
     });
+    stop_point(options, &database)?;
+    let target = prepare_target(&params, options, index.is_some()).await?;
+    let created = target.created;
     if index.is_some() && target.has_tables {
         warnings.push(format!(
             "--force into {database}, which has tables: the dump was loaded into it in one \
@@ -314,7 +332,10 @@ pub async fn restore_postgres<S: ObjectStore>(
         ));
         index = None;
     }
-    if index.is_some() && !postgres::can_replace_database(&params, &database).await? {
+    if index.is_some()
+        && !target.absent
+        && !postgres::can_replace_database(&params, &database).await?
+    {
         warnings.push(format!(
             "the restore role may not create databases or does not own {database}, so the dump \
              was loaded into it in one session; grant it CREATEDB and ownership of the target \
@@ -326,7 +347,7 @@ pub async fn restore_postgres<S: ObjectStore>(
     let staging = match index {
         Some(_) => {
             warnings.extend(staging::sweep_abandoned(&params).await);
-            Some(staging::Staging::create(&params).await?)
+            Some(staging::Staging::create(&params, target.absent).await?)
         }
         None => None,
     };

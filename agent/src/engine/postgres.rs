@@ -16,9 +16,9 @@ use tokio_postgres::Client;
 use super::EngineError;
 use super::process::ChildProcess;
 pub use databases::{
-    can_replace_database, comment_database, create_database, create_database_like, database_exists,
-    derived_name, derived_prefix, drop_database, drop_roles, name_suffix, rename_database,
-    staging_prefix, user_objects,
+    Like, can_create_database, can_replace_database, comment_database, create_database,
+    create_database_like, database_exists, derived_name, derived_prefix, drop_database, drop_roles,
+    name_suffix, rename_database, staging_prefix, user_objects,
 };
 
 pub mod databases;

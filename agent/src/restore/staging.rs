@@ -4,7 +4,11 @@
 //!
 //! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
 //! when everything loaded, one transaction renames the target aside and the staging database
-//! into its name, and the old (empty) target is dropped. A restore stopped in the process (a
+//! into its name, and the old (empty) target is dropped. A target that does not exist yet
+//! (`--create`) is not created first: the staging database is created as `CREATE DATABASE`
+//! would have created the target, and takes its name at the end (should someone have created
+//! it meanwhile, the rename fails and the staging database is dropped), so a failed restore
+//! leaves no empty target behind. A restore stopped in the process (a
 //! drill's SIGTERM drops its future) drops it in the background ([`drop_stopped`] waits for
 //! that). A SIGKILL of the agent leaves it behind: every parallel restore first drops those
 //! of its target that no restore holds ([`sweep_abandoned`]), and its report says so.
@@ -37,6 +41,8 @@ pub struct Staging {
     /// The lock on the name, until the staging database is dropped or took the target's
     /// place; taken out then, so that [`Drop`] finds nothing to do.
     held: Option<abandoned::Held>,
+    /// The target did not exist when the restore started: nothing is renamed aside.
+    target_absent: bool,
 }
 
 /// The drops of staging databases whose restore was stopped ([`Drop`]), until awaited: each
@@ -98,8 +104,9 @@ impl Drop for Staging {
 }
 
 impl Staging {
-    /// Creates `<target>_restoring_<t>_<hex>` like `target` (which exists).
-    pub async fn create(target: &ConnParams) -> Result<Staging> {
+    /// Creates `<target>_restoring_<t>_<hex>` like `target`, or, if `target_absent`, as
+    /// `CREATE DATABASE` would create it.
+    pub async fn create(target: &ConnParams, target_absent: bool) -> Result<Staging> {
         let maintenance = target.with_database("postgres");
         let name = derived_name(
             &target.database,
@@ -107,16 +114,27 @@ impl Staging {
         );
         // Held before the database exists, so no sweep sees it unheld.
         let held = abandoned::hold(&maintenance, &name).await?;
-        postgres::create_database_like(&maintenance, &name, &target.database).await?;
+        let like = match target_absent {
+            true => postgres::Like::Plain,
+            false => postgres::Like::Database(&target.database),
+        };
+        postgres::create_database_like(&maintenance, &name, like).await?;
         tracing::info!(staging = %name, target = %target.database, "staging database created");
         // From here a stopped restore drops it ([`Drop`]).
         let staging = Staging {
             name,
             maintenance,
             held: Some(held),
+            target_absent,
         };
         abandoned::mark_in_use(&staging.maintenance, &staging.name).await;
         Ok(staging)
+    }
+
+    /// Runs the renaming transaction `sql` over a new connection.
+    async fn swap(&self, sql: &str, target: &str) -> Result<()> {
+        let client = postgres::connect(&self.maintenance).await?;
+        swap_error(client.batch_execute(sql).await, target, &self.name)
     }
 
     pub fn params(&self) -> ConnParams {
@@ -133,8 +151,8 @@ impl Staging {
     /// Puts the staging database in `target`'s place in one transaction, with the target's
     /// comment (so its own, marking it in use, goes; a scratch drill's database keeps its
     /// mark), then drops the old target if it is still as `CREATE DATABASE` left it (else
-    /// keeps it, renamed, and says so). Fails, and drops the staging database, if its lock
-    /// was lost.
+    /// keeps it, renamed, and says so); an absent target's name it takes, without comment.
+    /// Fails, and drops the staging database, if its lock was lost or the rename failed.
     pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
         let lost = match &self.held {
             Some(held) => held.check().await.err(),
@@ -143,6 +161,21 @@ impl Staging {
         if let Some(e) = lost {
             let _ = self.discard().await; // logged
             return Err(e.into());
+        }
+        if self.target_absent {
+            let rename = format!(
+                "BEGIN; ALTER DATABASE {s} RENAME TO {t}; COMMENT ON DATABASE {t} IS NULL; \
+                 COMMIT",
+                t = quote_ident(target),
+                s = quote_ident(&self.name),
+            );
+            if let Err(e) = self.swap(&rename, target).await {
+                let _ = self.discard().await; // logged
+                return Err(e);
+            }
+            self.held = None;
+            tracing::info!(target, "restored copy renamed into place");
+            return Ok(Vec::new());
         }
         let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
         let swapped = async {
@@ -164,16 +197,7 @@ impl Staging {
                 a = quote_ident(&aside),
                 s = quote_ident(&self.name),
             );
-            client.batch_execute(&swap).await.map_err(|e| {
-                let detail = e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_owned());
-                Error::SwapFailed {
-                    target: target.to_owned(),
-                    staging: self.name.clone(),
-                    detail,
-                }
-            })
+            swap_error(client.batch_execute(&swap).await, target, &self.name)
         };
         if let Err(e) = swapped.await {
             let _ = self.discard().await; // logged
@@ -210,4 +234,19 @@ impl Staging {
         }
         Ok(warnings)
     }
+}
+
+/// [`Error::SwapFailed`] for a renaming transaction that failed.
+fn swap_error(
+    result: std::result::Result<(), tokio_postgres::Error>,
+    target: &str,
+    staging: &str,
+) -> Result<()> {
+    result.map_err(|e| Error::SwapFailed {
+        target: target.to_owned(),
+        staging: staging.to_owned(),
+        detail: e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+    })
 }

@@ -206,6 +206,19 @@ pub async fn fresh_database(name: &str) -> tokio_postgres::Client {
     admin(name).await
 }
 
+/// Whether `name` exists on the test server.
+pub async fn database_exists(name: &str) -> bool {
+    admin("postgres")
+        .await
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Tables, rows, types and names that a faithful dump must reproduce; returns the row counts
 /// per `schema.table`.
 pub async fn load_sample(db: &tokio_postgres::Client) -> Vec<(String, String, i64)> {

@@ -180,22 +180,54 @@ pub async fn can_replace_database(
     Ok(row.is_some_and(|r| r.get(0)))
 }
 
-/// Creates `database` shaped like `like`: same owner, encoding and collation (from
-/// `template0`, as pg_dump's `--create` does), for a restore in its place.
-pub async fn create_database_like(
-    maintenance: &ConnParams,
-    database: &str,
-    like: &str,
-) -> Result<(), EngineError> {
+/// Whether the current role may create databases (`CREATEDB`, or a superuser).
+pub async fn can_create_database(maintenance: &ConnParams) -> Result<bool, EngineError> {
     let client = connect(maintenance).await?;
     let row = client
         .query_one(
-            "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, \
-             datcollate::text, datctype::text FROM pg_database WHERE datname = $1",
-            &[&like],
+            "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            &[],
         )
         .await
-        .map_err(query_error("read the settings of database", like))?;
+        .map_err(query_error(
+            "read the restore role's rights in",
+            &maintenance.database,
+        ))?;
+    Ok(row.get(0))
+}
+
+/// What [`create_database_like`] shapes a new database like.
+#[derive(Debug, Clone, Copy)]
+pub enum Like<'a> {
+    /// An existing database: its owner, encoding and collation.
+    Database(&'a str),
+    /// What `CREATE DATABASE` without options makes: owned by the current role, with
+    /// `template1`'s encoding and collation.
+    Plain,
+}
+
+/// Creates `database` shaped like `like`: owner, encoding and collation (from `template0`,
+/// as pg_dump's `--create` does), for a restore in its place.
+pub async fn create_database_like(
+    maintenance: &ConnParams,
+    database: &str,
+    like: Like<'_>,
+) -> Result<(), EngineError> {
+    let client = connect(maintenance).await?;
+    let (owner, model) = match like {
+        Like::Database(name) => ("pg_get_userbyid(datdba)", name),
+        Like::Plain => ("current_user", "template1"),
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT {owner}::text, pg_encoding_to_char(encoding)::text, \
+                 datcollate::text, datctype::text FROM pg_database WHERE datname = $1"
+            ),
+            &[&model],
+        )
+        .await
+        .map_err(query_error("read the settings of database", model))?;
     client
         .batch_execute(&format!(
             "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} \

@@ -135,8 +135,7 @@ pub enum Error {
     #[error(
         "the restored copy {staging} could not take the place of database {target}: \
          {detail}. It was dropped and {target} is unchanged. End the sessions connected to \
-         {target} (pg_stat_activity; or, if {target} did not exist and was created while the \
-         restore ran, find out by whom), then run the restore again"
+         {target} (pg_stat_activity), then run the restore again"
     )]
     SwapFailed {
         target: String,

@@ -397,15 +397,22 @@ pub async fn restore_postgres<S: ObjectStore>(
                 // Verify before commit: the staging copy takes the target's place only if it
                 // holds every table's rows as the manifest counts them (those counted as they
                 // landed are not counted again). The ANALYZE runs at the same time (the load is
-                // over, so they share the cores; neither blocks the other): a count that does
-                // not match drops the staging copy, analyzed or not.
+                // over, so they share the cores; neither blocks the other), the load's sessions
+                // split between them: a count that does not match drops the staging copy,
+                // analyzed or not.
                 let checking = Instant::now();
+                let sessions = config.restore.sessions();
+                let (count_sessions, analyze_sessions) = if config.restore.analyze {
+                    ((sessions - sessions / 2).max(1), (sessions / 2).max(1))
+                } else {
+                    (sessions, 0)
+                };
                 let counts = async {
                     let counts = verified_row_counts(
                         &load_params,
                         &details.tables,
                         &checked.counted,
-                        config.restore.sessions(),
+                        count_sessions,
                         &snapshot.keys.dump,
                         &database,
                     );
@@ -417,9 +424,9 @@ pub async fn restore_postgres<S: ObjectStore>(
                         return Ok(None);
                     }
                     let analyzed = analyze_staging(
-                        config,
                         &load_params,
                         &checked.analyzed,
+                        analyze_sessions,
                         &database,
                         options,
                     );
@@ -547,18 +554,18 @@ async fn verified_row_counts(
     })
 }
 
-/// `ANALYZE`s the staging copy but the tables (by oid) `analyzed` as they landed (stoppable,
-/// as the load); returns how long it took and, if it failed, the warning that says so
-/// (statistics are not worth failing a verified restore for).
+/// `ANALYZE`s the staging copy but the tables (by oid) `analyzed` as they landed, over
+/// `sessions` (stoppable, as the load); returns how long it took and, if it failed, the
+/// warning that says so (statistics are not worth failing a verified restore for).
 async fn analyze_staging(
-    config: &Config,
     staging: &ConnParams,
     analyzed: &HashSet<u32>,
+    sessions: usize,
     database: &str,
     options: &RestoreOptions,
 ) -> Result<(f64, Option<String>)> {
     let started = Instant::now();
-    let analyzed = per_table::analyze(staging, analyzed, config.restore.sessions());
+    let analyzed = per_table::analyze(staging, analyzed, sessions);
     let analyzed = unless_stopped(options.stop.as_ref(), database, async {
         Ok(analyzed.await)
     })

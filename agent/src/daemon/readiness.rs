@@ -7,7 +7,9 @@
 //! `daemon.s3_check_interval_seconds` (S3 requests cost money). A restore in progress is a
 //! `strongroom-psql` session in this database (or in a staging database of a parallel restore
 //! into it): the restore Job's psql, seen in
-//! `pg_stat_activity`, which the least-privilege backup role may read.
+//! `pg_stat_activity`, which the least-privilege backup role may read. A database that does
+//! not exist yet while such a session loads its staging database (a parallel restore with
+//! `--create`) is being restored, as seen from the `postgres` database.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,12 +28,20 @@ use crate::store::s3::S3Store;
 
 const RESTORE_OPERATIONS: &str = "SELECT count() FROM system.backups WHERE status = 'RESTORING'";
 
-/// The restore's psql in this database, or in a staging database of a parallel restore into
-/// it (`$1`: [`postgres::staging_prefix`]).
+/// The restore's psql in the database `$2`, or in a staging database of a parallel restore
+/// into it (`$1`: [`postgres::staging_prefix`]).
 const RESTORE_SESSIONS: &str = "SELECT count(*) FROM pg_stat_activity \
      WHERE application_name = 'strongroom-psql' \
-       AND (datname = current_database() OR starts_with(datname, $1)) \
+       AND (datname = $2 OR starts_with(datname, $1)) \
        AND pid <> pg_backend_pid()";
+
+/// [`RESTORE_SESSIONS`] if the database `$2` does not exist (a parallel restore with
+/// `--create`, whose staging database takes the name at the end), else none.
+const RESTORE_SESSIONS_OF_ABSENT: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE application_name = 'strongroom-psql' \
+       AND (datname = $2 OR starts_with(datname, $1)) \
+       AND pid <> pg_backend_pid() \
+       AND NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = $2)";
 
 /// Runs the checks until `stop` fires.
 pub async fn run(
@@ -104,18 +114,24 @@ async fn check_database(pg: &PostgresConfig, limit: Duration, clock: Clock) -> (
         Ok(p) => p,
         Err(e) => return (failed(e.to_string(), clock), false),
     };
-    let probe = async {
-        let client = postgres::connect(&params)
-            .await
-            .map_err(|e| e.to_string())?;
-        let row = client
-            .query_one(
-                RESTORE_SESSIONS,
-                &[&postgres::staging_prefix(&params.database)],
-            )
-            .await
+    let prefix = postgres::staging_prefix(&params.database);
+    let sessions = async |client: tokio_postgres::Client, sql: &str| {
+        let row = (client.query_one(sql, &[&prefix, &params.database]).await)
             .map_err(|e| e.to_string())?;
         Ok::<i64, String>(row.get(0))
+    };
+    let probe = async {
+        match postgres::connect(&params).await {
+            Ok(client) => sessions(client, RESTORE_SESSIONS).await,
+            // The database may not exist yet because a restore is creating it.
+            Err(e) => match postgres::connect(&params.with_database("postgres")).await {
+                Ok(client) => match sessions(client, RESTORE_SESSIONS_OF_ABSENT).await {
+                    Ok(restores) if restores > 0 => Ok(restores),
+                    _ => Err(e.to_string()),
+                },
+                Err(_) => Err(e.to_string()),
+            },
+        }
     };
     match tokio::time::timeout(limit, probe).await {
         Ok(Ok(restores)) => (ok(format!("{} answers", pg.host), clock), restores > 0),

@@ -7,8 +7,8 @@
 //! into its name, and the old (empty) target is dropped. A target that does not exist yet
 //! (`--create`) is not created first: the staging database is created as `CREATE DATABASE`
 //! would have created the target, and takes its name at the end (should someone have created
-//! it meanwhile, the rename fails and the staging database is dropped), so a failed restore
-//! leaves no empty target behind. A restore stopped in the process (a
+//! it meanwhile, it is replaced like a target that existed), so a failed restore leaves no
+//! empty target behind. A restore stopped in the process (a
 //! drill's SIGTERM drops its future) drops it in the background ([`drop_stopped`] waits for
 //! that). A SIGKILL of the agent leaves it behind: every parallel restore first drops those
 //! of its target that no restore holds ([`sweep_abandoned`]), and its report says so.
@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 
 use super::abandoned;
 use crate::engine::postgres::{self, ConnParams, derived_name, name_suffix, quote_ident};
@@ -114,9 +115,10 @@ impl Staging {
         );
         // Held before the database exists, so no sweep sees it unheld.
         let held = abandoned::hold(&maintenance, &name).await?;
-        let like = match target_absent {
-            true => postgres::Like::Plain,
-            false => postgres::Like::Database(&target.database),
+        let like = if target_absent {
+            postgres::Like::NewDatabase
+        } else {
+            postgres::Like::Database(&target.database)
         };
         postgres::create_database_like(&maintenance, &name, like).await?;
         tracing::info!(staging = %name, target = %target.database, "staging database created");
@@ -131,10 +133,20 @@ impl Staging {
         Ok(staging)
     }
 
-    /// Runs the renaming transaction `sql` over a new connection.
-    async fn swap(&self, sql: &str, target: &str) -> Result<()> {
+    /// Renames the staging database into the absent `target`'s name, without its comment;
+    /// `false` if a database of that name was created meanwhile.
+    async fn take_name(&self, target: &str) -> Result<bool> {
         let client = postgres::connect(&self.maintenance).await?;
-        swap_error(client.batch_execute(sql).await, target, &self.name)
+        let rename = format!(
+            "BEGIN; ALTER DATABASE {s} RENAME TO {t}; COMMENT ON DATABASE {t} IS NULL; COMMIT",
+            t = quote_ident(target),
+            s = quote_ident(&self.name),
+        );
+        match client.batch_execute(&rename).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+            Err(e) => Err(swap_failed(&e, target, &self.name)),
+        }
     }
 
     pub fn params(&self) -> ConnParams {
@@ -152,7 +164,7 @@ impl Staging {
     /// comment (so its own, marking it in use, goes; a scratch drill's database keeps its
     /// mark), then drops the old target if it is still as `CREATE DATABASE` left it (else
     /// keeps it, renamed, and says so); an absent target's name it takes, without comment.
-    /// Fails, and drops the staging database, if its lock was lost or the rename failed.
+    /// Fails, and drops the staging database, if its lock was lost or a rename failed.
     pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
         let lost = match &self.held {
             Some(held) => held.check().await.err(),
@@ -163,19 +175,23 @@ impl Staging {
             return Err(e.into());
         }
         if self.target_absent {
-            let rename = format!(
-                "BEGIN; ALTER DATABASE {s} RENAME TO {t}; COMMENT ON DATABASE {t} IS NULL; \
-                 COMMIT",
-                t = quote_ident(target),
-                s = quote_ident(&self.name),
-            );
-            if let Err(e) = self.swap(&rename, target).await {
-                let _ = self.discard().await; // logged
-                return Err(e);
+            match self.take_name(target).await {
+                Ok(true) => {
+                    self.held = None;
+                    tracing::info!(target, "restored copy renamed into place");
+                    return Ok(Vec::new());
+                }
+                // Someone created it while the restore ran: it is replaced like a target that
+                // existed (renamed aside, and kept if it holds anything).
+                Ok(false) => tracing::warn!(
+                    target,
+                    "the target was created while the restore ran; replacing it"
+                ),
+                Err(e) => {
+                    let _ = self.discard().await; // logged
+                    return Err(e);
+                }
             }
-            self.held = None;
-            tracing::info!(target, "restored copy renamed into place");
-            return Ok(Vec::new());
         }
         let aside = derived_name(target, &name_suffix(OffsetDateTime::now_utc(), "replaced"));
         let swapped = async {
@@ -197,7 +213,7 @@ impl Staging {
                 a = quote_ident(&aside),
                 s = quote_ident(&self.name),
             );
-            swap_error(client.batch_execute(&swap).await, target, &self.name)
+            (client.batch_execute(&swap).await).map_err(|e| swap_failed(&e, target, &self.name))
         };
         if let Err(e) = swapped.await {
             let _ = self.discard().await; // logged
@@ -237,16 +253,12 @@ impl Staging {
 }
 
 /// [`Error::SwapFailed`] for a renaming transaction that failed.
-fn swap_error(
-    result: std::result::Result<(), tokio_postgres::Error>,
-    target: &str,
-    staging: &str,
-) -> Result<()> {
-    result.map_err(|e| Error::SwapFailed {
+fn swap_failed(e: &tokio_postgres::Error, target: &str, staging: &str) -> Error {
+    Error::SwapFailed {
         target: target.to_owned(),
         staging: staging.to_owned(),
         detail: e
             .as_db_error()
             .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
-    })
+    }
 }

@@ -671,6 +671,51 @@ impl Drop for OwnMoto {
     }
 }
 
+/// A parallel restore with `--create` into the sidecar's database: until its staging
+/// database takes the name, the database does not exist, and `/readyz` says that a restore is
+/// in progress (seen from the `postgres` database); once the restore's session is gone, that
+/// the database is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_sees_a_restore_creating_its_database() {
+    tokio::time::timeout(harness::TEST_TIMEOUT, async {
+        let id = TestId {
+            test: "readiness_sees_a_restore_creating_its_database",
+            s3: harness::S3Kind::Rgw,
+        };
+        let target = id.database();
+        harness::drop_database(&target).await;
+        let staging = format!(
+            "{}20261206t000000z_abcd",
+            strongroom::engine::postgres::staging_prefix(&target)
+        );
+        let restore = harness::fresh_database(&staging).await;
+        restore
+            .batch_execute("SET application_name = 'strongroom-psql'")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = daemon_config(&id, "unused", dir.path(), port, "", "");
+        let agent = Agent::start(&config, port, dir.path().join("agent.log"));
+        agent.wait_for(
+            "readiness held by the restore",
+            Duration::from_secs(30),
+            |a| {
+                let (code, body) = a.request("GET", "/readyz", None);
+                code == 503 && body.contains("a restore into this database is in progress")
+            },
+        );
+        drop(restore);
+        agent.wait_for("the missing database", Duration::from_secs(30), |a| {
+            let (code, body) = a.request("GET", "/readyz", None);
+            code == 503 && body.contains("does not exist") && !body.contains("in progress")
+        });
+        harness::drop_database(&staging).await;
+    })
+    .await
+    .expect("timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_waits_for_its_dependencies_and_recovers() {
     tokio::time::timeout(harness::TEST_TIMEOUT, waits_and_recovers())

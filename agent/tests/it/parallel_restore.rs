@@ -6,8 +6,9 @@
 //! (no index: one session) and a signed index that does not fit its dump (one session, with a
 //! warning); staging databases that killed restores left behind dropped by the next restore,
 //! unless a restore holds them or someone is connected; a target with no tables but other
-//! objects kept aside, its comment carried to the restored database. (SIGKILL of the agent during the
-//! parallel phases: `restore_trust`.)
+//! objects kept aside, its comment carried to the restored database; a new target created
+//! while the restore ran replaced the same way. (SIGKILL of the agent during the parallel
+//! phases: `restore_trust`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -687,6 +688,45 @@ async fn a_target_with_objects_but_no_tables_is_kept_aside_and_gives_its_comment
     let comment = harness::database_comment(&target).await;
     assert_eq!(comment.as_deref(), Some("the map's data"));
     drop_database(&aside).await;
+}
+
+/// A new target (`--create`) that someone creates while the restore runs is replaced like one
+/// that existed: the restored copy takes its name, and what was made there is kept aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_target_created_while_the_restore_ran_is_replaced_and_kept_aside() {
+    let id = TestId {
+        test: "a_new_target_created_while_the_restore_ran",
+        s3: harness::S3Kind::Rgw,
+    };
+    let target = id.database();
+    drop_database(&target).await;
+    let yaml = harness::config_yaml(&id, "unused", "", "") + "restore:\n  user: postgres\n";
+    let config = harness::config(&yaml);
+    let params = (config.postgresql().unwrap())
+        .restore_params(&config.restore, &target)
+        .unwrap();
+    let staging = strongroom::restore::staging::Staging::create(&params, true)
+        .await
+        .unwrap();
+    harness::admin(&staging.name)
+        .await
+        .batch_execute("CREATE TABLE public.restored (x int)")
+        .await
+        .unwrap();
+    harness::fresh_database(&target)
+        .await
+        .batch_execute("CREATE TABLE public.late (x int)")
+        .await
+        .unwrap();
+    let warnings = staging.replace(&target).await.unwrap();
+    assert_eq!(harness::tables_of(&target).await, ["public.restored"]);
+    let aside = (warnings.iter())
+        .find_map(|w| w.split("kept as ").nth(1)?.split('.').next())
+        .unwrap_or_else(|| panic!("{warnings:?}"))
+        .to_owned();
+    assert_eq!(harness::tables_of(&aside).await, ["public.late"]);
+    drop_database(&aside).await;
+    drop_database(&target).await;
 }
 
 /// A signed manifest whose row counts its dump does not hold (the backup's counts and its

@@ -203,7 +203,7 @@ pub enum Like<'a> {
     Database(&'a str),
     /// What `CREATE DATABASE` without options makes: owned by the current role, with
     /// `template1`'s encoding and collation.
-    Plain,
+    NewDatabase,
 }
 
 /// Creates `database` shaped like `like`: owner, encoding and collation (from `template0`,
@@ -216,7 +216,7 @@ pub async fn create_database_like(
     let client = connect(maintenance).await?;
     let (owner, model) = match like {
         Like::Database(name) => ("pg_get_userbyid(datdba)", name),
-        Like::Plain => ("current_user", "template1"),
+        Like::NewDatabase => ("current_user", "template1"),
     };
     let row = client
         .query_one(

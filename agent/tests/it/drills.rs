@@ -114,15 +114,7 @@ fn cleanup_says(report: &Value, what: &str) -> bool {
 }
 
 async fn database_exists(host: &str, port: u16, name: &str) -> bool {
-    let client = connect(host, port, "postgres").await;
-    client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            &[&name],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    harness::database_exists_on(&connect(host, port, "postgres").await, name).await
 }
 
 async fn connect(host: &str, port: u16, database: &str) -> tokio_postgres::Client {

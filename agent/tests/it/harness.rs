@@ -208,8 +208,12 @@ pub async fn fresh_database(name: &str) -> tokio_postgres::Client {
 
 /// Whether `name` exists on the test server.
 pub async fn database_exists(name: &str) -> bool {
-    admin("postgres")
-        .await
+    database_exists_on(&admin("postgres").await, name).await
+}
+
+/// Whether `name` exists on the server `client` is connected to.
+pub async fn database_exists_on(client: &tokio_postgres::Client, name: &str) -> bool {
+    client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
             &[&name],

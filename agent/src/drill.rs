@@ -372,13 +372,18 @@ async fn drill<S: ObjectStore>(
             report.cleanup.push(format!(
                 "the live database {database} was renamed to {aside}"
             ));
-            if let Err(e) = postgres::create_database_like(
-                &maintenance,
-                database,
-                postgres::Like::Database(aside),
-            )
-            .await
-            {
+            // The restored copy becomes the live database: like the original, with its
+            // grants and settings, so the application connects as before.
+            let created = async {
+                postgres::create_database_like(
+                    &maintenance,
+                    database,
+                    postgres::Like::Database(aside),
+                )
+                .await?;
+                postgres::carry_over(&maintenance, aside, database).await
+            };
+            if let Err(e) = created.await {
                 report
                     .failures
                     .push(format!("creating {database} failed: {e}"));

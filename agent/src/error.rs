@@ -135,7 +135,9 @@ pub enum Error {
     #[error(
         "the restored copy {staging} could not take the place of database {target}: \
          {detail}. It was dropped and {target} is unchanged. End the sessions connected to \
-         {target} (pg_stat_activity), then run the restore again"
+         {target} (pg_stat_activity), or, if the server refused one of the grants or settings \
+         of {target} that the restore copies (the statement is named), run the restore as a role \
+         that may make it; then run the restore again"
     )]
     SwapFailed {
         target: String,

@@ -347,7 +347,19 @@ pub async fn restore_postgres<S: ObjectStore>(
     let staging = match index {
         Some(_) => {
             warnings.extend(staging::sweep_abandoned(&params).await);
-            Some(staging::Staging::create(&params, target.absent).await?)
+            match staging::Staging::create(&params, target.absent).await? {
+                staging::Created::Ready(staging) => Some(*staging),
+                staging::Created::CannotCarry(why) => {
+                    warnings.push(format!(
+                        "the restore role may not give a copy of {database} its grants and \
+                         settings ({why}), so the dump was loaded into it in one session, which \
+                         keeps them; run the restore as a role that may set them (a superuser) \
+                         for a parallel restore"
+                    ));
+                    index = None;
+                    None
+                }
+            }
         }
         None => None,
     };
@@ -363,7 +375,9 @@ pub async fn restore_postgres<S: ObjectStore>(
     let loaded = async {
         let globals = match options.with_globals {
             Some(fidelity) => {
-                let fresh = created || staging.is_some();
+                // A staging database takes over the target's own settings at the swap;
+                // the backup's are for a database the restore created.
+                let fresh = created;
                 globals::apply(store, &manifest, &details, &load_params, fresh, fidelity)
                     .await?
                     .map(Some)

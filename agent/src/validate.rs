@@ -15,7 +15,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::config::{Expectation, SqlCheck};
 use crate::engine::EngineError;
 use crate::engine::postgres::per_table::{self, TableStatement};
-use crate::engine::postgres::{self, ConnParams, TableRows};
+use crate::engine::postgres::{self, ConnParams, TableRows, quote_literal};
 
 /// What kind of check produced a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,11 +174,6 @@ pub fn guarded_row_counts(expected: &[TableRows]) -> Vec<CheckResult> {
             passed: true,
         })
         .collect()
-}
-
-/// `text` as an SQL string literal (with standard_conforming_strings on, as the guard sets it).
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Runs each query and checks the first column of its first row.

@@ -16,9 +16,9 @@ use tokio_postgres::Client;
 use super::EngineError;
 use super::process::ChildProcess;
 pub use databases::{
-    Like, can_create_database, can_replace_database, comment_database, create_database,
-    create_database_like, database_exists, derived_name, derived_prefix, drop_database, drop_roles,
-    name_suffix, rename_database, staging_prefix, user_objects,
+    Carried, Like, can_create_database, can_replace_database, carry_over, comment_database,
+    create_database, create_database_like, database_exists, derived_name, derived_prefix,
+    drop_database, drop_roles, name_suffix, rename_database, staging_prefix, user_objects,
 };
 
 pub mod databases;
@@ -459,6 +459,13 @@ impl SnapshotSession {
 /// `"name"`, doubling quotes inside.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, doubling quotes inside: an SQL string literal for a session with
+/// `standard_conforming_strings` on (the default since PostgreSQL 9.1), which keeps
+/// backslashes as they are.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `<program> --version`, e.g. `pg_dump (PostgreSQL) 15.18`.

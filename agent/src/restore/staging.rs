@@ -2,9 +2,14 @@
 //! its restore runs ([`abandoned::Held`]), put in the target's place at the end or dropped
 //! after a failure.
 //!
-//! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation);
-//! when everything loaded, one transaction renames the target aside and the staging database
-//! into its name, and the old (empty) target is dropped. A target that does not exist yet
+//! `<target>_restoring_<t>_<hex>` is created like the target (owner, encoding, collation,
+//! locale provider, tablespace) and with its grants, so it is no more open than the target
+//! while it loads; the target's settings and connection limit are tried on it then, in a
+//! transaction rolled back, and a restore role that may not write them back loads into the
+//! target in one session instead ([`Created::CannotCarry`]). When everything loaded, one
+//! transaction gives the staging database the target's grants, settings, connection limit and
+//! comment as they are then ([`postgres::Carried`]), renames the target aside and the staging
+//! database into its name, and the old (empty) target is dropped. A target that does not exist yet
 //! (`--create`) is not created first: the staging database is created as `CREATE DATABASE`
 //! would have created the target, and takes its name at the end (should someone have created
 //! it meanwhile, it is replaced like a target that existed), so a failed restore leaves no
@@ -104,10 +109,19 @@ impl Drop for Staging {
     }
 }
 
+/// What [`Staging::create`] made.
+pub enum Created {
+    Ready(Box<Staging>),
+    /// The restore role may not give the staging database what the target carries (the
+    /// reason): it was dropped, and the restore loads into the target in one session, which
+    /// keeps the target's grants and settings as they are.
+    CannotCarry(String),
+}
+
 impl Staging {
-    /// Creates `<target>_restoring_<t>_<hex>` like `target`, or, if `target_absent`, as
-    /// `CREATE DATABASE` would create it.
-    pub async fn create(target: &ConnParams, target_absent: bool) -> Result<Staging> {
+    /// Creates `<target>_restoring_<t>_<hex>` like `target`, with its grants, or, if
+    /// `target_absent`, as `CREATE DATABASE` would create it.
+    pub async fn create(target: &ConnParams, target_absent: bool) -> Result<Created> {
         let maintenance = target.with_database("postgres");
         let name = derived_name(
             &target.database,
@@ -130,7 +144,35 @@ impl Staging {
             target_absent,
         };
         abandoned::mark_in_use(&staging.maintenance, &staging.name).await;
-        Ok(staging)
+        if !target_absent && let Err(why) = staging.carry_from(&target.database).await {
+            let _ = staging.discard().await; // logged
+            return Ok(Created::CannotCarry(why));
+        }
+        Ok(Created::Ready(Box::new(staging)))
+    }
+
+    /// Gives the staging database `target`'s grants, and tries its settings and connection
+    /// limit in a transaction rolled back (they are set at the swap, so the load does not run
+    /// under them): what the restore role may not write back is found before anything loads.
+    async fn carry_from(&self, target: &str) -> std::result::Result<(), String> {
+        let client = (postgres::connect(&self.maintenance).await).map_err(|e| e.to_string())?;
+        let carried =
+            (postgres::Carried::read(&client, target).await).map_err(|e| e.to_string())?;
+        let settings = carried.setting_statements(&self.name)?;
+        let mut steps = vec!["BEGIN".to_owned()];
+        steps.extend(carried.grant_statements(&self.name));
+        if !settings.is_empty() {
+            steps.push("SAVEPOINT strongroom_settings".into());
+            steps.extend(settings);
+            steps.push("ROLLBACK TO strongroom_settings".into());
+        }
+        steps.push("COMMIT".into());
+        for step in &steps {
+            if let Err(e) = client.batch_execute(step).await {
+                return Err(format!("{step}: {}", postgres::detail(&e)));
+            }
+        }
+        Ok(())
     }
 
     /// Renames the staging database into the absent `target`'s name, without its comment;
@@ -145,7 +187,7 @@ impl Staging {
         match client.batch_execute(&rename).await {
             Ok(()) => Ok(true),
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
-            Err(e) => Err(swap_failed(&e, target, &self.name)),
+            Err(e) => Err(swap_failed(&e, None, target, &self.name)),
         }
     }
 
@@ -161,8 +203,8 @@ impl Staging {
     }
 
     /// Puts the staging database in `target`'s place in one transaction, with the target's
-    /// comment (so its own, marking it in use, goes; a scratch drill's database keeps its
-    /// mark), then drops the old target if it is still as `CREATE DATABASE` left it (else
+    /// grants, settings, connection limit and comment (so its own comment, marking it in use,
+    /// goes; a scratch drill's database keeps its mark), then drops the old target if it is still as `CREATE DATABASE` left it (else
     /// keeps it, renamed, and says so); an absent target's name it takes, without comment.
     /// Fails, and drops the staging database, if its lock was lost or a rename failed.
     pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
@@ -206,14 +248,29 @@ impl Staging {
                 .await
                 .map_err(postgres::query_error("read the comment of", target))?
                 .get(0);
-            let swap = format!(
-                "BEGIN; ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; \
+            let carried = postgres::Carried::read(&client, target).await?;
+            let carry = carried
+                .statements(&self.name)
+                .map_err(|detail| Error::SwapFailed {
+                    target: target.to_owned(),
+                    staging: self.name.clone(),
+                    detail,
+                })?;
+            let rename = format!(
+                "ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; \
                  COMMENT ON DATABASE {t} IS {comment}; COMMIT",
                 t = quote_ident(target),
                 a = quote_ident(&aside),
                 s = quote_ident(&self.name),
             );
-            (client.batch_execute(&swap).await).map_err(|e| swap_failed(&e, target, &self.name))
+            // One transaction; what the target carries one statement at a time, so that a
+            // refusal names its statement.
+            for statement in std::iter::once("BEGIN").chain(carry.iter().map(String::as_str)) {
+                (client.batch_execute(statement).await)
+                    .map_err(|e| swap_failed(&e, Some(statement), target, &self.name))?;
+            }
+            (client.batch_execute(&rename).await)
+                .map_err(|e| swap_failed(&e, None, target, &self.name))
         };
         if let Err(e) = swapped.await {
             let _ = self.discard().await; // logged
@@ -252,13 +309,22 @@ impl Staging {
     }
 }
 
-/// [`Error::SwapFailed`] for a renaming transaction that failed.
-fn swap_failed(e: &tokio_postgres::Error, target: &str, staging: &str) -> Error {
+/// [`Error::SwapFailed`] for a renaming transaction that failed (at `statement`, if named).
+fn swap_failed(
+    e: &tokio_postgres::Error,
+    statement: Option<&str>,
+    target: &str,
+    staging: &str,
+) -> Error {
+    let message = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
     Error::SwapFailed {
         target: target.to_owned(),
         staging: staging.to_owned(),
-        detail: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        detail: match statement {
+            Some(statement) => format!("{statement}: {message}"),
+            None => message,
+        },
     }
 }

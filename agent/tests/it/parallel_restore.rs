@@ -7,8 +7,9 @@
 //! warning); staging databases that killed restores left behind dropped by the next restore,
 //! unless a restore holds them or someone is connected; a target with no tables but other
 //! objects kept aside, its comment carried to the restored database; a new target created
-//! while the restore ran replaced the same way. (SIGKILL of the agent during the parallel
-//! phases: `restore_trust`.)
+//! while the restore ran replaced the same way; the target's grants, settings and ICU locale
+//! kept, and a restore role that may not copy them loading in one session. (SIGKILL of the
+//! agent during the parallel phases: `restore_trust`.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -705,9 +706,10 @@ async fn a_new_target_created_while_the_restore_ran_is_replaced_and_kept_aside()
     let params = (config.postgresql().unwrap())
         .restore_params(&config.restore, &target)
         .unwrap();
-    let staging = strongroom::restore::staging::Staging::create(&params, true)
-        .await
-        .unwrap();
+    use strongroom::restore::staging::{Created, Staging};
+    let Created::Ready(staging) = Staging::create(&params, true).await.unwrap() else {
+        panic!("a new target carries nothing");
+    };
     harness::admin(&staging.name)
         .await
         .batch_execute("CREATE TABLE public.restored (x int)")
@@ -903,4 +905,177 @@ async fn an_analyze_that_fails_is_a_warning_and_the_restore_goes_on(id: TestId) 
         .unwrap_or_else(|e| panic!("one-session restore: {e}"));
     assert!(report.parallel.is_none() && report.passed, "{report:#?}");
     assert_eq!(harness::tables_of(&restored).await, ["public.t"]);
+}
+
+/// What a database carries besides its contents, as one sorted list: its ACL, connection
+/// limit, locale provider and collation, and the settings made on it.
+async fn database_properties(database: &str) -> Vec<String> {
+    harness::admin("postgres")
+        .await
+        .query(
+            "SELECT 'acl ' || coalesce((SELECT string_agg(a::text, ' ' ORDER BY a::text) \
+                FROM unnest(d.datacl) a), 'default') FROM pg_database d WHERE d.datname = $1 \
+             UNION ALL SELECT format('limit %s provider %s icu %s collate %s', datconnlimit, \
+                datlocprovider, coalesce(daticulocale, '-'), datcollate) \
+                FROM pg_database WHERE datname = $1 \
+             UNION ALL SELECT 'settings ' || coalesce(r.rolname, '-') || ' ' \
+                || array_to_string(s.setconfig, '|') \
+                FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
+                LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = $1 \
+             ORDER BY 1",
+            &[&database],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A small signed backup of the test's database, its table owned by `owner`.
+async fn small_backup(id: &TestId, keys: &Path, owner: &str) -> (Arc<S3Store>, Config, String) {
+    let db = harness::fresh_database(&id.database()).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY, name text); ALTER TABLE t OWNER TO {owner}; \
+         INSERT INTO t SELECT i, 'n' || i FROM generate_series(1, 1000) i;"
+    ))
+    .await
+    .unwrap();
+    let (store, config, _, key) = signed_backup(id, keys, "").await;
+    (store, config, key)
+}
+
+/// The database a chart or operator made, which a restore goes into, keeps what it carries:
+/// a parallel restore puts a staging database in its place by rename, which takes over its
+/// grants (`PUBLIC` may not connect, one role may), its connection limit, its settings (one of
+/// which, `default_transaction_read_only`, would have failed the load had it run under it),
+/// its role's settings in it and its ICU locale, as `gunzip | psql` into it keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_restore_keeps_the_targets_grants_settings_and_locale() {
+    let id = TestId {
+        test: "restore_keeps_target_properties",
+        s3: harness::S3Kind::Rgw,
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (store, config, key) = small_backup(&id, keys.path(), "postgres").await;
+    let target = format!("{}_made", id.database());
+    let reader = "strongroom_it_keeps_reader";
+    drop_database(&target).await;
+    let root = harness::admin("postgres").await;
+    // One statement at a time: CREATE DATABASE cannot run in a batch's implicit transaction.
+    for sql in [
+        format!("DROP ROLE IF EXISTS {reader}"),
+        format!("CREATE ROLE {reader} LOGIN"),
+        format!(
+            "CREATE DATABASE \"{target}\" TEMPLATE template0 LOCALE_PROVIDER icu \
+             ICU_LOCALE 'de-DE' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' CONNECTION LIMIT 40"
+        ),
+    ] {
+        root.batch_execute(&sql).await.unwrap();
+    }
+    root.batch_execute(&format!(
+        "REVOKE ALL ON DATABASE \"{target}\" FROM PUBLIC; \
+         GRANT CONNECT ON DATABASE \"{target}\" TO {reader}; \
+         ALTER DATABASE \"{target}\" SET search_path = app, \"$user\", public; \
+         ALTER DATABASE \"{target}\" SET default_transaction_read_only = on; \
+         ALTER ROLE {reader} IN DATABASE \"{target}\" SET statement_timeout = '7s'"
+    ))
+    .await
+    .unwrap();
+    let before = database_properties(&target).await;
+    assert_eq!(
+        before,
+        [
+            format!("acl postgres=CTc/postgres {reader}=c/postgres").as_str(),
+            "limit 40 provider i icu de-DE collate C.UTF-8",
+            "settings - search_path=app, \"$user\", public|default_transaction_read_only=on",
+            &format!("settings {reader} statement_timeout=7s"),
+        ]
+    );
+
+    let report = harness::restore(&config, &store, &key, &target)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_some(), "{:?}", report.warnings);
+    assert_eq!(database_properties(&target).await, before);
+    assert_eq!(
+        harness::reference_dump(&target),
+        harness::reference_dump(&id.database())
+    );
+    drop_database(&target).await;
+    root.batch_execute(&format!("DROP ROLE {reader}"))
+        .await
+        .unwrap();
+}
+
+/// A restore role that may not write the target's settings back (here a role's setting in
+/// it, which only a superuser or the role's admin may make) finds out before anything loads,
+/// and loads into the target in one session, which keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_role_that_may_not_copy_the_targets_settings_loads_in_one_session() {
+    let id = TestId {
+        test: "restore_cannot_copy_settings",
+        s3: harness::S3Kind::Rgw,
+    };
+    let (owner, reader) = ("strongroom_it_copy_owner", "strongroom_it_copy_reader");
+    let target = format!("{}_made", id.database());
+    drop_database(&target).await;
+    let password = std::fs::read_to_string(harness::pg().password_file).unwrap();
+    let root = harness::admin("postgres").await;
+    drop_database(&id.database()).await;
+    for sql in [
+        format!("DROP ROLE IF EXISTS {reader}"),
+        format!("CREATE ROLE {reader}"),
+        format!("DROP ROLE IF EXISTS {owner}"),
+        format!(
+            "CREATE ROLE {owner} LOGIN CREATEDB PASSWORD '{}'",
+            password.trim()
+        ),
+        format!("CREATE DATABASE \"{target}\" OWNER {owner}"),
+    ] {
+        root.batch_execute(&sql).await.unwrap();
+    }
+    root.batch_execute(&format!(
+        "ALTER DATABASE \"{target}\" SET work_mem = '5MB'; \
+         ALTER ROLE {reader} IN DATABASE \"{target}\" SET statement_timeout = '7s'"
+    ))
+    .await
+    .unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (store, mut config, key) = small_backup(&id, keys.path(), owner).await;
+    config.restore.user = Some(owner.into());
+    let before = database_properties(&target).await;
+
+    let report = harness::restore(&config, &store, &key, &target)
+        .await
+        .unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(report.parallel.is_none());
+    let warning = (report.warnings.iter())
+        .find(|w| w.contains("may not give a copy of"))
+        .unwrap_or_else(|| panic!("{:?}", report.warnings));
+    assert!(
+        warning.contains(&format!("ALTER ROLE \"{reader}\" IN DATABASE")),
+        "{warning}"
+    );
+    assert_eq!(database_properties(&target).await, before);
+    assert_eq!(
+        harness::reference_dump(&target),
+        harness::reference_dump(&id.database())
+    );
+    // No staging database is left.
+    let prefix = strongroom::engine::postgres::staging_prefix(&target);
+    let left: Vec<String> = (harness::admin("postgres").await)
+        .query("SELECT datname::text FROM pg_database", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    drop_database(&target).await;
+    drop_database(&id.database()).await;
+    root.batch_execute(&format!("DROP ROLE {reader}; DROP ROLE {owner}"))
+        .await
+        .unwrap();
 }

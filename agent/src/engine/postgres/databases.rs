@@ -4,8 +4,12 @@
 
 use tokio_postgres::Client;
 
-use super::{ConnParams, connect, detail, query_error, quote_ident};
+use super::{ConnParams, connect, detail, query_error, quote_ident, quote_literal};
 use crate::engine::EngineError;
+
+pub mod properties;
+
+pub use properties::{Carried, Like, carry_over, create_database_like};
 
 /// Whether `database` exists (asked over `maintenance`, a connection to another database).
 pub async fn database_exists(
@@ -51,12 +55,6 @@ pub async fn comment_database(
         ))
         .await
         .map_err(query_error("comment on database", database))
-}
-
-/// `'text'`, doubling quotes inside (the server's `standard_conforming_strings`, on by
-/// default since PostgreSQL 9.1, keeps backslashes as they are).
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Ends every other session connected to `database` (a drill's incident, or clearing the way
@@ -194,52 +192,6 @@ pub async fn can_create_database(maintenance: &ConnParams) -> Result<bool, Engin
             &maintenance.database,
         ))?;
     Ok(row.get(0))
-}
-
-/// What [`create_database_like`] shapes a new database like.
-#[derive(Debug, Clone, Copy)]
-pub enum Like<'a> {
-    /// An existing database: its owner, encoding and collation.
-    Database(&'a str),
-    /// What `CREATE DATABASE` without options makes: owned by the current role, with
-    /// `template1`'s encoding and collation.
-    NewDatabase,
-}
-
-/// Creates `database` shaped like `like`: owner, encoding and collation (from `template0`,
-/// as pg_dump's `--create` does), for a restore in its place.
-pub async fn create_database_like(
-    maintenance: &ConnParams,
-    database: &str,
-    like: Like<'_>,
-) -> Result<(), EngineError> {
-    let client = connect(maintenance).await?;
-    let (owner, model) = match like {
-        Like::Database(name) => ("pg_get_userbyid(datdba)", name),
-        Like::NewDatabase => ("current_user", "template1"),
-    };
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT {owner}::text, pg_encoding_to_char(encoding)::text, \
-                 datcollate::text, datctype::text FROM pg_database WHERE datname = $1"
-            ),
-            &[&model],
-        )
-        .await
-        .map_err(query_error("read the settings of database", model))?;
-    client
-        .batch_execute(&format!(
-            "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} \
-             LC_CTYPE {}",
-            quote_ident(database),
-            quote_ident(&row.get::<_, String>(0)),
-            quote_literal(row.get(1)),
-            quote_literal(row.get(2)),
-            quote_literal(row.get(3)),
-        ))
-        .await
-        .map_err(query_error("create database", database))
 }
 
 /// `DROP ROLE` of each (roles a scratch drill created, which own nothing once its database

@@ -159,11 +159,7 @@ pub struct Applied {
     pub skipped: Vec<String>,
 }
 
-use super::quote_ident as ident;
-
-fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
+use super::{quote_ident as ident, quote_literal as literal};
 
 /// Settings whose value is a list of (possibly double-quoted) names: each element becomes its
 /// own literal, as pg_dump writes them (`SET search_path = 'a', 'b c'`).

@@ -384,9 +384,9 @@ async fn drill<S: ObjectStore>(
                 postgres::carry_over(&maintenance, aside, database).await
             };
             if let Err(e) = created.await {
-                report
-                    .failures
-                    .push(format!("creating {database} failed: {e}"));
+                report.failures.push(format!(
+                    "creating {database} like {aside}, with its grants and settings, failed: {e}"
+                ));
                 put_back(config, database, aside, report).await;
                 return Ok(());
             }

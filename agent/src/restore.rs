@@ -351,10 +351,10 @@ pub async fn restore_postgres<S: ObjectStore>(
                 staging::Created::Ready(staging) => Some(*staging),
                 staging::Created::CannotCarry(why) => {
                     warnings.push(format!(
-                        "the restore role may not give a copy of {database} its grants and \
-                         settings ({why}), so the dump was loaded into it in one session, which \
-                         keeps them; run the restore as a role that may set them (a superuser) \
-                         for a parallel restore"
+                        "the restore role may not make a copy of {database} with its \
+                         tablespace, grants and settings ({why}), so the dump was loaded into \
+                         it in one session, which keeps them; run the restore as a role that \
+                         may (a superuser) for a parallel restore"
                     ));
                     index = None;
                     None

@@ -16,9 +16,10 @@ use tokio_postgres::Client;
 use super::EngineError;
 use super::process::ChildProcess;
 pub use databases::{
-    Carried, Like, can_create_database, can_replace_database, carry_over, comment_database,
-    create_database, create_database_like, database_exists, derived_name, derived_prefix,
-    drop_database, drop_roles, name_suffix, rename_database, staging_prefix, user_objects,
+    Carried, Like, Refused, can_create_database, can_replace_database, carry_over,
+    comment_database, create_database, create_database_like, database_exists, derived_name,
+    derived_prefix, drop_database, drop_roles, in_transaction, name_suffix, rename_database,
+    staging_prefix, tablespace_refused, user_objects,
 };
 
 pub mod databases;
@@ -461,11 +462,17 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `'text'`, doubling quotes inside: an SQL string literal for a session with
-/// `standard_conforming_strings` on (the default since PostgreSQL 9.1), which keeps
-/// backslashes as they are.
+/// `'text'` as an SQL string literal, doubling quotes inside; with a backslash in it,
+/// `E'text'` with backslashes doubled too (as the server's own `quote_literal` does), which
+/// reads the same whatever `standard_conforming_strings` says: a value from the catalogs
+/// cannot end its literal early on a server or role that turned it off.
 pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    let quoted = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// `<program> --version`, e.g. `pg_dump (PostgreSQL) 15.18`.
@@ -607,6 +614,13 @@ const PSQL_INPUT_BUFFER: usize = 128 << 10;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_hold_quotes_and_backslashes_whatever_standard_conforming_strings_says() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        // Off, `'x\'` would end at the second quote; E'' reads the same either way.
+        assert_eq!(quote_literal(r"x\'; DROP"), r"E'x\\''; DROP'");
+    }
 
     fn params(host: &str, tls: TlsParams) -> ConnParams {
         ConnParams {

@@ -127,6 +127,12 @@ impl Staging {
             &target.database,
             &name_suffix(OffsetDateTime::now_utc(), "restoring"),
         );
+        if !target_absent {
+            let client = postgres::connect(&maintenance).await?;
+            if let Some(why) = postgres::tablespace_refused(&client, &target.database).await? {
+                return Ok(Created::CannotCarry(why));
+            }
+        }
         // Held before the database exists, so no sweep sees it unheld.
         let held = abandoned::hold(&maintenance, &name).await?;
         let like = if target_absent {
@@ -144,9 +150,21 @@ impl Staging {
             target_absent,
         };
         abandoned::mark_in_use(&staging.maintenance, &staging.name).await;
-        if !target_absent && let Err(why) = staging.carry_from(&target.database).await {
-            let _ = staging.discard().await; // logged
-            return Ok(Created::CannotCarry(why));
+        if !target_absent {
+            match staging.carry_from(&target.database).await {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    let why = match staging.discard().await {
+                        None => why,
+                        Some(problem) => format!("{why}; {problem}"),
+                    };
+                    return Ok(Created::CannotCarry(why));
+                }
+                Err(e) => {
+                    let _ = staging.discard().await; // logged
+                    return Err(e);
+                }
+            }
         }
         Ok(Created::Ready(Box::new(staging)))
     }
@@ -154,25 +172,42 @@ impl Staging {
     /// Gives the staging database `target`'s grants, and tries its settings and connection
     /// limit in a transaction rolled back (they are set at the swap, so the load does not run
     /// under them): what the restore role may not write back is found before anything loads.
-    async fn carry_from(&self, target: &str) -> std::result::Result<(), String> {
-        let client = (postgres::connect(&self.maintenance).await).map_err(|e| e.to_string())?;
-        let carried =
-            (postgres::Carried::read(&client, target).await).map_err(|e| e.to_string())?;
-        let settings = carried.setting_statements(&self.name)?;
-        let mut steps = vec!["BEGIN".to_owned()];
-        steps.extend(carried.grant_statements(&self.name));
+    /// `Some(why)` when the server refused a statement for want of a privilege or as invalid
+    /// (what `why` names, with the target's name in it); any other failure is an error.
+    async fn carry_from(&self, target: &str) -> Result<Option<String>> {
+        let client = postgres::connect(&self.maintenance).await?;
+        let carried = postgres::Carried::read(&client, target).await?;
+        let settings = match carried.setting_statements(&self.name) {
+            Ok(settings) => settings,
+            Err(why) => return Ok(Some(why)),
+        };
+        let mut steps = carried.grant_statements(&self.name, None);
         if !settings.is_empty() {
             steps.push("SAVEPOINT strongroom_settings".into());
             steps.extend(settings);
             steps.push("ROLLBACK TO strongroom_settings".into());
         }
-        steps.push("COMMIT".into());
-        for step in &steps {
-            if let Err(e) = client.batch_execute(step).await {
-                return Err(format!("{step}: {}", postgres::detail(&e)));
+        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+        match postgres::in_transaction(&client, &steps).await {
+            Ok(()) => Ok(None),
+            Err(refused) => {
+                // Shown against the target: the staging database is dropped.
+                let why =
+                    (refused.to_string()).replace(&quote_ident(&self.name), &quote_ident(target));
+                // 42: insufficient privilege and the like; 0A: not supported; 22: a value
+                // the server does not take.
+                let class = refused.error.code().map(|c| &c.code()[..2]);
+                match class {
+                    Some("42" | "0A" | "22") => Ok(Some(why)),
+                    _ => Err(crate::engine::EngineError::Query {
+                        what: "give the staging database the grants of",
+                        database: target.to_owned(),
+                        detail: why,
+                    }
+                    .into()),
+                }
             }
         }
-        Ok(())
     }
 
     /// Renames the staging database into the absent `target`'s name, without its comment;
@@ -249,28 +284,30 @@ impl Staging {
                 .map_err(postgres::query_error("read the comment of", target))?
                 .get(0);
             let carried = postgres::Carried::read(&client, target).await?;
-            let carry = carried
-                .statements(&self.name)
-                .map_err(|detail| Error::SwapFailed {
-                    target: target.to_owned(),
-                    staging: self.name.clone(),
-                    detail,
-                })?;
-            let rename = format!(
-                "ALTER DATABASE {t} RENAME TO {a}; ALTER DATABASE {s} RENAME TO {t}; \
-                 COMMENT ON DATABASE {t} IS {comment}; COMMIT",
-                t = quote_ident(target),
-                a = quote_ident(&aside),
-                s = quote_ident(&self.name),
+            let current = postgres::Carried::read(&client, &self.name).await?;
+            let mut statements =
+                carried
+                    .statements(&self.name, Some(&current))
+                    .map_err(|detail| Error::SwapFailed {
+                        target: target.to_owned(),
+                        staging: self.name.clone(),
+                        detail,
+                    })?;
+            let (t, a, s) = (
+                quote_ident(target),
+                quote_ident(&aside),
+                quote_ident(&self.name),
             );
-            // One transaction; what the target carries one statement at a time, so that a
-            // refusal names its statement.
-            for statement in std::iter::once("BEGIN").chain(carry.iter().map(String::as_str)) {
-                (client.batch_execute(statement).await)
-                    .map_err(|e| swap_failed(&e, Some(statement), target, &self.name))?;
-            }
-            (client.batch_execute(&rename).await)
-                .map_err(|e| swap_failed(&e, None, target, &self.name))
+            statements.extend([
+                format!("ALTER DATABASE {t} RENAME TO {a}"),
+                format!("ALTER DATABASE {s} RENAME TO {t}"),
+                format!("COMMENT ON DATABASE {t} IS {comment}"),
+            ]);
+            let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+            // One transaction, a statement at a time, so that a refusal names its statement.
+            (postgres::in_transaction(&client, &statements).await).map_err(|refused| {
+                swap_failed(&refused.error, Some(&refused.statement), target, &self.name)
+            })
         };
         if let Err(e) = swapped.await {
             let _ = self.discard().await; // logged

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strongroom::config::Config;
+use strongroom::engine::postgres;
 use strongroom::error::Error;
 use strongroom::layout::Engine;
 use strongroom::manifest::{Manifest, SectionKind};
@@ -945,11 +946,44 @@ async fn small_backup(id: &TestId, keys: &Path, owner: &str) -> (Arc<S3Store>, C
     (store, config, key)
 }
 
+/// Drops `target` and what restores into it may have left (staging and replaced copies),
+/// then drops `roles` (cluster-wide: with their grants on databases, `DROP OWNED BY`), so a
+/// run that failed half-way does not stop the next; then runs `setup`, a statement at a time
+/// (CREATE DATABASE cannot run in a batch's implicit transaction).
+async fn fresh_target(target: &str, roles: &[&str], setup: &[String]) {
+    let root = harness::admin("postgres").await;
+    let prefixes = ["restoring", "replaced"].map(|what| postgres::derived_prefix(target, what));
+    let names: Vec<String> = (root
+        .query("SELECT datname::text FROM pg_database", &[])
+        .await)
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for name in names {
+        if name == target || prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            drop_database(&name).await;
+        }
+    }
+    for role in roles {
+        root.batch_execute(&format!(
+            "DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN \
+               EXECUTE 'DROP OWNED BY {role}'; EXECUTE 'DROP ROLE {role}'; END IF; END$$"
+        ))
+        .await
+        .unwrap();
+    }
+    for sql in setup {
+        root.batch_execute(sql).await.unwrap();
+    }
+}
+
 /// The database a chart or operator made, which a restore goes into, keeps what it carries:
 /// a parallel restore puts a staging database in its place by rename, which takes over its
-/// grants (`PUBLIC` may not connect, one role may), its connection limit, its settings (one of
-/// which, `default_transaction_read_only`, would have failed the load had it run under it),
-/// its role's settings in it and its ICU locale, as `gunzip | psql` into it keeps them.
+/// grants (`PUBLIC` may not connect; one role may, and may grant that on, which it did), its
+/// connection limit, its settings (one of which, `default_transaction_read_only`, would have
+/// failed the load had it run under it), a role's settings in it and its ICU locale, as
+/// `gunzip | psql` into it keeps them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_restore_keeps_the_targets_grants_settings_and_locale() {
     let id = TestId {
@@ -959,34 +993,33 @@ async fn a_parallel_restore_keeps_the_targets_grants_settings_and_locale() {
     let keys = tempfile::tempdir().unwrap();
     let (store, config, key) = small_backup(&id, keys.path(), "postgres").await;
     let target = format!("{}_made", id.database());
-    let reader = "strongroom_it_keeps_reader";
-    drop_database(&target).await;
-    let root = harness::admin("postgres").await;
-    // One statement at a time: CREATE DATABASE cannot run in a batch's implicit transaction.
-    for sql in [
-        format!("DROP ROLE IF EXISTS {reader}"),
-        format!("CREATE ROLE {reader} LOGIN"),
-        format!(
-            "CREATE DATABASE \"{target}\" TEMPLATE template0 LOCALE_PROVIDER icu \
-             ICU_LOCALE 'de-DE' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' CONNECTION LIMIT 40"
-        ),
-    ] {
-        root.batch_execute(&sql).await.unwrap();
-    }
-    root.batch_execute(&format!(
-        "REVOKE ALL ON DATABASE \"{target}\" FROM PUBLIC; \
-         GRANT CONNECT ON DATABASE \"{target}\" TO {reader}; \
-         ALTER DATABASE \"{target}\" SET search_path = app, \"$user\", public; \
-         ALTER DATABASE \"{target}\" SET default_transaction_read_only = on; \
-         ALTER ROLE {reader} IN DATABASE \"{target}\" SET statement_timeout = '7s'"
-    ))
-    .await
-    .unwrap();
+    let (delegate, reader) = ("strongroom_it_keeps_delegate", "strongroom_it_keeps_reader");
+    let db = format!("\"{target}\"");
+    fresh_target(
+        &target,
+        &[reader, delegate],
+        &[
+            format!("CREATE ROLE {delegate}"),
+            format!("CREATE ROLE {reader} LOGIN"),
+            format!(
+                "CREATE DATABASE {db} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' \
+                 LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' CONNECTION LIMIT 40"
+            ),
+            format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+            format!("GRANT CONNECT ON DATABASE {db} TO {delegate} WITH GRANT OPTION"),
+            format!("SET ROLE {delegate}; GRANT CONNECT ON DATABASE {db} TO {reader}; RESET ROLE"),
+            format!("ALTER DATABASE {db} SET search_path = app, \"$user\", public"),
+            format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
+            format!("ALTER ROLE {reader} IN DATABASE {db} SET statement_timeout = '7s'"),
+        ],
+    )
+    .await;
     let before = database_properties(&target).await;
     assert_eq!(
         before,
         [
-            format!("acl postgres=CTc/postgres {reader}=c/postgres").as_str(),
+            format!("acl postgres=CTc/postgres {delegate}=c*/postgres {reader}=c/{delegate}")
+                .as_str(),
             "limit 40 provider i icu de-DE collate C.UTF-8",
             "settings - search_path=app, \"$user\", public|default_transaction_read_only=on",
             &format!("settings {reader} statement_timeout=7s"),
@@ -1002,10 +1035,53 @@ async fn a_parallel_restore_keeps_the_targets_grants_settings_and_locale() {
         harness::reference_dump(&target),
         harness::reference_dump(&id.database())
     );
-    drop_database(&target).await;
-    root.batch_execute(&format!("DROP ROLE {reader}"))
+    fresh_target(&target, &[reader, delegate], &[]).await;
+}
+
+/// The swap gives the restored copy the target's grants as they are then: a grant revoked on
+/// the target while the restore loaded is not on its copy, though the copy had it from its
+/// creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_revoked_while_the_restore_loads_is_not_on_the_restored_copy() {
+    let id = TestId {
+        test: "grant_revoked_while_loading",
+        s3: harness::S3Kind::Rgw,
+    };
+    let target = id.database();
+    let (stays, goes) = ("strongroom_it_revoked_stays", "strongroom_it_revoked_goes");
+    let db = format!("\"{target}\"");
+    fresh_target(
+        &target,
+        &[stays, goes],
+        &[
+            format!("CREATE ROLE {stays}"),
+            format!("CREATE ROLE {goes}"),
+            format!("CREATE DATABASE {db}"),
+            format!("GRANT CONNECT ON DATABASE {db} TO {stays}, {goes}"),
+        ],
+    )
+    .await;
+    let yaml = harness::config_yaml(&id, "unused", "", "") + "restore:\n  user: postgres\n";
+    let params = (harness::config(&yaml).postgresql().unwrap())
+        .restore_params(&harness::config(&yaml).restore, &target)
+        .unwrap();
+    use strongroom::restore::staging::{Created, Staging};
+    let Created::Ready(staging) = Staging::create(&params, false).await.unwrap() else {
+        panic!("a superuser carries everything");
+    };
+    // The copy has the target's grants while it loads.
+    let copy = database_properties(&staging.name).await;
+    assert!(copy[0].contains(&format!("{goes}=c/postgres")), "{copy:?}");
+    harness::admin("postgres")
+        .await
+        .batch_execute(&format!("REVOKE CONNECT ON DATABASE {db} FROM {goes}"))
         .await
         .unwrap();
+    let before = database_properties(&target).await;
+    staging.replace(&target).await.unwrap();
+    assert_eq!(database_properties(&target).await, before);
+    assert!(!before[0].contains(goes), "{before:?}");
+    fresh_target(&target, &[stays, goes], &[]).await;
 }
 
 /// A restore role that may not write the target's settings back (here a role's setting in
@@ -1019,28 +1095,24 @@ async fn a_restore_role_that_may_not_copy_the_targets_settings_loads_in_one_sess
     };
     let (owner, reader) = ("strongroom_it_copy_owner", "strongroom_it_copy_reader");
     let target = format!("{}_made", id.database());
-    drop_database(&target).await;
+    let db = format!("\"{target}\"");
     let password = std::fs::read_to_string(harness::pg().password_file).unwrap();
-    let root = harness::admin("postgres").await;
     drop_database(&id.database()).await;
-    for sql in [
-        format!("DROP ROLE IF EXISTS {reader}"),
-        format!("CREATE ROLE {reader}"),
-        format!("DROP ROLE IF EXISTS {owner}"),
-        format!(
-            "CREATE ROLE {owner} LOGIN CREATEDB PASSWORD '{}'",
-            password.trim()
-        ),
-        format!("CREATE DATABASE \"{target}\" OWNER {owner}"),
-    ] {
-        root.batch_execute(&sql).await.unwrap();
-    }
-    root.batch_execute(&format!(
-        "ALTER DATABASE \"{target}\" SET work_mem = '5MB'; \
-         ALTER ROLE {reader} IN DATABASE \"{target}\" SET statement_timeout = '7s'"
-    ))
-    .await
-    .unwrap();
+    fresh_target(
+        &target,
+        &[reader, owner],
+        &[
+            format!("CREATE ROLE {reader}"),
+            format!(
+                "CREATE ROLE {owner} LOGIN CREATEDB PASSWORD '{}'",
+                password.trim()
+            ),
+            format!("CREATE DATABASE {db} OWNER {owner}"),
+            format!("ALTER DATABASE {db} SET work_mem = '5MB'"),
+            format!("ALTER ROLE {reader} IN DATABASE {db} SET statement_timeout = '7s'"),
+        ],
+    )
+    .await;
     let keys = tempfile::tempdir().unwrap();
     let (store, mut config, key) = small_backup(&id, keys.path(), owner).await;
     config.restore.user = Some(owner.into());
@@ -1051,10 +1123,11 @@ async fn a_restore_role_that_may_not_copy_the_targets_settings_loads_in_one_sess
         .unwrap_or_else(|e| panic!("restore: {e}"));
     assert!(report.parallel.is_none());
     let warning = (report.warnings.iter())
-        .find(|w| w.contains("may not give a copy of"))
+        .find(|w| w.contains("may not make a copy of"))
         .unwrap_or_else(|| panic!("{:?}", report.warnings));
+    // The statement is named against the target (its copy is gone).
     assert!(
-        warning.contains(&format!("ALTER ROLE \"{reader}\" IN DATABASE")),
+        warning.contains(&format!("ALTER ROLE \"{reader}\" IN DATABASE {db}")),
         "{warning}"
     );
     assert_eq!(database_properties(&target).await, before);
@@ -1063,7 +1136,7 @@ async fn a_restore_role_that_may_not_copy_the_targets_settings_loads_in_one_sess
         harness::reference_dump(&id.database())
     );
     // No staging database is left.
-    let prefix = strongroom::engine::postgres::staging_prefix(&target);
+    let prefix = postgres::staging_prefix(&target);
     let left: Vec<String> = (harness::admin("postgres").await)
         .query("SELECT datname::text FROM pg_database", &[])
         .await
@@ -1073,9 +1146,6 @@ async fn a_restore_role_that_may_not_copy_the_targets_settings_loads_in_one_sess
         .filter(|name| name.starts_with(&prefix))
         .collect();
     assert_eq!(left, Vec::<String>::new());
-    drop_database(&target).await;
     drop_database(&id.database()).await;
-    root.batch_execute(&format!("DROP ROLE {reader}; DROP ROLE {owner}"))
-        .await
-        .unwrap();
+    fresh_target(&target, &[reader, owner], &[]).await;
 }

@@ -9,7 +9,9 @@ use crate::engine::EngineError;
 
 pub mod properties;
 
-pub use properties::{Carried, Like, carry_over, create_database_like};
+pub use properties::{
+    Carried, Like, Refused, carry_over, create_database_like, in_transaction, tablespace_refused,
+};
 
 /// Whether `database` exists (asked over `maintenance`, a connection to another database).
 pub async fn database_exists(

@@ -13,7 +13,9 @@
 use tokio_postgres::Client;
 
 use super::super::globals::set_clause;
-use super::super::{ConnParams, connect, query_error, quote_ident, quote_literal as literal};
+use super::super::{
+    ConnParams, connect, detail, query_error, quote_ident, quote_literal as literal,
+};
 use crate::engine::EngineError;
 
 /// What [`create_database_like`] shapes a new database like.
@@ -41,28 +43,80 @@ pub async fn create_database_like(
         .map_err(query_error("create database", database))
 }
 
-/// Gives `onto` (owned by the same role) what `from` carries, in one transaction.
+/// Gives `onto` (new, owned by the same role) what `from` carries, in one transaction.
 pub async fn carry_over(
     maintenance: &ConnParams,
     from: &str,
     onto: &str,
 ) -> Result<(), EngineError> {
     let client = connect(maintenance).await?;
+    let failed = |detail: String| EngineError::Query {
+        what: "copy the grants and settings of database",
+        database: format!("{from} (to {onto})"),
+        detail,
+    };
     let carried = Carried::read(&client, from).await?;
-    let statements = carried
-        .statements(onto)
-        .map_err(|detail| EngineError::Query {
-            what: "copy the grants and settings of database",
-            database: format!("{from} (to {onto})"),
-            detail,
-        })?;
-    client
-        .batch_execute(&format!("BEGIN; {}; COMMIT", statements.join("; ")))
+    let statements = carried.statements(onto, None).map_err(failed)?;
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    in_transaction(&client, &statements)
         .await
-        .map_err(query_error(
-            "copy the grants and settings of database",
-            &format!("{from} (to {onto})"),
-        ))
+        .map_err(|refused| failed(refused.to_string()))
+}
+
+/// A statement the server refused, and its error.
+#[derive(Debug)]
+pub struct Refused {
+    pub statement: String,
+    pub error: tokio_postgres::Error,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.statement, detail(&self.error))
+    }
+}
+
+/// Runs `statements` one at a time in a transaction that commits, so that a refusal names
+/// its statement (the transaction then ends with the connection, rolled back).
+pub async fn in_transaction(client: &Client, statements: &[&str]) -> Result<(), Refused> {
+    let all = std::iter::once("BEGIN")
+        .chain(statements.iter().copied())
+        .chain(std::iter::once("COMMIT"));
+    for statement in all {
+        if let Err(error) = client.batch_execute(statement).await {
+            return Err(Refused {
+                statement: statement.to_owned(),
+                error,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why the current role may not create a database in `target`'s tablespace (it lacks
+/// `CREATE` on it), if so.
+pub async fn tablespace_refused(
+    client: &Client,
+    target: &str,
+) -> Result<Option<String>, EngineError> {
+    let row = client
+        .query_opt(
+            "SELECT t.spcname::text FROM pg_database d \
+             JOIN pg_tablespace t ON t.oid = d.dattablespace \
+             WHERE d.datname = $1 AND t.spcname <> 'pg_default' \
+               AND NOT has_tablespace_privilege(t.oid, 'CREATE')",
+            &[&target],
+        )
+        .await
+        .map_err(query_error("read the tablespace of database", target))?;
+    Ok(row.map(|r| {
+        let tablespace: String = r.get(0);
+        format!(
+            "{target} is in tablespace {tablespace}, where the restore role may not create a \
+             database (GRANT CREATE ON TABLESPACE {} TO it)",
+            quote_ident(&tablespace)
+        )
+    }))
 }
 
 /// How a database was created: what `CREATE DATABASE` fixes.
@@ -270,33 +324,92 @@ impl Carried {
         })
     }
 
-    /// The statements that give `onto` (owned by the same role) this ACL: everything revoked
-    /// from `PUBLIC` and the owner, then each privilege granted as it was. None for the
-    /// default ACL (a new database has it).
-    pub fn grant_statements(&self, onto: &str) -> Vec<String> {
-        let Some(grants) = &self.grants else {
-            return Vec::new();
+    /// The statements that give `onto` (owned by the same role), whose ACL is `current`'s,
+    /// this ACL: every privilege revoked (with what was granted on from it) from `PUBLIC`, the
+    /// owner and whoever `current` grants to, then each granted as it was, in an order where
+    /// every grantor holds its grant option first; a grantor other than the owner grants
+    /// through `SET ROLE` (a GRANT by the owner, a member of it or a superuser is recorded as
+    /// the owner's). None when both ACLs are the default.
+    pub fn grant_statements(&self, onto: &str, current: Option<&Carried>) -> Vec<String> {
+        let current = current.and_then(|c| c.grants.as_deref());
+        let grants = match (&self.grants, current) {
+            (None, None) => return Vec::new(),
+            (Some(grants), _) => grants.clone(),
+            (None, Some(_)) => self.default_grants(),
         };
         let db = quote_ident(onto);
-        let owner = quote_ident(&self.owner);
-        let mut sql = vec![
-            format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
-            format!("REVOKE ALL ON DATABASE {db} FROM {owner}"),
-        ];
-        for g in grants {
+        let mut revoke_from: Vec<String> = vec!["PUBLIC".into(), quote_ident(&self.owner)];
+        for g in current.unwrap_or_default() {
             let grantee = g.grantee.as_deref().map_or("PUBLIC".into(), quote_ident);
-            let mut grant = format!("GRANT {} ON DATABASE {db} TO {grantee}", g.privilege);
-            if g.grantable {
-                grant.push_str(" WITH GRANT OPTION");
+            if !revoke_from.contains(&grantee) {
+                revoke_from.push(grantee);
             }
-            // Granted by the owner is what a GRANT by the owner, a member of it or a superuser
-            // records; another grantor (who held the grant option) is named.
-            if g.grantor != self.owner {
-                grant.push_str(&format!(" GRANTED BY {}", quote_ident(&g.grantor)));
+        }
+        let mut sql: Vec<String> = revoke_from
+            .iter()
+            .map(|who| format!("REVOKE ALL ON DATABASE {db} FROM {who} CASCADE"))
+            .collect();
+        for g in self.in_grant_order(grants) {
+            let grantee = g.grantee.as_deref().map_or("PUBLIC".into(), quote_ident);
+            let option = if g.grantable {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            };
+            let grant = format!(
+                "GRANT {} ON DATABASE {db} TO {grantee}{option}",
+                g.privilege
+            );
+            if g.grantor == self.owner {
+                sql.push(grant);
+            } else {
+                sql.push(format!("SET ROLE {}", quote_ident(&g.grantor)));
+                sql.push(grant);
+                sql.push("RESET ROLE".into());
             }
-            sql.push(grant);
         }
         sql
+    }
+
+    /// What a NULL ACL means for a database: the owner may do everything, `PUBLIC` may
+    /// connect and create temporary tables.
+    fn default_grants(&self) -> Vec<Grant> {
+        let grant = |privilege: &str, grantee: Option<&str>| Grant {
+            privilege: privilege.into(),
+            grantee: grantee.map(Into::into),
+            grantor: self.owner.clone(),
+            grantable: false,
+        };
+        vec![
+            grant("TEMPORARY", None),
+            grant("CONNECT", None),
+            grant("CREATE", Some(&self.owner)),
+            grant("TEMPORARY", Some(&self.owner)),
+            grant("CONNECT", Some(&self.owner)),
+        ]
+    }
+
+    /// `grants` with each one after a grant that gives its grantor the grant option for its
+    /// privilege (the owner holds them all); any left over (a chain that does not reach the
+    /// owner) at the end, where the server will refuse them.
+    fn in_grant_order(&self, mut grants: Vec<Grant>) -> Vec<Grant> {
+        let mut ordered: Vec<Grant> = Vec::with_capacity(grants.len());
+        loop {
+            let ready = grants.iter().position(|g| {
+                g.grantor == self.owner
+                    || ordered.iter().any(|o| {
+                        o.grantable
+                            && o.privilege == g.privilege
+                            && o.grantee.as_deref() == Some(g.grantor.as_str())
+                    })
+            });
+            match ready {
+                Some(i) => ordered.push(grants.remove(i)),
+                None => break,
+            }
+        }
+        ordered.extend(grants);
+        ordered
     }
 
     /// The statements that give `onto` this connection limit and these settings, or which
@@ -322,9 +435,10 @@ impl Carried {
         Ok(sql)
     }
 
-    /// Every statement: the ACL, then the connection limit and settings.
-    pub fn statements(&self, onto: &str) -> Result<Vec<String>, String> {
-        let mut sql = self.grant_statements(onto);
+    /// Every statement: the ACL (over `current`'s, see [`Carried::grant_statements`]), then
+    /// the connection limit and settings.
+    pub fn statements(&self, onto: &str, current: Option<&Carried>) -> Result<Vec<String>, String> {
+        let mut sql = self.grant_statements(onto, current);
         sql.extend(self.setting_statements(onto)?);
         Ok(sql)
     }
@@ -363,25 +477,39 @@ mod tests {
             connection_limit: -1,
             settings: Vec::new(),
         };
-        assert_eq!(carried.statements("s").unwrap(), Vec::<String>::new());
+        assert_eq!(carried.statements("s", None).unwrap(), Vec::<String>::new());
+        // A grant made by a holder of the grant option comes after the grant that gave it,
+        // made as that role.
         carried.grants = Some(vec![
+            grant("CONNECT", Some("reader"), "delegate", false),
             grant("CONNECT", None, "app owner", false),
-            grant("CONNECT", Some("app owner"), "app owner", false),
-            grant("CONNECT", Some("reader"), "delegate", true),
+            grant("CONNECT", Some("delegate"), "app owner", true),
         ]);
+        let current = Carried {
+            grants: Some(vec![grant("CONNECT", Some("gone"), "app owner", false)]),
+            ..carried.clone()
+        };
         assert_eq!(
-            carried.grant_statements("s"),
+            carried.grant_statements("s", Some(&current)),
             [
-                r#"REVOKE ALL ON DATABASE "s" FROM PUBLIC"#,
-                r#"REVOKE ALL ON DATABASE "s" FROM "app owner""#,
+                r#"REVOKE ALL ON DATABASE "s" FROM PUBLIC CASCADE"#,
+                r#"REVOKE ALL ON DATABASE "s" FROM "app owner" CASCADE"#,
+                r#"REVOKE ALL ON DATABASE "s" FROM "gone" CASCADE"#,
                 r#"GRANT CONNECT ON DATABASE "s" TO PUBLIC"#,
-                r#"GRANT CONNECT ON DATABASE "s" TO "app owner""#,
-                r#"GRANT CONNECT ON DATABASE "s" TO "reader" WITH GRANT OPTION GRANTED BY "delegate""#,
+                r#"GRANT CONNECT ON DATABASE "s" TO "delegate" WITH GRANT OPTION"#,
+                r#"SET ROLE "delegate""#,
+                r#"GRANT CONNECT ON DATABASE "s" TO "reader""#,
+                "RESET ROLE",
             ]
         );
         // Everything revoked (an empty ACL) is not the default: it is rebuilt as empty.
         carried.grants = Some(Vec::new());
-        assert_eq!(carried.grant_statements("s").len(), 2);
+        assert_eq!(carried.grant_statements("s", None).len(), 2);
+        // Back to the default over an explicit ACL: the default's privileges, spelled out.
+        carried.grants = None;
+        let sql = carried.grant_statements("s", Some(&current));
+        assert_eq!(sql.len(), 3 + 5);
+        assert!(sql.contains(&r#"GRANT CREATE ON DATABASE "s" TO "app owner""#.to_owned()));
     }
 
     #[test]
@@ -402,7 +530,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            carried.statements("s").unwrap(),
+            carried.statements("s", None).unwrap(),
             [
                 r#"ALTER DATABASE "s" CONNECTION LIMIT 40"#,
                 r#"ALTER DATABASE "s" SET search_path TO 'app', '$user'"#,
@@ -417,7 +545,12 @@ mod tests {
             }],
             ..carried
         };
-        assert!(broken.statements("s").unwrap_err().contains("name=value"));
+        assert!(
+            broken
+                .statements("s", None)
+                .unwrap_err()
+                .contains("name=value")
+        );
     }
 
     #[test]

@@ -9,11 +9,11 @@
 //! target in one session instead ([`Created::CannotCarry`]). When everything loaded, one
 //! transaction gives the staging database the target's grants, settings, connection limit and
 //! comment as they are then ([`postgres::Carried`]), renames the target aside and the staging
-//! database into its name, and the old (empty) target is dropped. A target that does not exist yet
-//! (`--create`) is not created first: the staging database is created as `CREATE DATABASE`
-//! would have created the target, and takes its name at the end (should someone have created
-//! it meanwhile, it is replaced like a target that existed), so a failed restore leaves no
-//! empty target behind. A restore stopped in the process (a
+//! database into its name, and the old (empty) target is dropped. A target that does not exist
+//! yet (`--create`) is not created first: the staging database is created as `CREATE
+//! DATABASE` would have created the target, and takes its name at the end (should someone
+//! have created it meanwhile, it is replaced like a target that existed), so a failed restore
+//! leaves no empty target behind. A restore stopped in the process (a
 //! drill's SIGTERM drops its future) drops it in the background ([`drop_stopped`] waits for
 //! that). A SIGKILL of the agent leaves it behind: every parallel restore first drops those
 //! of its target that no restore holds ([`sweep_abandoned`]), and its report says so.
@@ -239,8 +239,9 @@ impl Staging {
 
     /// Puts the staging database in `target`'s place in one transaction, with the target's
     /// grants, settings, connection limit and comment (so its own comment, marking it in use,
-    /// goes; a scratch drill's database keeps its mark), then drops the old target if it is still as `CREATE DATABASE` left it (else
-    /// keeps it, renamed, and says so); an absent target's name it takes, without comment.
+    /// goes; a scratch drill's database keeps its mark), then drops the old target if it is
+    /// still as `CREATE DATABASE` left it (else keeps it, renamed, and says so); an absent
+    /// target's name it takes, without comment.
     /// Fails, and drops the staging database, if its lock was lost or a rename failed.
     pub async fn replace(mut self, target: &str) -> Result<Vec<String>> {
         let lost = match &self.held {

@@ -187,7 +187,6 @@ impl Staging {
             steps.extend(settings);
             steps.push("ROLLBACK TO strongroom_settings".into());
         }
-        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
         match postgres::in_transaction(&client, &steps).await {
             Ok(()) => Ok(None),
             Err(refused) => {
@@ -304,7 +303,6 @@ impl Staging {
                 format!("ALTER DATABASE {s} RENAME TO {t}"),
                 format!("COMMENT ON DATABASE {t} IS {comment}"),
             ]);
-            let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
             // One transaction, a statement at a time, so that a refusal names its statement.
             (postgres::in_transaction(&client, &statements).await).map_err(|refused| {
                 swap_failed(&refused.error, Some(&refused.statement), target, &self.name)

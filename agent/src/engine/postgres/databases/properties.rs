@@ -57,7 +57,6 @@ pub async fn carry_over(
     };
     let carried = Carried::read(&client, from).await?;
     let statements = carried.statements(onto, None).map_err(failed)?;
-    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     in_transaction(&client, &statements)
         .await
         .map_err(|refused| failed(refused.to_string()))
@@ -78,9 +77,9 @@ impl std::fmt::Display for Refused {
 
 /// Runs `statements` one at a time in a transaction that commits, so that a refusal names
 /// its statement (the transaction then ends with the connection, rolled back).
-pub async fn in_transaction(client: &Client, statements: &[&str]) -> Result<(), Refused> {
+pub async fn in_transaction(client: &Client, statements: &[String]) -> Result<(), Refused> {
     let all = std::iter::once("BEGIN")
-        .chain(statements.iter().copied())
+        .chain(statements.iter().map(String::as_str))
         .chain(std::iter::once("COMMIT"));
     for statement in all {
         if let Err(error) = client.batch_execute(statement).await {
